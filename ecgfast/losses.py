@@ -1,0 +1,124 @@
+"""Self-supervised losses, each usable on its own in any training loop.
+
+- :func:`nt_xent` / :class:`NTXentLoss`: SimCLR's normalised temperature-scaled cross
+  entropy over two views (formula in :func:`ecgfast.ops.nt_xent_reference`).
+- :func:`transformation_recognition_loss` / :class:`TransformationRecognitionLoss`:
+  the SSL-ECG pretext loss, a weighted sum of one binary cross entropy per version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgfast import dispatch
+
+#: Loss weight of each SSL-ECG head, in the order of ``ecgfast.transforms.TRANSFORM_NAMES``
+#: (original, noise, scale, negate, flip, permute, time_warp), as in the original code.
+SSL_ECG_TASK_WEIGHTS = (0.195, 0.195, 0.195, 0.0125, 0.0125, 0.195, 0.195)
+
+
+def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> None:
+    for name, z in (("z1", z1), ("z2", z2)):
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"nt_xent: {name} must be a torch.Tensor, got {type(z).__name__}")
+        if z.dim() != 2:
+            raise ValueError(f"nt_xent: {name} must be (N, D), got shape {tuple(z.shape)}")
+        if not z.is_floating_point():
+            raise TypeError(f"nt_xent: {name} must be floating point, got {z.dtype}")
+        if z.shape[0] < 1 or z.shape[1] < 1:
+            raise ValueError(f"nt_xent: {name} must have N >= 1 and D >= 1, got {tuple(z.shape)}")
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"nt_xent: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    if z1.device != z2.device:
+        raise ValueError(f"nt_xent: z1 is on {z1.device} but z2 is on {z2.device}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"nt_xent: temperature must be a finite number > 0, got {temperature!r}")
+    for name, z in (("z1", z1), ("z2", z2)):
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"nt_xent: {name} contains NaN or Inf values")
+
+
+def nt_xent(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """NT-Xent loss of two views.
+
+    Args:
+        z1, z2: (N, D) embeddings (projection-head outputs) of the two views; row i of
+            each is a positive pair. Any floating dtype; normalised inside.
+        temperature: tau > 0.
+        backend: "auto" | "eager" (see :mod:`ecgfast.dispatch`).
+
+    Returns:
+        fp32 (or fp64 for fp64 inputs) scalar, the mean over the 2N rows of
+        ``logsumexp_{j != i}(s_ij) - s_{i,pos}`` with ``s = z z^T / tau``.
+    """
+    _check_embeddings(z1, z2, temperature)
+    return dispatch.nt_xent(z1, z2, float(temperature), backend)
+
+
+class NTXentLoss(nn.Module):
+    """Module form of :func:`nt_xent`: ``NTXentLoss(0.5)(z1, z2)``."""
+
+    def __init__(self, temperature: float = 0.5, *, backend: str = "auto"):
+        super().__init__()
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        self.backend = dispatch.check_backend("nt_xent", backend)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return nt_xent(z1, z2, self.temperature, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, backend={self.backend!r}"
+
+
+def transformation_recognition_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: Sequence[float] = SSL_ECG_TASK_WEIGHTS,
+) -> torch.Tensor:
+    """Weighted sum over heads of the binary cross entropy "is this version k?".
+
+    Args:
+        logits: (B, K) outputs of :class:`ecgfast.models.TransformationHeads`.
+        labels: (B,) integer version index in [0, K).
+        weights: K loss weights (default: the SSL-ECG weights).
+
+    Returns:
+        Scalar ``sum_k w_k * mean_b BCE(logits[b, k], labels[b] == k)``.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, K), got shape {tuple(logits.shape)}")
+    k = logits.shape[1]
+    if len(weights) != k:
+        raise ValueError(f"weights has {len(weights)} entries but logits has {k} heads")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"labels must be ({logits.shape[0]},), got shape {tuple(labels.shape)}")
+    targets = F.one_hot(labels.long(), k).to(logits.dtype)
+    per_head = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=0)
+    w = torch.as_tensor(weights, dtype=per_head.dtype, device=per_head.device)
+    return (per_head * w).sum()
+
+
+class TransformationRecognitionLoss(nn.Module):
+    """Module form of :func:`transformation_recognition_loss`."""
+
+    def __init__(self, weights: Sequence[float] = SSL_ECG_TASK_WEIGHTS):
+        super().__init__()
+        self.weights = tuple(float(w) for w in weights)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return transformation_recognition_loss(logits, labels, self.weights)

@@ -1,0 +1,253 @@
+"""The SSL-ECG encoder, its residual and squeeze-excitation variants, and the heads.
+
+The encoder (Sarkar & Etemad's 3-block 1-D CNN with the report's residual connections
+and SE channel attention):
+
+    block 1: [Conv1d(1->32, k=32) -> act -> Dropout] -> [Conv1d(32->32, k=32) -> act -> Dropout]
+             -> SE -> (+ W_s x) -> MaxPool1d(8, 2)
+    block 2: the same with 64 filters, k=16
+    block 3: the same with 128 filters, k=8, then a global max over time -> (B, 128)
+
+Input (B, 1, L) or (B, L); L = 2560 (10 s at 256 Hz) in the papers, any
+L >= :attr:`ECGEncoder.min_length` works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ecgfast import dispatch
+from ecgfast.layers import EncoderBlock
+from ecgfast.ops.encoder import ACTIVATIONS, activation
+
+RESIDUAL_PRESETS = {
+    "none": (False, False, False),
+    "first": (True, False, False),
+    "first_two": (True, True, False),
+    "all": (True, True, True),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Configuration of :class:`ECGEncoder`.
+
+    Attributes:
+        residual: which blocks get a shortcut: "none" | "first" | "first_two" | "all",
+            or a 3-tuple of bools (one per block).
+        attention: squeeze-excitation after each block's second conv.
+        se_reduction: SE reduction ratio r (hidden width C // r).
+        dropout: dropout probability after every conv activation.
+        activation: "relu" (the report) or "leaky_relu" (the original SSL-ECG code).
+        negative_slope: slope of leaky_relu (TensorFlow's default, 0.2).
+        backend: "auto" | "eager" | "triton"; see :mod:`ecgfast.dispatch`.
+        filters, kernel_sizes: per block; the papers' 32/64/128 and 32/16/8.
+        pool_size, pool_stride: the MaxPool1d after blocks 1 and 2.
+    """
+
+    residual: str | tuple[bool, bool, bool] = "all"
+    attention: bool = True
+    se_reduction: int = 8
+    dropout: float = 0.1
+    activation: str = "relu"
+    negative_slope: float = 0.2
+    backend: str = "auto"
+    filters: tuple[int, int, int] = (32, 64, 128)
+    kernel_sizes: tuple[int, int, int] = (32, 16, 8)
+    pool_size: int = 8
+    pool_stride: int = 2
+    in_channels: int = field(default=1, repr=False)
+
+    def __post_init__(self):
+        residual = self.residual
+        if isinstance(residual, list):
+            residual = tuple(residual)
+            object.__setattr__(self, "residual", residual)
+        if isinstance(residual, str):
+            if residual not in RESIDUAL_PRESETS:
+                raise ValueError(
+                    f"residual must be one of {tuple(RESIDUAL_PRESETS)} or a 3-tuple of bools, "
+                    f"got {residual!r}"
+                )
+        elif not (
+            isinstance(residual, tuple)
+            and len(residual) == 3
+            and all(isinstance(r, bool) for r in residual)
+        ):
+            raise ValueError(f"residual must be a preset name or a 3-tuple of bools, got {residual!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.se_reduction < 1:
+            raise ValueError(f"se_reduction must be >= 1, got {self.se_reduction}")
+        if len(self.filters) != 3 or len(self.kernel_sizes) != 3:
+            raise ValueError("filters and kernel_sizes must have one entry per block (3)")
+        for name in ("filters", "kernel_sizes"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.pool_size < 1 or self.pool_stride < 1:
+            raise ValueError("pool_size and pool_stride must be >= 1")
+        dispatch.check_backend("encoder_block", self.backend)
+
+    @property
+    def residual_blocks(self) -> tuple[bool, bool, bool]:
+        if isinstance(self.residual, str):
+            return RESIDUAL_PRESETS[self.residual]
+        return self.residual
+
+    @classmethod
+    def ssl_ecg(cls, **overrides) -> EncoderConfig:
+        """The original SSL-ECG encoder: no shortcut, no SE, leaky ReLU, no dropout."""
+        base = dict(residual="none", attention=False, dropout=0.0, activation="leaky_relu")
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["residual"] = self.residual if isinstance(self.residual, str) else list(self.residual)
+        d["filters"] = list(self.filters)
+        d["kernel_sizes"] = list(self.kernel_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> EncoderConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class ECGEncoder(nn.Module):
+    """The 3-block 1-D CNN encoder; (B, 1, L) or (B, L) -> (B, filters[-1]).
+
+    See the module docstring for the architecture and :class:`EncoderConfig` for the
+    options. Parameters and ``state_dict`` keys do not depend on ``config.backend``.
+    """
+
+    def __init__(self, config: EncoderConfig | None = None):
+        super().__init__()
+        self.config = config = config if config is not None else EncoderConfig()
+        channels = (config.in_channels, *config.filters)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(
+                channels[i],
+                channels[i + 1],
+                config.kernel_sizes[i],
+                residual=config.residual_blocks[i],
+                attention=config.attention,
+                se_reduction=config.se_reduction,
+                dropout=config.dropout,
+                activation=config.activation,
+                negative_slope=config.negative_slope,
+                pool_size=config.pool_size if i < 2 else None,
+                pool_stride=config.pool_stride,
+                backend=config.backend,
+            )
+            for i in range(3)
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.filters[-1]
+
+    @property
+    def min_length(self) -> int:
+        """Shortest input the two local max pools accept (22 samples by default)."""
+        c = self.config
+        # block 2's pool needs pool_size samples, so block 1's pool must leave that many
+        return (c.pool_size - 1) * c.pool_stride + c.pool_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_input(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"ECGEncoder input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"ECGEncoder input must be floating point, got dtype {x.dtype}")
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        elif x.dim() != 3:
+            raise ValueError(
+                f"ECGEncoder input must be (batch, {self.config.in_channels}, length) or "
+                f"(batch, length), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"ECGEncoder input must have {self.config.in_channels} channel(s) on axis 1, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[-1] < self.min_length:
+            raise ValueError(
+                f"ECGEncoder input length {x.shape[-1]} is shorter than the minimum "
+                f"{self.min_length} samples that the pools need"
+            )
+        return x
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR projection head: Linear(in, hidden) -> ReLU -> Linear(hidden, out).
+
+    (B, in_dim) -> (B, out_dim); defaults 128 -> 256 -> 128.
+    """
+
+    def __init__(self, in_dim: int = 128, hidden_dim: int = 256, out_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class _BinaryHead(nn.Module):
+    def __init__(self, in_dim, hidden, dropout, act, negative_slope):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 1)
+        self.drop = nn.Dropout(dropout)
+        self.act, self.negative_slope = act, negative_slope
+
+    def forward(self, h):
+        h = self.drop(activation(self.fc1(h), self.act, self.negative_slope))
+        h = self.drop(activation(self.fc2(h), self.act, self.negative_slope))
+        return self.out(h).squeeze(-1)
+
+
+class TransformationHeads(nn.Module):
+    """The SSL-ECG pretext heads: one binary classifier per signal version.
+
+    Each head is Dense(hidden) -> act -> Dropout -> Dense(hidden) -> act -> Dropout ->
+    Dense(1). (B, in_dim) -> (B, n_tasks) logits; head k answers "is this the k-th
+    version?" (order: :data:`ecgfast.transforms.TRANSFORM_NAMES`).
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 128,
+        hidden_dim: int = 128,
+        n_tasks: int = 7,
+        dropout: float = 0.6,
+        activation: str = "relu",
+        negative_slope: float = 0.2,
+    ):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            _BinaryHead(in_dim, hidden_dim, dropout, activation, negative_slope)
+            for _ in range(n_tasks)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(h) for head in self.heads], dim=-1)
