@@ -1,0 +1,169 @@
+"""Linear-ish probing of frozen embeddings for arousal and valence.
+
+The encoder is frozen; its 128-d embeddings of every window are standardised (with the
+training fold's statistics) and a small MLP is trained per label. Two protocols:
+
+- ``split="subject"`` (default, the honest one): k-fold over subjects, so no subject is
+  in both the training and the test fold.
+- ``split="window"``: the SSL-ECG paper's window-level 10-fold; windows of one subject
+  land on both sides, which is optimistic.
+
+Reported per label: accuracy and macro-F1, mean and std over folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ecgfast.models import ECGEncoder
+
+SPLITS = ("subject", "window")
+LABELS = ("arousal", "valence")
+
+
+@torch.no_grad()
+def extract_features(encoder: ECGEncoder, windows, *, batch_size: int = 256,
+                     device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
+    """Embeddings (N, D) float32 of windows (N, L) with the encoder in eval mode."""
+    windows = torch.as_tensor(np.asarray(windows, dtype=np.float32))
+    was_training = encoder.training
+    encoder.eval().to(device)
+    out = []
+    starts = range(0, windows.shape[0], batch_size)
+    for i in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
+        out.append(encoder(windows[i:i + batch_size].to(device)).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 2) -> float:
+    """Unweighted mean over classes of F1 (a class absent from both counts as F1 = 0)."""
+    scores = []
+    for c in range(n_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def make_folds(n: int, split: str, *, groups: np.ndarray | None = None, n_folds: int | None = None,
+               seed: int = 0) -> list[np.ndarray]:
+    """Test-index arrays of each fold (the training fold is the rest).
+
+    ``split="subject"`` needs ``groups`` (the subject of every window) and makes
+    ``min(n_folds or 5, n_subjects)`` folds of whole subjects; ``split="window"`` shuffles
+    windows into ``n_folds or 10`` folds.
+    """
+    rng = np.random.default_rng(seed)
+    if split == "subject":
+        if groups is None:
+            raise ValueError("split='subject' needs the subject of every window (groups)")
+        subjects = rng.permutation(np.unique(groups))
+        k = min(n_folds or 5, len(subjects))
+        if k < 2:
+            raise ValueError(f"split='subject' needs at least 2 subjects, got {len(subjects)}")
+        return [np.flatnonzero(np.isin(groups, part)) for part in np.array_split(subjects, k)]
+    if split == "window":
+        k = n_folds or 10
+        if n < k:
+            raise ValueError(f"split='window' with {k} folds needs at least {k} windows, got {n}")
+        return list(np.array_split(rng.permutation(n), k))
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def train_probe(features: np.ndarray, labels: np.ndarray, *, hidden: int = 64, epochs: int = 300,
+                lr: float = 1e-2, weight_decay: float = 1e-3, seed: int = 0) -> nn.Module:
+    """A Linear(D, hidden) -> ReLU -> Linear(hidden, C) probe, full-batch Adam."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    n_classes = int(max(2, y.max().item() + 1))
+    probe = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p.shape[-1])) ** 0.5)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss_fn(probe(x), y).backward()
+        opt.step()
+    return probe.eval()
+
+
+@dataclass
+class ProbeScore:
+    """Accuracy and macro-F1 per fold, with their mean and std."""
+
+    accuracy: list[float]
+    f1: list[float]
+
+    def summary(self) -> dict:
+        return {
+            "accuracy_mean": float(np.mean(self.accuracy)),
+            "accuracy_std": float(np.std(self.accuracy)),
+            "f1_mean": float(np.mean(self.f1)),
+            "f1_std": float(np.std(self.f1)),
+            "accuracy_folds": [float(a) for a in self.accuracy],
+            "f1_folds": [float(f) for f in self.f1],
+        }
+
+
+def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split: str = "subject",
+                   groups: np.ndarray | None = None, n_folds: int | None = None,
+                   seed: int = 0, **probe_kwargs) -> dict[str, dict]:
+    """Cross-validated probe scores for every label in ``labels`` ({name: (N,) ints})."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {features.shape}")
+    folds = make_folds(len(features), split, groups=groups, n_folds=n_folds, seed=seed)
+    results = {}
+    for name, y in labels.items():
+        y = np.asarray(y)
+        if y.shape != (len(features),):
+            raise ValueError(f"labels[{name!r}] must be ({len(features)},), got shape {y.shape}")
+        score = ProbeScore([], [])
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(features)), test)
+            mu = features[train].mean(0)
+            sd = features[train].std(0) + 1e-6
+            probe = train_probe((features[train] - mu) / sd, y[train], seed=seed, **probe_kwargs)
+            with torch.no_grad():
+                pred = probe(torch.as_tensor((features[test] - mu) / sd)).argmax(1).numpy()
+            score.accuracy.append(float(np.mean(pred == y[test])))
+            score.f1.append(macro_f1(y[test], pred))
+        results[name] = {**score.summary(), "split": split, "n_folds": len(folds)}
+    return results
+
+
+def evaluate_encoder(encoder: ECGEncoder, windows, labels: dict[str, np.ndarray], *,
+                     split: str = "subject", groups: np.ndarray | None = None,
+                     n_folds: int | None = None, seed: int = 0, device="cpu",
+                     progress: bool = False) -> dict[str, dict]:
+    """Embed ``windows`` with the frozen encoder, then :func:`probe_features`."""
+    features = extract_features(encoder, windows, device=device, progress=progress)
+    return probe_features(features, labels, split=split, groups=groups, n_folds=n_folds, seed=seed)
+
+
+def format_table(rows: dict[str, dict[str, dict]]) -> str:
+    """A text table: one row per model, arousal and valence accuracy / macro-F1 (%)."""
+    head = f"{'model':<24}" + "".join(f"{lab + ' acc':>16}{lab + ' F1':>16}" for lab in LABELS)
+    lines = [head, "-" * len(head)]
+    for model, res in rows.items():
+        cells = ""
+        for lab in LABELS:
+            r = res.get(lab)
+            if r is None:
+                cells += f"{'-':>16}{'-':>16}"
+                continue
+            cells += f"{100 * r['accuracy_mean']:>10.1f} ± {100 * r['accuracy_std']:<3.1f}"
+            cells += f"{100 * r['f1_mean']:>10.1f} ± {100 * r['f1_std']:<3.1f}"
+        lines.append(f"{model:<24}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,361 @@
+"""Pretraining loop: objectives, progress, crash-safe checkpoints, exact resume, DDP.
+
+:func:`pretrain` trains an encoder on unlabelled windows with one of the objectives of
+:mod:`ecgfast.objectives` and writes, in ``run_dir``:
+
+- ``checkpoints/epoch-NNNN/`` after every epoch (see :mod:`ecgfast.checkpoint`),
+- ``metrics.jsonl``: one JSON record per step (``"kind": "step"``) and per epoch,
+- ``training_curve.png``: loss per step and per epoch.
+
+Randomness is derived from ``(seed, epoch, rank)`` at the start of every epoch (shuffle
+order, augmentations, dropout), so a run resumed from the checkpoint of epoch k ends with
+the same weights as an uninterrupted run on the same device.
+
+Under ``torchrun --nproc_per_node K`` the objective is wrapped in
+DistributedDataParallel (gloo on the CPU, nccl on GPUs), each rank takes every K-th
+window of the shuffled order, and the contrastive loss gathers all ranks' embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ecgfast import checkpoint as ckpt
+from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.objectives import OBJECTIVES, build_objective
+
+METRICS = "metrics.jsonl"
+CURVE = "training_curve.png"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint on disk is untouched."""
+
+
+@dataclass
+class PretrainConfig:
+    """Options of :func:`pretrain`.
+
+    Attributes:
+        objective: "transform" (SSL-ECG), "contrastive" (NT-Xent) or "both".
+        epochs: total number of epochs (a resumed run continues up to this).
+        batch_size: windows per step, before the 7 versions / 2 views are made.
+        lr, weight_decay: Adam's.
+        seed: all randomness derives from it.
+        temperature: NT-Xent tau.
+        transform_weight, contrastive_weight: for "both".
+        nt_xent_backend: see :func:`ecgfast.losses.nt_xent`.
+        device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+        max_steps_per_epoch: cap on steps per epoch (None: all windows).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+    """
+
+    objective: str = "transform"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    temperature: float = 0.5
+    transform_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    nt_xent_backend: str = "auto"
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for name in ("epochs", "batch_size", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns: where things are and the epoch records."""
+
+    run_dir: Path
+    checkpoint: Path | None
+    history: list[dict]
+    encoder: ECGEncoder
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA GPU is available")
+    return dev
+
+
+# random streams, each seeded from (stream, seed, epoch, rank)
+_INIT, _ORDER, _AUGMENT, _DROPOUT = range(4)
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def data_fingerprint(windows: torch.Tensor) -> str:
+    """A short hash of the windows' shape and a strided sample of their values."""
+    flat = windows.reshape(-1)
+    step = max(1, flat.numel() // 65536)
+    h = hashlib.sha1(str(tuple(windows.shape)).encode())
+    h.update(flat[::step].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _as_windows(windows) -> torch.Tensor:
+    if isinstance(windows, np.ndarray):
+        windows = torch.from_numpy(windows)
+    if not isinstance(windows, torch.Tensor):
+        raise TypeError(f"windows must be a numpy array or a tensor, got {type(windows).__name__}")
+    if windows.dim() == 3 and windows.shape[1] == 1:
+        windows = windows[:, 0]
+    if windows.dim() != 2:
+        raise ValueError(f"windows must be (N, L) or (N, 1, L), got shape {tuple(windows.shape)}")
+    if not windows.is_floating_point():
+        raise TypeError(f"windows must be floating point, got {windows.dtype}")
+    if windows.shape[0] < 1:
+        raise ValueError("windows is empty")
+    bad = ~torch.isfinite(windows).all(dim=1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise ValueError(
+            f"windows: {int(bad.sum())} window(s) hold NaN or Inf samples (first: window {first})"
+        )
+    return windows.to(torch.float32).contiguous()
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _epoch_batches(n: int, epoch: int, cfg: PretrainConfig, rank: int, world: int):
+    g = torch.Generator().manual_seed(_derived_seed(_ORDER, cfg.seed, epoch))
+    order = torch.randperm(n, generator=g)
+    per_rank = n // world if world > 1 else n
+    mine = order[rank::world][:per_rank]
+    batches = list(torch.split(mine, cfg.batch_size))
+    if cfg.max_steps_per_epoch is not None:
+        batches = batches[: cfg.max_steps_per_epoch]
+    return batches
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
+    """Keep the records of epochs <= last_epoch (a killed run may have logged more)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if rec.get("epoch", 0) <= last_epoch:
+            kept.append(rec)
+    ckpt._atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def plot_training_curve(records: list[dict], path: str | os.PathLike) -> None:
+    """Loss per step (faint) and per-epoch mean (markers) to a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if steps:
+        ax.plot([r["global_step"] for r in steps], [r["loss"] for r in steps],
+                alpha=0.35, lw=1, label="step")
+    if epochs:
+        ax.plot([r["global_step"] for r in epochs], [r["loss"] for r in epochs],
+                "o-", label="epoch mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("ecgfast pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def pretrain(
+    windows,
+    run_dir: str | os.PathLike,
+    encoder_config: EncoderConfig | None = None,
+    config: PretrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pretrain an encoder on ``windows`` (N, L) and write the run to ``run_dir``.
+
+    With ``resume=True`` training continues from the newest checkpoint in ``run_dir``
+    with the encoder and training options saved there (only ``config.epochs`` may grow);
+    without it, a ``run_dir`` that already holds a checkpoint is refused so that nothing
+    is overwritten. Raises :class:`TrainingDivergedError` if the loss stops being finite.
+    """
+    run_dir = Path(run_dir)
+    config = config or PretrainConfig()
+    encoder_config = encoder_config or EncoderConfig()
+    windows = _as_windows(windows)
+    fingerprint = data_fingerprint(windows)
+    rank, world = _distributed()
+    has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
+
+    start_epoch, history, optimizer_state, state = 0, [], None, None
+    if resume and has_checkpoint:
+        saved = ckpt.load_checkpoint(run_dir)
+        saved_cfg = PretrainConfig.from_dict(saved.config.get("training", {}))
+        if saved.config.get("data_fingerprint") not in (None, fingerprint):
+            raise ValueError(
+                f"{saved.path}: this run was trained on other data (fingerprint "
+                f"{saved.config.get('data_fingerprint')}, now {fingerprint}); resume needs the same windows"
+            )
+        encoder_config = saved.encoder_config
+        config = dataclasses.replace(saved_cfg, epochs=config.epochs, device=config.device)
+        start_epoch, state = saved.epoch, saved.state_dict
+        optimizer_state = saved.load_optimizer_state()
+        history = [r for r in _truncate_metrics(run_dir / METRICS, start_epoch) if r.get("kind") == "epoch"] if rank == 0 else []
+    elif has_checkpoint:
+        raise FileExistsError(
+            f"{run_dir}: already holds a checkpoint; pass resume=True (--resume) to continue it "
+            "or choose another run directory"
+        )
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS).unlink(missing_ok=True)
+
+    device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(_derived_seed(_INIT, config.seed))
+    encoder = ECGEncoder(encoder_config)
+    objective = build_objective(
+        config.objective, encoder, temperature=config.temperature,
+        nt_xent_backend=config.nt_xent_backend, gather_distributed=world > 1,
+        transform_weight=config.transform_weight, contrastive_weight=config.contrastive_weight,
+    )
+    if state is not None:
+        objective.load_state_dict(state)
+    objective.to(device)
+    optimizer = torch.optim.Adam(objective.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    model = objective
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    saved_config = {
+        "encoder": encoder_config.to_dict(),
+        "objective": config.objective,
+        "training": config.to_dict(),
+        "data_fingerprint": fingerprint,
+        "n_windows": int(windows.shape[0]),
+        "window_length": int(windows.shape[1]),
+        "world_size": world,
+    }
+    last_path = ckpt.resolve_checkpoint(run_dir) if start_epoch else None
+    global_step = history[-1]["global_step"] if history else 0
+    for epoch in range(start_epoch, config.epochs):
+        batches = _epoch_batches(windows.shape[0], epoch, config, rank, world)
+        gen = torch.Generator(device=device).manual_seed(
+            _derived_seed(_AUGMENT, config.seed, epoch, rank))
+        torch.manual_seed(_derived_seed(_DROPOUT, config.seed, epoch, rank))
+        model.train()
+        records, losses, seen, t0 = [], [], 0, time.perf_counter()
+        bar = tqdm(batches, desc=f"pretrain {config.objective} epoch {epoch + 1}/{config.epochs}",
+                   unit="batch", disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
+        for step, idx in enumerate(bar):
+            x = windows[idx].to(device, non_blocking=True)
+            loss, metrics = model(x, gen)
+            if not bool(torch.isfinite(loss)):
+                where = f"epoch {epoch + 1}, step {step + 1}"
+                kept = f"the last checkpoint ({last_path}) is untouched" if last_path else "no checkpoint was written yet"
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at {where}; {kept}. Try a lower lr (now {config.lr})."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            global_step += 1
+            seen += x.shape[0]
+            losses.append(loss.item())
+            rate = seen * world / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", win_s=f"{rate:.1f}")
+            records.append({"kind": "step", "epoch": epoch + 1, "step": step + 1,
+                            "global_step": global_step, "loss": losses[-1],
+                            **{k: float(v) for k, v in metrics.items()}})
+        elapsed = time.perf_counter() - t0
+        epoch_record = {
+            "kind": "epoch", "epoch": epoch + 1, "global_step": global_step,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "windows_per_s": seen * world / elapsed if elapsed > 0 else 0.0,
+            "seconds": elapsed,
+            **{k: float(np.mean([r[k] for r in records])) for k in metrics},
+        }
+        history.append(epoch_record)
+        if rank == 0:
+            last_path = ckpt.save_checkpoint(
+                run_dir, epoch=epoch + 1, state_dict=objective.state_dict(),
+                config=saved_config, optimizer_state=optimizer.state_dict(),
+                keep=config.keep_checkpoints,
+            )
+            _append_jsonl(run_dir / METRICS, records + [epoch_record])
+            all_records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+            plot_training_curve(all_records, run_dir / CURVE)
+    if rank == 0 and last_path is None and has_checkpoint:
+        last_path = ckpt.resolve_checkpoint(run_dir)
+    encoder.eval()
+    return PretrainResult(run_dir, last_path, history, encoder)
