@@ -1,0 +1,48 @@
+"""ECG data: the ECGSYN model, a SYNTHETIC labelled cohort, readers and pre-processing.
+
+- :func:`ecgsyn`: McSharry et al.'s dynamical ECG model, one lead in mV.
+- :func:`make_cohort` / :class:`Cohort`: a synthetic arousal/valence-labelled cohort of
+  z-scored 10 s windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
+- :func:`read_recording` / :class:`Recording`: ``.npy``, ``.csv`` and WFDB files.
+- :func:`preprocess` / :func:`iter_windows` / :class:`Windows`: high-pass 0.8 Hz ->
+  resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
+  :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
+  :func:`window`.
+- :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
+"""
+
+from ecgfast.data.ecgsyn import ecgsyn
+from ecgfast.data.errors import ECGDataError
+from ecgfast.data.preprocessing import (
+    FLAT_STD_THRESHOLD,
+    Windows,
+    highpass,
+    is_flat,
+    iter_windows,
+    preprocess,
+    resample,
+    robust_zscore,
+    window,
+    zscore_stats,
+)
+from ecgfast.data.readers import Recording, read_recording
+from ecgfast.data.synthetic import Cohort, make_cohort
+
+__all__ = [
+    "FLAT_STD_THRESHOLD",
+    "Cohort",
+    "ECGDataError",
+    "Recording",
+    "Windows",
+    "ecgsyn",
+    "highpass",
+    "is_flat",
+    "iter_windows",
+    "make_cohort",
+    "preprocess",
+    "read_recording",
+    "resample",
+    "robust_zscore",
+    "window",
+    "zscore_stats",
+]
