@@ -146,10 +146,14 @@ def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split
 def evaluate_encoder(encoder: ECGEncoder, windows, labels: dict[str, np.ndarray], *,
                      split: str = "subject", groups: np.ndarray | None = None,
                      n_folds: int | None = None, seed: int = 0, device="cpu",
-                     progress: bool = False) -> dict[str, dict]:
-    """Embed ``windows`` with the frozen encoder, then :func:`probe_features`."""
+                     progress: bool = False, **probe_kwargs) -> dict[str, dict]:
+    """Embed ``windows`` with the frozen encoder, then :func:`probe_features`.
+
+    ``probe_kwargs`` go to :func:`train_probe` (hidden, epochs, lr, weight_decay).
+    """
     features = extract_features(encoder, windows, device=device, progress=progress)
-    return probe_features(features, labels, split=split, groups=groups, n_folds=n_folds, seed=seed)
+    return probe_features(features, labels, split=split, groups=groups, n_folds=n_folds,
+                          seed=seed, **probe_kwargs)
 
 
 def format_table(rows: dict[str, dict[str, dict]]) -> str:

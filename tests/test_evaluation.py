@@ -1,0 +1,82 @@
+"""Probing: folds, F1, and that the probe finds signal where there is some."""
+
+import numpy as np
+import pytest
+import torch
+
+from ecgfast.evaluation import (
+    evaluate_encoder,
+    extract_features,
+    format_table,
+    macro_f1,
+    make_folds,
+    probe_features,
+)
+from ecgfast.models import ECGEncoder, EncoderConfig
+
+
+def test_macro_f1_by_hand():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0, 1, 1, 1, 0])
+    # class 0: tp 1, fp 1, fn 1 -> 0.5; class 1: tp 2, fp 1, fn 1 -> 2/3
+    assert macro_f1(y, p) == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_subject_folds_never_split_a_subject():
+    groups = np.repeat(np.arange(7), 5)
+    folds = make_folds(len(groups), "subject", groups=groups, n_folds=3)
+    assert len(folds) == 3
+    assert sorted(np.concatenate(folds).tolist()) == list(range(35))
+    for test in folds:
+        train = np.setdiff1d(np.arange(35), test)
+        assert not set(groups[test]) & set(groups[train])
+
+
+def test_window_folds_cover_everything_once():
+    folds = make_folds(53, "window")
+    assert len(folds) == 10
+    assert sorted(np.concatenate(folds).tolist()) == list(range(53))
+
+
+@pytest.mark.parametrize("split,kwargs,match", [
+    ("subject", {}, "groups"),
+    ("subject", {"groups": np.zeros(10)}, "at least 2 subjects"),
+    ("window", {"n_folds": 20}, "at least 20"),
+    ("person", {}, "split"),
+])
+def test_bad_folds(split, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_folds(10, split, **kwargs)
+
+
+def test_probe_finds_a_planted_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    n, d = 240, 16
+    groups = np.repeat(np.arange(8), n // 8)
+    y = rng.integers(0, 2, n)
+    informative = rng.standard_normal((n, d)).astype(np.float32)
+    informative[:, 0] += 2.5 * (2 * y - 1)
+    noise = rng.standard_normal((n, d)).astype(np.float32)
+    good = probe_features(informative, {"arousal": y}, split="subject", groups=groups,
+                          epochs=100)["arousal"]
+    bad = probe_features(noise, {"arousal": y}, split="subject", groups=groups,
+                         epochs=100)["arousal"]
+    assert good["accuracy_mean"] > 0.9
+    assert bad["accuracy_mean"] < 0.7
+    assert good["n_folds"] == 5 and len(good["f1_folds"]) == 5
+
+
+def test_extract_features_and_evaluate_encoder():
+    torch.manual_seed(0)
+    enc = ECGEncoder(EncoderConfig(dropout=0.5)).train()
+    x = np.random.default_rng(0).standard_normal((12, 200)).astype(np.float32)
+    f1 = extract_features(enc, x, batch_size=5)
+    f2 = extract_features(enc, x, batch_size=12)
+    assert f1.shape == (12, 128)
+    np.testing.assert_allclose(f1, f2, rtol=1e-5, atol=1e-5)  # eval mode: no dropout
+    assert enc.training  # mode restored
+    labels = {"arousal": np.arange(12) % 2, "valence": (np.arange(12) // 2) % 2}
+    res = evaluate_encoder(enc, x, labels, split="subject", groups=np.arange(12) // 3, epochs=50)
+    assert set(res) == {"arousal", "valence"}
+    table = format_table({"random": res})
+    assert "arousal acc" in table and "random" in table
