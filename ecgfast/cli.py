@@ -141,7 +141,7 @@ def _evaluate(encoders: dict, cohort, args) -> dict:
     return {
         name: evaluate_encoder(enc, cohort.windows, labels, split=args.split,
                                groups=cohort.subject, n_folds=args.folds, seed=args.seed,
-                               progress=not args.quiet)
+                               progress=not args.quiet, epochs=args.probe_epochs)
         for name, enc in encoders.items()
     }
 
@@ -195,7 +195,8 @@ def cmd_demo(args) -> int:
     print(f"      {len(cohort)} windows of {cohort.windows.shape[1]} samples at {cohort.fs:g} Hz")
     enc_cfg = EncoderConfig(residual="all", attention=True, dropout=0.1)
     train_cfg = PretrainConfig(objective=args.objective, epochs=args.epochs,
-                               batch_size=args.batch_size, seed=args.seed, device="auto")
+                               batch_size=args.batch_size, seed=args.seed, device="auto",
+                               max_steps_per_epoch=args.max_steps_per_epoch)
     print(f"[2/3] pretraining ({args.objective}, {args.epochs} epochs) -> {out}")
     result = pretrain(cohort.windows, out, enc_cfg, train_cfg, progress=not args.quiet)
     torch.manual_seed(args.seed)
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None,
                    help="folds (default: 5 subject folds, or 10 window folds)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe-epochs", type=int, default=300, help="full-batch Adam steps of the probe")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--quiet", action="store_true")
     _add_data_args(p)
@@ -254,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", default="transform", choices=("transform", "contrastive", "both"))
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--split", default="subject", choices=("subject", "window"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe-epochs", type=int, default=300, help="full-batch Adam steps of the probe")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
