@@ -122,3 +122,32 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
+
+
+def encoder_flops(config=None, length: int = 2560) -> dict:
+    """FLOPs of one window through :class:`ecgfast.models.ECGEncoder` (2 per MAC).
+
+    ``forward`` counts the convolutions (and 1x1 shortcuts) and the SE MLP; the
+    element-wise work (bias, activation, pooling) is left out, a few percent at most.
+    ``backward`` counts the weight gradients and the input gradients, except the input
+    gradient of block 1, whose input (the ECG) needs none.
+    """
+    from ecgfast.models import EncoderConfig
+
+    config = config or EncoderConfig()
+    channels = (config.in_channels, *config.filters)
+    residual = config.residual_blocks
+    forward = backward = 0
+    n = length
+    for i, k in enumerate(config.kernel_sizes):
+        cin, cout = channels[i], channels[i + 1]
+        conv1 = 2 * n * cout * cin * k
+        conv2 = 2 * n * cout * cout * k
+        shortcut = 2 * n * cout * cin if residual[i] and cin != cout else 0
+        se = 2 * 2 * cout * max(1, cout // config.se_reduction) if config.attention else 0
+        block = conv1 + conv2 + shortcut + se
+        forward += block
+        backward += 2 * block - (conv1 + shortcut if i == 0 else 0)
+        if i < 2:
+            n = (n - config.pool_size) // config.pool_stride + 1
+    return {"forward": forward, "backward": backward, "forward_backward": forward + backward}

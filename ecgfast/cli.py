@@ -185,9 +185,15 @@ def cmd_demo(args) -> int:
     from ecgfast.training import PretrainConfig, pretrain
 
     t0 = time.perf_counter()
-    out = Path(args.out)
-    if (out / "checkpoints").exists():
-        raise UsageError(f"--out {out}: already holds a run; choose another directory")
+    if args.out is None:  # a fresh directory each time: ecgfast-demo, ecgfast-demo-2, ...
+        out, n = Path("ecgfast-demo"), 1
+        while out.exists():
+            n += 1
+            out = Path(f"ecgfast-demo-{n}")
+    else:
+        out = Path(args.out)
+        if (out / "checkpoints").exists():
+            raise UsageError(f"--out {out}: already holds a run; choose another directory")
     print(f"[1/3] synthetic ECGSYN cohort: {args.subjects} subjects x {args.sessions} sessions "
           f"x {args.session_seconds:g} s (synthetic data, not a real affect study)")
     cohort = make_cohort(n_subjects=args.subjects, sessions_per_subject=args.sessions,
@@ -249,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="synthetic cohort -> pretrain -> probe, in a few minutes")
-    p.add_argument("--out", default="ecgfast-demo", help="run directory (default: ecgfast-demo)")
+    p.add_argument("--out", default=None,
+                   help="run directory (default: a new ecgfast-demo[-N] in the current directory)")
     p.add_argument("--subjects", type=int, default=8)
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--session-seconds", type=float, default=60.0)

@@ -1,0 +1,24 @@
+"""The README's quick start is what CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands():
+    quick = ROOT.joinpath("README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", quick, flags=re.S)
+
+
+def test_quick_start_has_exactly_two_commands():
+    commands = _readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("ecgfast demo")
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = _readme_commands()[1].strip()
+    ci_lines = [line for line in ROOT.joinpath(".ci/run").read_text().splitlines()
+                if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci_lines == [test_command]
