@@ -1,0 +1,86 @@
+"""Embed a whole recording, window by window, with an ONNX encoder.
+
+The recording is pre-processed exactly as for training (high-pass, resampling to
+256 Hz, robust z-score over the whole recording, 10 s windows; see
+:func:`ecgfast.data.iter_windows`) in batches, so memory stays bounded by the batch
+size and the recording itself; the embeddings (512 bytes a window) are collected and
+written once, atomically, at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+@dataclass
+class EmbedSummary:
+    """What :func:`embed_windows` wrote."""
+
+    embeddings_path: Path
+    starts_path: Path | None
+    n_windows: int
+    n_skipped_flat: int
+    dim: int
+
+    def __str__(self) -> str:
+        where = str(self.embeddings_path)
+        if self.starts_path is not None:
+            where += f" (+ start times in {self.starts_path})"
+        return (f"{self.n_windows} windows embedded ({self.dim}-d), "
+                f"{self.n_skipped_flat} flat-line window(s) skipped -> {where}")
+
+
+def _outputs(out: Path) -> tuple[Path, Path | None]:
+    if out.suffix == ".npz":
+        return out, None
+    if out.suffix == ".npy":
+        return out, out.with_name(out.stem + ".starts.npy")
+    raise ValueError(f"--out {out}: expected a .npy or .npz file name")
+
+
+def _atomic_save(path: Path, writer) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def embed_windows(encoder, batches: Iterable, out: str | os.PathLike, *, total: int | None = None,
+                  progress: bool = True) -> EmbedSummary:
+    """Embed every batch of windows and write the embeddings and start times.
+
+    Args:
+        encoder: anything with ``.embed(windows (B, L)) -> (B, D)``, e.g.
+            :class:`ecgfast.export.OnnxEncoder`.
+        batches: iterable of :class:`ecgfast.data.Windows` (``windows``, ``starts_s``,
+            ``n_skipped_flat``), e.g. from :func:`ecgfast.data.iter_windows`.
+        out: ``X.npy`` (embeddings (N, D) float32, start times in seconds in
+            ``X.starts.npy``) or ``X.npz`` (arrays ``embeddings`` and ``starts_s``).
+        total: number of batches, for the progress bar.
+    """
+    out = Path(out)
+    emb_path, starts_path = _outputs(out)
+    embeddings, starts, skipped = [], [], 0
+    for batch in tqdm(batches, total=total, desc="embedding", unit="batch", disable=not progress):
+        skipped += batch.n_skipped_flat
+        if len(batch.windows):
+            embeddings.append(np.asarray(encoder.embed(batch.windows), dtype=np.float32))
+            starts.append(np.asarray(batch.starts_s, dtype=np.float64))
+    dim = embeddings[0].shape[1] if embeddings else 0
+    emb = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
+    st = np.concatenate(starts) if starts else np.zeros((0,), np.float64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if starts_path is None:
+        _atomic_save(emb_path, lambda p: np.savez(p, embeddings=emb, starts_s=st))
+    else:
+        _atomic_save(starts_path, lambda p: np.save(p, st))
+        _atomic_save(emb_path, lambda p: np.save(p, emb))
+    return EmbedSummary(emb_path, starts_path, len(emb), skipped, dim)

@@ -1,0 +1,292 @@
+"""Run an exported encoder with onnxruntime: :class:`OnnxEncoder`.
+
+On a machine with an NVIDIA GPU and onnxruntime-gpu, ``providers="auto"`` uses the CUDA
+execution provider with I/O binding (inputs and outputs stay where the caller has them:
+a CUDA torch tensor is read in place and the embedding is written into a CUDA torch
+tensor); the CUDA and cuDNN libraries come from the installed PyTorch (``import torch``
+first, then ``onnxruntime.preload_dlls()``). Elsewhere it uses the CPU provider, and it
+does not even try CUDA where PyTorch sees no GPU, so no "missing CUDA library" errors are
+printed.
+
+The CPU provider's idle threads sleep instead of spinning, so that onnxruntime does not
+take the cores from PyTorch or a data pipeline in the same process.
+
+Input dtype: float32 is used as is; float64 and float16 are cast to float32 (values
+outside the float32 range become inf and are then refused as non-finite); any other dtype
+is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_DEFAULT_MIN_LENGTH = 1
+
+
+class OnnxModelError(ValueError):
+    """The file is not an ONNX encoder this runtime can run; the message names the file."""
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def cuda_usable() -> bool:
+    """True when onnxruntime's CUDA provider is installed and a CUDA GPU is visible.
+
+    Checks, in this order and without printing anything: onnxruntime lists
+    CUDAExecutionProvider; PyTorch (whose pip wheels carry the CUDA and cuDNN libraries)
+    sees a GPU; ``onnxruntime.preload_dlls()`` (when present) loads the libraries.
+    """
+    ort = _ort()
+    if CUDA not in ort.get_available_providers():
+        return False
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        torch.cuda.init()
+    except Exception:  # noqa: BLE001 - any failure means: no usable GPU
+        return False
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                preload()
+        except Exception:  # noqa: BLE001
+            return False
+    return True
+
+
+def _load_and_check(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise FileNotFoundError(f"OnnxEncoder: {path} does not exist")
+    if not path.is_file():
+        raise OnnxModelError(f"OnnxEncoder: {path} is not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise OnnxModelError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from err
+    g = model.graph
+    if not model.opset_import or not g.node or not g.input or not g.output:
+        raise OnnxModelError(f"{path}: not an ONNX model (no graph, inputs, outputs or opset)")
+    inits = {init.name for init in g.initializer}
+    inputs = [vi for vi in g.input if vi.name not in inits]
+    if len(inputs) != 1 or len(g.output) != 1:
+        raise OnnxModelError(
+            f"{path}: expected one input (batch, 1, length) and one output (batch, D); "
+            f"got inputs {[vi.name for vi in inputs]} and outputs {[o.name for o in g.output]}"
+        )
+    ttype = inputs[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in ttype.shape.dim]
+    if ttype.elem_type != onnx.TensorProto.FLOAT or len(dims) != 3 or dims[1] != 1:
+        dtype = onnx.TensorProto.DataType.Name(ttype.elem_type) if ttype.elem_type else "?"
+        raise OnnxModelError(
+            f"{path}: input {inputs[0].name!r} must be float32 (batch, 1, length), "
+            f"got {dtype} {tuple(dims)}"
+        )
+    out = g.output[0].type.tensor_type
+    if len(out.shape.dim) != 2:
+        raise OnnxModelError(
+            f"{path}: output {g.output[0].name!r} must be (batch, D), got rank {len(out.shape.dim)}"
+        )
+    return model
+
+
+class OnnxEncoder:
+    """An exported :class:`~ecgfast.models.ECGEncoder` run by onnxruntime.
+
+    Args:
+        path: .onnx file from :func:`ecgfast.export.export_onnx` (or
+            :func:`ecgfast.export.quantize_onnx`); its input must be float32
+            (batch, 1, length) and its output (batch, D).
+        providers: "auto" (CUDA when :func:`cuda_usable`, else CPU), "cpu" or "cuda"
+            (an error if CUDA is not usable).
+        threads: intra-op threads of the CPU provider (None: onnxruntime's default, one
+            per physical core).
+
+    Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
+    accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, providers: str = "auto", threads: int | None = None
+    ):
+        self.path = Path(path)
+        if providers not in PROVIDER_CHOICES:
+            raise ValueError(f"providers must be one of {PROVIDER_CHOICES}, got {providers!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        model = _load_and_check(self.path)
+        self.metadata = {p.key: p.value for p in model.metadata_props}
+        try:
+            self.min_length = int(self.metadata.get("ecgfast.min_length", _DEFAULT_MIN_LENGTH))
+        except ValueError:
+            self.min_length = _DEFAULT_MIN_LENGTH
+        out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
+        self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
+        del model
+
+        use_cuda = providers == "cuda" or (providers == "auto" and cuda_usable())
+        if providers == "cuda" and not cuda_usable():
+            raise RuntimeError(
+                "OnnxEncoder(providers='cuda'): the CUDA execution provider is not usable here "
+                "(needs onnxruntime-gpu, a CUDA build of PyTorch and a visible NVIDIA GPU)"
+            )
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        # idle intra-op threads block instead of spinning: spinning threads took the cores
+        # from PyTorch work in the same process (2-core VM: torch batch-1 latency 13 ms ->
+        # 25 ms between onnxruntime calls) and bought onnxruntime itself nothing measurable
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        chosen = [CUDA, CPU] if use_cuda else [CPU]
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
+        except Exception as err:
+            raise OnnxModelError(f"{self.path}: onnxruntime cannot load it ({err})") from err
+        self.provider = self.session.get_providers()[0]
+        if providers == "cuda" and self.provider != CUDA:
+            raise RuntimeError(f"OnnxEncoder: {self.path} could not be placed on CUDA")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoder({str(self.path)!r}, provider={self.provider!r})"
+
+    # ------------------------------------------------------------------ input checks
+
+    def _check(self, x, name: str = "x"):
+        """Validate ``x`` and return it as (B, 1, L) float32 (numpy or torch, as given)."""
+        is_torch = _is_torch(x)
+        if is_torch:
+            import torch
+
+            if x.dtype in (torch.float64, torch.float16, torch.bfloat16):
+                x = x.float()
+            elif x.dtype != torch.float32:
+                raise TypeError(f"{name} must be a float32 tensor, got dtype {x.dtype}")
+            x = x.detach()
+        else:
+            if not isinstance(x, np.ndarray):
+                raise TypeError(
+                    f"{name} must be a numpy array or torch tensor, got {type(x).__name__}"
+                )
+            if x.dtype in (np.float64, np.float16):
+                x = x.astype(np.float32)
+            elif x.dtype != np.float32:
+                raise TypeError(f"{name} must be a float32 array, got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = x[:, None, :]
+        elif x.ndim != 3:
+            raise ValueError(
+                f"{name} must be (batch, 1, length) or (batch, length), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"{name} must have 1 channel on axis 1 (batch, 1, length), got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] > 0 and x.shape[2] < self.min_length:
+            raise ValueError(
+                f"{name} has length {x.shape[2]}, shorter than the {self.min_length} samples "
+                f"that {self.path.name} accepts"
+            )
+        finite = x.isfinite().all(dim=(1, 2)) if is_torch else np.isfinite(x).all(axis=(1, 2))
+        if not bool(finite.all()):
+            bad = ~finite
+            first = int(bad.nonzero()[0][0])
+            count = int(bad.sum())
+            raise ValueError(
+                f"{name} has NaN or infinite samples in {count} window(s) (first: index {first})"
+            )
+        return x, is_torch
+
+    # ------------------------------------------------------------------ inference
+
+    def embed(self, x, batch_size: int = 256):
+        """Embeddings of windows ``x``.
+
+        Args:
+            x: (B, 1, L) or (B, L) float32 numpy array or torch tensor (float64/float16
+                are cast to float32); L >= :attr:`min_length`; finite values.
+            batch_size: windows per onnxruntime call (bounds memory).
+
+        Returns:
+            (B, D) float32: a numpy array for numpy input, a torch tensor on the input's
+            device for torch input.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        x, is_torch = self._check(x)
+        n = x.shape[0]
+        if self.provider == CUDA:
+            return self._embed_cuda(x, is_torch, batch_size)
+        xn = x.cpu().contiguous().numpy() if is_torch else np.ascontiguousarray(x)
+        if n == 0:
+            out = np.empty((0, self.embedding_dim or 0), np.float32)
+        else:
+            parts = [
+                self.session.run([self.output_name], {self.input_name: xn[i : i + batch_size]})[0]
+                for i in range(0, n, batch_size)
+            ]
+            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if is_torch:
+            import torch
+
+            return torch.from_numpy(out).to(x.device)
+        return out
+
+    __call__ = embed
+
+    def _embed_cuda(self, x, is_torch: bool, batch_size: int):  # pragma: no cover - needs a GPU
+        """I/O binding on the GPU: torch CUDA buffers in and out, no host round trip."""
+        import torch
+
+        xt = x if is_torch else torch.from_numpy(np.ascontiguousarray(x))
+        device_id = 0  # the CUDA provider's default device
+        xt = xt.to(torch.device("cuda", device_id)).contiguous()
+        out = torch.empty((xt.shape[0], self.embedding_dim), dtype=torch.float32, device=xt.device)
+        binding = self.session.io_binding()
+        for i in range(0, xt.shape[0], batch_size):
+            chunk = xt[i : i + batch_size]
+            dst = out[i : i + batch_size]
+            binding.bind_input(
+                self.input_name, "cuda", device_id, np.float32, tuple(chunk.shape), chunk.data_ptr()
+            )
+            binding.bind_output(
+                self.output_name, "cuda", device_id, np.float32, tuple(dst.shape), dst.data_ptr()
+            )
+            torch.cuda.current_stream().synchronize()
+            self.session.run_with_iobinding(binding)
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+        if is_torch:
+            return out.to(x.device)
+        return out.cpu().numpy()
+
+
+def _is_torch(x) -> bool:
+    mod = type(x).__module__
+    if not mod.startswith("torch"):
+        return False
+    import torch
+
+    return isinstance(x, torch.Tensor)

@@ -1,0 +1,104 @@
+"""quantize_onnx: static INT8 QDQ, per-channel weights, calibrated on ECG windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from ecgfast.export import OnnxEncoder, OnnxModelError, quantize_onnx
+
+# The stated bound: on ECG windows the INT8 embeddings keep a cosine similarity of at
+# least 0.999 on average and 0.995 for every window against fp32.
+COSINE_MEAN_BOUND = 0.999
+COSINE_MIN_BOUND = 0.995
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, ecg_windows, tmp_path_factory):
+    _, path, _ = exported
+    int8 = tmp_path_factory.mktemp("int8") / "encoder.int8.onnx"
+    calib = ecg_windows[::2]
+    evalw = ecg_windows[1::2]
+    labels = (np.arange(len(ecg_windows)) * 5 // len(ecg_windows))[1::2]  # recording index
+    report = quantize_onnx(
+        path,
+        int8,
+        calib,
+        eval_windows=evalw,
+        eval_labels=labels,
+        benchmark_batch=8,
+        benchmark_repeats=2,
+        print_report=False,
+    )
+    return path, int8, report, evalw
+
+
+def test_int8_embeddings_stay_close_to_fp32(quantized):
+    fp32_path, int8_path, report, evalw = quantized
+    e32 = OnnxEncoder(fp32_path, providers="cpu").embed(evalw)
+    e8 = OnnxEncoder(int8_path, providers="cpu").embed(evalw)
+    cos = (e32 * e8).sum(1) / np.linalg.norm(e32, axis=1) / np.linalg.norm(e8, axis=1)
+    assert cos.mean() >= COSINE_MEAN_BOUND and cos.min() >= COSINE_MIN_BOUND, (
+        cos.mean(),
+        cos.min(),
+    )
+    assert report.cosine_mean == pytest.approx(float(cos.mean()), abs=1e-6)
+    assert report.cosine_min == pytest.approx(float(cos.min()), abs=1e-6)
+    assert not np.allclose(e32, e8, atol=1e-7)  # it really is a different (quantized) model
+
+
+def test_int8_graph_is_static_qdq_per_channel(quantized):
+    _, int8_path, _, _ = quantized
+    model = onnx.load(str(int8_path))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "DynamicQuantizeLinear" not in ops
+    inits = {i.name: i for i in model.graph.initializer}
+    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for w in conv_weights:
+        dq = producers[w]
+        assert dq.op_type == "DequantizeLinear"
+        scale = inits[dq.input[1]]
+        assert len(scale.dims) == 1 and scale.dims[0] > 1  # one scale per output channel
+        assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "ecgfast.min_length" in meta
+    OnnxEncoder(int8_path, providers="cpu")  # loads through the same signature checks
+
+
+def test_report_has_speed_and_probe(quantized, capsys):
+    _, _, report, evalw = quantized
+    assert report.n_eval == len(evalw)
+    assert report.fp32_windows_per_s > 0 and report.int8_windows_per_s > 0
+    assert report.speedup == pytest.approx(report.int8_windows_per_s / report.fp32_windows_per_s)
+    assert 0.0 <= report.probe_accuracy_fp32 <= 1.0
+    assert abs(report.probe_accuracy_int8 - report.probe_accuracy_fp32) <= 0.15
+    text = report.format()
+    assert "windows/s" in text and "probe accuracy" in text and "cosine" in text
+
+
+def test_bad_calibration_input(exported, ecg_windows, tmp_path):
+    _, path, _ = exported
+    out = tmp_path / "q.onnx"
+    bad = ecg_windows[:4].copy()
+    bad[1, 0, 10] = np.nan
+    with pytest.raises(ValueError, match="calibration_windows has NaN"):
+        quantize_onnx(path, out, bad)
+    with pytest.raises(ValueError, match="calibration_windows must be"):
+        quantize_onnx(path, out, ecg_windows[:4, :, None, :])
+    with pytest.raises(ValueError, match="calibration_windows is empty"):
+        quantize_onnx(path, out, ecg_windows[:0])
+    with pytest.raises(TypeError, match="calibration_windows must be floating"):
+        quantize_onnx(path, out, (ecg_windows[:4] * 100).astype(np.int32))
+    with pytest.raises(ValueError, match="shorter than"):
+        quantize_onnx(path, out, ecg_windows[:4, :, :10])
+    with pytest.raises(ValueError, match="calibrate_method"):
+        quantize_onnx(path, out, ecg_windows[:4], calibrate_method="best")
+    with pytest.raises(ValueError, match="eval_labels"):
+        quantize_onnx(path, out, ecg_windows[:4], eval_labels=np.zeros(3, int))
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_text("nope")
+    with pytest.raises(OnnxModelError, match="model.onnx"):
+        quantize_onnx(not_onnx, out, ecg_windows[:4])
+    assert not out.exists()

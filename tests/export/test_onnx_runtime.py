@@ -1,0 +1,163 @@
+"""OnnxEncoder: loads only (batch, 1, length) encoders, validates inputs, matches PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from ecgfast.export import OnnxEncoder, OnnxModelError, cuda_usable
+from onnx import TensorProto, helper
+
+
+@pytest.fixture(scope="module")
+def runtime(exported):
+    model, path, _ = exported
+    return model, OnnxEncoder(path, providers="cpu", threads=1)
+
+
+def _identity_model(path, shape):
+    """A tiny valid ONNX model: input of ``shape`` -> ReduceMax over the last axis."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=0)
+    graph = helper.make_graph([node], "g", [x], [y], [axes])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_embed_matches_torch_numpy_and_tensor(runtime):
+    model, enc = runtime
+    x = np.random.default_rng(0).standard_normal((5, 1, 2560)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = enc.embed(x)
+    assert isinstance(got, np.ndarray) and got.shape == (5, 128) and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    # (B, L) input, torch input -> torch output, chunked batches: all the same numbers
+    np.testing.assert_allclose(enc.embed(x[:, 0]), got, rtol=0, atol=1e-6)
+    out_t = enc.embed(torch.from_numpy(x))
+    assert isinstance(out_t, torch.Tensor) and out_t.shape == (5, 128)
+    np.testing.assert_allclose(out_t.numpy(), got, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(enc.embed(x, batch_size=2), got, rtol=0, atol=1e-5)
+    assert enc.embedding_dim == 128 and enc.min_length == model.min_length
+    assert enc.provider == "CPUExecutionProvider"
+
+
+def test_float64_is_cast_other_dtypes_refused(runtime):
+    _, enc = runtime
+    x = np.random.default_rng(1).standard_normal((2, 1, 300))
+    np.testing.assert_allclose(enc.embed(x), enc.embed(x.astype(np.float32)), atol=0)
+    with pytest.raises(TypeError, match="x must be a float32"):
+        enc.embed((x * 100).astype(np.int16))
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        enc.embed(torch.zeros(2, 1, 300, dtype=torch.int64))
+    with pytest.raises(TypeError, match="numpy array or torch tensor"):
+        enc.embed([[0.0] * 300])
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((300,), "got shape \\(300,\\)"),
+        ((2, 1, 1, 300), "batch, 1, length"),
+        ((2, 3, 300), "1 channel on axis 1"),
+    ],
+)
+def test_wrong_rank_or_channels(runtime, shape, match):
+    _, enc = runtime
+    with pytest.raises(ValueError, match=match):
+        enc.embed(np.zeros(shape, np.float32))
+
+
+def test_nan_and_short_windows(runtime):
+    model, enc = runtime
+    x = np.random.default_rng(2).standard_normal((4, 1, 300)).astype(np.float32)
+    x[2, 0, 17] = np.nan
+    x[3, 0, 5] = np.inf
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite samples in 2 window\(s\) \(first: index 2\)"
+    ):
+        enc.embed(x)
+    with pytest.raises(ValueError, match=r"NaN"):
+        enc.embed(torch.from_numpy(x))
+    short = np.zeros((1, 1, model.min_length - 1), np.float32)
+    with pytest.raises(ValueError, match=f"length {model.min_length - 1}, shorter than"):
+        enc.embed(short)
+    assert enc.embed(np.zeros((0, 1, 300), np.float32)).shape == (0, 128)
+
+
+def test_not_onnx_files(tmp_path):
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n" * 10)
+    with pytest.raises(OnnxModelError, match="notes.onnx"):
+        OnnxEncoder(text)
+    junk = tmp_path / "random.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(OnnxModelError, match="random.onnx"):
+        OnnxEncoder(junk)
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OnnxEncoder(tmp_path / "missing.onnx")
+    with pytest.raises(OnnxModelError, match="is not a file"):
+        OnnxEncoder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "shape", [["batch", 2, "length"], ["batch", "length"], ["batch", "c", "length"]]
+)
+def test_model_with_wrong_input_signature(tmp_path, shape):
+    path = tmp_path / "other.onnx"
+    _identity_model(path, shape)
+    with pytest.raises(OnnxModelError, match=r"other.onnx: input 'x' must be float32 \(batch, 1"):
+        OnnxEncoder(path)
+
+
+def test_provider_and_thread_arguments(exported):
+    _, path, _ = exported
+    with pytest.raises(ValueError, match="providers must be one of"):
+        OnnxEncoder(path, providers="gpu")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            OnnxEncoder(path, threads=bad)
+    if not cuda_usable():
+        with pytest.raises(RuntimeError, match="CUDA execution provider is not usable"):
+            OnnxEncoder(path, providers="cuda")
+        assert OnnxEncoder(path).provider == "CPUExecutionProvider"
+
+
+@pytest.mark.skipif(cuda_usable(), reason="checks the CPU-only fallback")
+def test_auto_prints_nothing_about_cuda(exported):
+    """providers="auto" on a machine without a GPU: no onnxruntime/CUDA messages at all
+    (checked in a fresh process, at the file-descriptor level)."""
+    _, path, _ = exported
+    code = (
+        "import numpy as np\n"
+        "from ecgfast.export import OnnxEncoder\n"
+        f"enc = OnnxEncoder({str(path)!r})\n"
+        "print(enc.provider)\n"
+        "enc.embed(np.zeros((1, 1, 64), np.float32))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "CPUExecutionProvider"
+    assert "cuda" not in done.stderr.lower(), done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
+
+
+@pytest.mark.skipif(not cuda_usable(), reason="needs an NVIDIA GPU and onnxruntime-gpu")
+def test_cuda_io_binding_matches_cpu(runtime, exported):  # pragma: no cover - GPU only
+    _, enc_cpu = runtime
+    _, path, _ = exported
+    enc = OnnxEncoder(path, providers="cuda")
+    assert enc.provider == "CUDAExecutionProvider"
+    x = torch.randn(9, 1, 2560)
+    ref = enc_cpu.embed(x.numpy())
+    out = enc.embed(x.cuda(), batch_size=4)
+    assert out.is_cuda and out.shape == (9, 128)
+    np.testing.assert_allclose(out.cpu().numpy(), ref, atol=1e-3 * np.abs(ref).max())
+    np.testing.assert_allclose(enc.embed(x.numpy()), ref, atol=1e-3 * np.abs(ref).max())
