@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ecgfast import checkpoint as ckpt
+from ecgfast.distributed import init_process_group_from_env, wrap_ddp
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
 
@@ -157,12 +158,6 @@ def _as_windows(windows) -> torch.Tensor:
     return windows.to(torch.float32).contiguous()
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _epoch_batches(n: int, epoch: int, cfg: PretrainConfig, rank: int, world: int):
     g = torch.Generator().manual_seed(_derived_seed(_ORDER, cfg.seed, epoch))
     order = torch.randperm(n, generator=g)
@@ -248,7 +243,8 @@ def pretrain(
     encoder_config = encoder_config or EncoderConfig()
     windows = _as_windows(windows)
     fingerprint = data_fingerprint(windows)
-    rank, world = _distributed()
+    ctx = init_process_group_from_env(resolve_device(config.device))
+    rank, world, device = ctx.rank, ctx.world_size, ctx.device
     has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
 
     start_epoch, history, optimizer_state, state = 0, [], None, None
@@ -274,9 +270,6 @@ def pretrain(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
 
-    device = resolve_device(config.device)
-    if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.manual_seed(_derived_seed(_INIT, config.seed))
     encoder = ECGEncoder(encoder_config)
     objective = build_objective(
@@ -291,11 +284,7 @@ def pretrain(
                                  weight_decay=config.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    model = objective
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    model = wrap_ddp(objective, ctx)
 
     saved_config = {
         "encoder": encoder_config.to_dict(),
@@ -320,7 +309,10 @@ def pretrain(
         for step, idx in enumerate(bar):
             x = windows[idx].to(device, non_blocking=True)
             loss, metrics = model(x, gen)
-            if not bool(torch.isfinite(loss)):
+            finite = torch.isfinite(loss.detach()).float()
+            if world > 1:  # every rank stops together, or none does
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not bool(finite):
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 kept = f"the last checkpoint ({last_path}) is untouched" if last_path else "no checkpoint was written yet"
                 raise TrainingDivergedError(

@@ -100,3 +100,17 @@ def test_demo_small(tmp_path, capsys):
     payload = json.loads((out / "demo_results.json").read_text())
     assert set(payload["results"]) == {"pretrained", "random init"}
     assert (out / "training_curve.png").is_file()
+
+
+def test_pretrain_under_torchrun_with_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 ecgfast pretrain` on gloo: DDP + gathered NT-Xent."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "ecgfast", "pretrain", "--out", str(run), "--epochs", "1",
+           "--objective", "both", "--quiet", "--device", "cpu", *FAST, *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run / "checkpoints" / "epoch-0001" / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
