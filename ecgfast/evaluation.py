@@ -98,6 +98,23 @@ def train_probe(features: np.ndarray, labels: np.ndarray, *, hidden: int = 64, e
     return probe.eval()
 
 
+def fit_probe(train_features: np.ndarray, train_labels: np.ndarray, *, seed: int = 0,
+              **probe_kwargs):
+    """Standardise with the training statistics, train :func:`train_probe`, and return
+    ``predict(features (M, D)) -> (M,) class indices``."""
+    train_features = np.asarray(train_features, dtype=np.float32)
+    mu = train_features.mean(0)
+    sd = train_features.std(0) + 1e-6
+    probe = train_probe((train_features - mu) / sd, train_labels, seed=seed, **probe_kwargs)
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        z = (np.asarray(features, dtype=np.float32) - mu) / sd
+        with torch.no_grad():
+            return probe(torch.as_tensor(z)).argmax(1).numpy()
+
+    return predict
+
+
 @dataclass
 class ProbeScore:
     """Accuracy and macro-F1 per fold, with their mean and std."""
@@ -132,11 +149,7 @@ def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split
         score = ProbeScore([], [])
         for test in folds:
             train = np.setdiff1d(np.arange(len(features)), test)
-            mu = features[train].mean(0)
-            sd = features[train].std(0) + 1e-6
-            probe = train_probe((features[train] - mu) / sd, y[train], seed=seed, **probe_kwargs)
-            with torch.no_grad():
-                pred = probe(torch.as_tensor((features[test] - mu) / sd)).argmax(1).numpy()
+            pred = fit_probe(features[train], y[train], seed=seed, **probe_kwargs)(features[test])
             score.accuracy.append(float(np.mean(pred == y[test])))
             score.f1.append(macro_f1(y[test], pred))
         results[name] = {**score.summary(), "split": split, "n_folds": len(folds)}

@@ -143,41 +143,15 @@ def linear_probe_accuracy(
     train_labels: np.ndarray,
     test_features: list[np.ndarray],
     test_labels: np.ndarray,
-    *,
-    epochs: int = 300,
-    lr: float = 0.5,
-    weight_decay: float = 1e-4,
+    **probe_kwargs,
 ) -> list[float]:
-    """Accuracy of a softmax-regression probe fit on ``train_features``.
+    """Accuracy of one probe (:func:`ecgfast.evaluation.fit_probe`) fit on
+    ``train_features``, scored on every array in ``test_features``, so fp32 and INT8
+    features of the same windows are compared like for like."""
+    from ecgfast.evaluation import fit_probe
 
-    Features are standardised with the training mean and std; full-batch gradient
-    descent. Returns one accuracy per array in ``test_features`` (all scored by the same
-    probe, so fp32 and INT8 features of the same windows are compared like for like).
-    """
-    y = np.asarray(train_labels).astype(np.int64)
-    classes = int(max(y.max(), np.asarray(test_labels).max())) + 1
-    mu = train_features.mean(0)
-    sd = train_features.std(0) + 1e-6
-
-    def z(f):
-        return (f - mu) / sd
-
-    xt = z(train_features.astype(np.float64))
-    w = np.zeros((xt.shape[1], classes))
-    b = np.zeros(classes)
-    onehot = np.eye(classes)[y]
-    for _ in range(epochs):
-        logits = xt @ w + b
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot) / len(xt)
-        w -= lr * (xt.T @ g + weight_decay * w)
-        b -= lr * g.sum(0)
-    return [
-        float(((z(f.astype(np.float64)) @ w + b).argmax(1) == test_labels).mean())
-        for f in test_features
-    ]
+    predict = fit_probe(train_features, np.asarray(train_labels).astype(np.int64), **probe_kwargs)
+    return [float((predict(f) == test_labels).mean()) for f in test_features]
 
 
 def quantize_onnx(
