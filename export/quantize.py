@@ -14,7 +14,7 @@ encoder's embeddings a mean cosine similarity of about 0.986 against fp32 in our
 After writing, the INT8 model is compared with the fp32 one on the evaluation windows
 (the calibration windows unless others are given): the cosine similarity of the
 embeddings, the speed of each (windows/s, CPU provider, same session settings), and,
-when labels are given, the accuracy of a linear probe (see :func:`linear_probe_accuracy`).
+when labels are given, the accuracy of the MLP probe of ecgfast.evaluation (see :func:`linear_probe_accuracy`).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def quantize_onnx(
         calibration_windows: (N, 1, L) or (N, L) real, pre-processed ECG windows (float,
             finite); a few dozen to a few hundred are enough.
         eval_windows: windows to compare fp32 and INT8 on (default: the calibration ones).
-        eval_labels: (n_eval,) integer class labels of ``eval_windows``: a softmax probe
+        eval_labels: (n_eval,) integer class labels of ``eval_windows``: an MLP probe
             is fit on the fp32 embeddings of a seeded half and both embeddings of the
             other half are scored with it (:func:`linear_probe_accuracy`).
         probe: alternatively a function embeddings (n_eval, D) -> accuracy, called once
