@@ -21,8 +21,8 @@ BACKENDS = ("auto", "eager", "streaming", "triton")
 # What exists for each op today. A backend listed in BACKENDS but not here is refused
 # with an error that says so, never silently replaced.
 _AVAILABLE = {
-    "nt_xent": ("auto", "eager"),
-    "encoder_block": ("auto", "eager"),
+    "nt_xent": ("auto", "eager", "streaming", "triton"),
+    "encoder_block": ("auto", "eager", "triton"),
 }
 
 
@@ -38,10 +38,42 @@ def check_backend(op: str, backend: str, argname: str = "backend") -> str:
     return backend
 
 
+#: "auto" uses the streaming NT-Xent on non-CUDA devices from this many rows (2N) up.
+NT_XENT_STREAMING_MIN_ROWS = 4096
+_NT_XENT_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _triton_interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def resolve_nt_xent_backend(backend: str, z: torch.Tensor) -> str:
-    """Concrete backend for NT-Xent on embeddings like ``z`` (2N rows)."""
+    """Concrete backend for NT-Xent on embeddings like ``z`` (one view, N rows).
+
+    "auto": "triton" for CUDA tensors in fp32/bf16/fp16 (fp64 goes to "streaming"),
+    "streaming" elsewhere when 2N >= ``NT_XENT_STREAMING_MIN_ROWS``, "eager" otherwise.
+    An explicit "triton" on a non-CUDA tensor is refused unless TRITON_INTERPRET=1.
+    """
     check_backend("nt_xent", backend)
-    return "eager" if backend == "auto" else backend
+    if backend == "auto":
+        if z.is_cuda:
+            return "triton" if z.dtype in _NT_XENT_TRITON_DTYPES else "streaming"
+        return "streaming" if 2 * z.shape[0] >= NT_XENT_STREAMING_MIN_ROWS else "eager"
+    if backend == "triton":
+        if not z.is_cuda and not _triton_interpreting():
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, but the embeddings are on {z.device} "
+                "(use backend='streaming' or 'eager' on the CPU; TRITON_INTERPRET=1 runs the "
+                "kernels on the CPU for tests)"
+            )
+        if z.dtype not in _NT_XENT_TRITON_DTYPES:
+            raise ValueError(
+                f"backend='triton' takes float32, bfloat16 or float16 embeddings, got {z.dtype} "
+                "(use backend='streaming' for float64)"
+            )
+    return backend
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str) -> torch.Tensor:
@@ -49,18 +81,100 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
     resolved = resolve_nt_xent_backend(backend, z1)
     if resolved == "eager":
         return ops.nt_xent_reference(z1, z2, temperature)
+    if resolved == "streaming":
+        from ecgfast.streaming import nt_xent_streaming
+
+        return nt_xent_streaming(z1, z2, temperature)
+    if resolved == "triton":
+        try:
+            from ecgfast.kernels.ntxent import nt_xent_triton
+        except ImportError as err:  # pragma: no cover - triton is a Linux dependency
+            raise ValueError(f"backend='triton' is unavailable: cannot import Triton ({err})") from err
+        if z1.dtype != z2.dtype:
+            dtype = torch.promote_types(z1.dtype, z2.dtype)
+            z1, z2 = z1.to(dtype), z2.to(dtype)
+        return nt_xent_triton(z1, z2, temperature, input_precision=_fp32_dot_precision())
     raise AssertionError(f"unhandled backend {resolved!r}")  # pragma: no cover
 
 
-def resolve_encoder_backend(backend: str, x: torch.Tensor | None = None) -> str:
-    """Concrete backend for the encoder blocks on inputs like ``x``."""
+def _fp32_dot_precision() -> str:
+    """The fp32 ``tl.dot`` mode for NT-Xent: PyTorch's own choice for fp32 CUDA matmuls.
+
+    "tf32" when ``torch.backends.cuda.matmul`` allows TF32, else "ieee" (PyTorch's default).
+    """
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision
+    return "tf32" if matmul.allow_tf32 else "ieee"
+
+
+_ENCODER_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_ENCODER_AUTO_WARNED: set = set()
+
+
+def _encoder_triton_refusal(x: torch.Tensor | None, block=None) -> str | None:
+    """Why the Triton encoder cannot run on ``x`` (None when it can)."""
+    if x is None:
+        return None
+    if not x.is_cuda and not _triton_interpreting():
+        return (f"backend='triton' needs CUDA tensors, but the input is on {x.device} (use "
+                "backend='eager' or 'auto' on the CPU; TRITON_INTERPRET=1 runs the kernels on "
+                "the CPU for tests)")
+    if x.dtype not in _ENCODER_TRITON_DTYPES:
+        return (f"backend='triton' takes float32, bfloat16 or float16 inputs, got {x.dtype} "
+                "(use backend='eager')")
+    if block is not None and block.activation == "leaky_relu" and block.negative_slope < 0:
+        return (f"backend='triton' needs negative_slope >= 0, got {block.negative_slope} "
+                "(use backend='eager')")
+    return None
+
+
+def resolve_encoder_backend(backend: str, x: torch.Tensor | None = None, block=None) -> str:
+    """Concrete backend for the encoder blocks on inputs like ``x``.
+
+    "auto": "triton" for CUDA tensors in fp32/bf16/fp16 when Triton imports, "eager"
+    otherwise (a one-time warning when a CUDA input cannot take the kernels). Tracing
+    (ONNX export, torch.jit) and torch.compile always get "eager", the same maths.
+    An explicit "triton" that cannot run raises ValueError naming the reason.
+    """
     check_backend("encoder_block", backend)
-    return "eager" if backend == "auto" else backend
+    if backend == "eager" or x is None:
+        return "eager" if backend == "auto" else backend
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return "eager"
+    refusal = _encoder_triton_refusal(x, block)
+    if backend == "auto":
+        if not x.is_cuda:
+            return "eager"
+        if refusal is None:
+            try:
+                import ecgfast.kernels.encoder_block  # noqa: F401
+            except ImportError as err:  # pragma: no cover - triton is a Linux dependency
+                refusal = f"Triton cannot be imported ({err})"
+        if refusal is not None:
+            if refusal not in _ENCODER_AUTO_WARNED:
+                import warnings
+
+                _ENCODER_AUTO_WARNED.add(refusal)
+                warnings.warn(f"encoder backend 'auto' falls back to eager: {refusal}",
+                              RuntimeWarning, stacklevel=3)
+            return "eager"
+        return "triton"
+    if refusal is not None:
+        raise ValueError(refusal)
+    return backend
 
 
 def encoder_block(block, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Run one :class:`ecgfast.layers.EncoderBlock` on ``x`` with the chosen backend."""
-    resolved = resolve_encoder_backend(backend, x)
+    resolved = resolve_encoder_backend(backend, x, block)
+    if resolved == "triton":
+        try:
+            from ecgfast.kernels.encoder_block import encoder_block_triton
+        except ImportError as err:  # pragma: no cover - triton is a Linux dependency
+            raise ValueError(f"backend='triton' is unavailable: cannot import Triton ({err})") from err
+        return encoder_block_triton(block, x)
     if resolved == "eager":
         return ops.encoder_block(
             x,

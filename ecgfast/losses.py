@@ -51,6 +51,7 @@ def nt_xent(
     temperature: float = 0.5,
     *,
     backend: str = "auto",
+    gather_distributed: bool = False,
 ) -> torch.Tensor:
     """NT-Xent loss of two views.
 
@@ -58,31 +59,52 @@ def nt_xent(
         z1, z2: (N, D) embeddings (projection-head outputs) of the two views; row i of
             each is a positive pair. Any floating dtype; normalised inside.
         temperature: tau > 0.
-        backend: "auto" | "eager" (see :mod:`ecgfast.dispatch`).
+        backend: "auto" | "eager" | "streaming" | "triton" (see :mod:`ecgfast.dispatch`).
+        gather_distributed: under an initialised ``torch.distributed`` process group,
+            all-gather both views from every rank (with an exact backward, see
+            :func:`ecgfast.distributed.gather_with_grad`) and return the loss of the whole
+            global batch: every rank's embeddings are negatives for every anchor, and the
+            value equals one process computing the loss on the concatenated batch. With
+            DistributedDataParallel (which averages gradients over ranks) the parameter
+            gradients are exactly those of that single process. A no-op without a process
+            group.
 
     Returns:
         fp32 (or fp64 for fp64 inputs) scalar, the mean over the 2N rows of
         ``logsumexp_{j != i}(s_ij) - s_{i,pos}`` with ``s = z z^T / tau``.
     """
     _check_embeddings(z1, z2, temperature)
+    if gather_distributed:
+        from ecgfast.distributed import gather_with_grad
+
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
     return dispatch.nt_xent(z1, z2, float(temperature), backend)
 
 
 class NTXentLoss(nn.Module):
     """Module form of :func:`nt_xent`: ``NTXentLoss(0.5)(z1, z2)``."""
 
-    def __init__(self, temperature: float = 0.5, *, backend: str = "auto"):
+    def __init__(
+        self, temperature: float = 0.5, *, backend: str = "auto", gather_distributed: bool = False
+    ):
         super().__init__()
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.temperature = float(temperature)
         self.backend = dispatch.check_backend("nt_xent", backend)
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return nt_xent(z1, z2, self.temperature, backend=self.backend)
+        return nt_xent(
+            z1, z2, self.temperature, backend=self.backend,
+            gather_distributed=self.gather_distributed,
+        )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, backend={self.backend!r}"
+        return (
+            f"temperature={self.temperature}, backend={self.backend!r}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
 
 
 def transformation_recognition_loss(

@@ -1,0 +1,128 @@
+"""NT-Xent forward+backward: median time and peak memory per backend.
+
+- CPU: eager vs streaming at 2N in {1024, 8192, 16384}, D = 128, fp32; streaming alone at
+  2N = 131072 (eager would need the 2N x 2N matrix several times: ~64 GiB per copy).
+- CUDA (skipped with a reason when no GPU): eager vs triton at 2N in {8192, 65536,
+  262144}, D = 128, bf16 inputs (eager is skipped where its 2N x 2N fp32 logits alone
+  exceed half the GPU's memory).
+
+Each result's ``extra_info`` holds: the FLOP floor (3 GEMMs of 2N x 2N x D: s = z z^T and
+the two products of its gradient), the byte floor (read z1, z2 once, write their
+gradients once), achieved FLOP/s, the fp32 GEMM rate measured in the same run, and peak
+memory measured in a separate, identical call (in the timed call itself for the single
+round at 2N = 131072). ``test_cpu_targets`` then checks the CPU
+targets at 2N = 16384 (streaming peak memory <= 5 % of eager's, time <= 1.2x eager's).
+
+    python -m pytest benchmarks/bench_ntxent.py --benchmark-json benchmarks/results/ntxent-cpu.json
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from common import PeakMemory, device_info, gemm_rate
+
+from ecgfast.losses import nt_xent
+
+D = 128
+TAU = 0.5
+CPU_SIZES = (1024, 8192, 16384)
+CPU_LARGE = 131072
+CUDA_SIZES = (8192, 65536, 262144)
+ROUNDS = {1024: 20, 8192: 5, 16384: 3, CPU_LARGE: 1}
+
+_RESULTS: dict[tuple[str, str, int], dict] = {}
+_GEMM: dict[str, float] = {}
+
+
+def floors(two_n: int, d: int = D, bytes_per_value: int = 4) -> dict:
+    """FLOP and byte floors of one forward+backward of NT-Xent on 2N rows of width d."""
+    return {
+        "flop_floor": 3 * 2 * two_n * two_n * d,
+        "byte_floor": 2 * two_n * d * bytes_per_value,
+    }
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _gemm(device: str) -> float:
+    if device not in _GEMM:
+        _GEMM[device] = gemm_rate(device)
+    return _GEMM[device]
+
+
+def _run(benchmark, device, backend, two_n, dtype):
+    torch.manual_seed(0)
+    z1 = torch.randn(two_n // 2, D, device=device, dtype=dtype, requires_grad=True)
+    z2 = torch.randn(two_n // 2, D, device=device, dtype=dtype, requires_grad=True)
+
+    def step():
+        z1.grad = z2.grad = None
+        nt_xent(z1, z2, TAU, backend=backend).backward()
+        _sync(device)
+
+    rounds = ROUNDS.get(two_n, 3)
+    if rounds > 1:
+        with PeakMemory(device) as pm:
+            step()
+        benchmark.pedantic(step, rounds=rounds, warmup_rounds=1)
+    else:  # one long call: time it and sample its memory at once
+        def measured_step():
+            with PeakMemory(device) as pm_:
+                step()
+            return pm_
+
+        pm = benchmark.pedantic(measured_step, rounds=1, warmup_rounds=0)
+    median = benchmark.stats.stats.median
+    fl = floors(two_n, D, torch.finfo(dtype).bits // 8)
+    info = {
+        "device": device_info(),
+        "backend": backend,
+        "two_n": two_n,
+        "d": D,
+        "dtype": str(dtype),
+        "median_s": median,
+        "peak_memory_bytes": pm.peak_bytes,
+        **fl,
+        "flops_per_s_at_floor": fl["flop_floor"] / median,
+        "gemm_flops_per_s": _gemm(device),
+    }
+    info["fraction_of_gemm"] = info["flops_per_s_at_floor"] / info["gemm_flops_per_s"]
+    benchmark.extra_info.update(info)
+    _RESULTS[(device, backend, two_n)] = info
+
+
+@pytest.mark.parametrize("two_n", CPU_SIZES)
+@pytest.mark.parametrize("backend", ["eager", "streaming"])
+def test_ntxent_cpu(benchmark, backend, two_n):
+    _run(benchmark, "cpu", backend, two_n, torch.float32)
+
+
+def test_ntxent_cpu_streaming_large(benchmark):
+    _run(benchmark, "cpu", "streaming", CPU_LARGE, torch.float32)
+
+
+def test_cpu_targets():
+    """At 2N = 16384: streaming peak memory <= 5 % of eager's and time <= 1.2x eager's."""
+    eager = _RESULTS.get(("cpu", "eager", 16384))
+    streaming = _RESULTS.get(("cpu", "streaming", 16384))
+    if eager is None or streaming is None:
+        pytest.skip("needs test_ntxent_cpu at 2N = 16384 in the same run")
+    memory_ratio = streaming["peak_memory_bytes"] / eager["peak_memory_bytes"]
+    time_ratio = streaming["median_s"] / eager["median_s"]
+    print(f"\n2N=16384 streaming/eager: peak memory {memory_ratio:.3f}, time {time_ratio:.2f}")
+    assert memory_ratio <= 0.05, f"streaming peak memory is {memory_ratio:.1%} of eager's"
+    assert time_ratio <= 1.2, f"streaming takes {time_ratio:.2f}x eager's time"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("two_n", CUDA_SIZES)
+@pytest.mark.parametrize("backend", ["eager", "triton"])
+def test_ntxent_cuda(benchmark, backend, two_n):
+    logits_bytes = 4 * two_n * two_n
+    if backend == "eager" and logits_bytes > torch.cuda.get_device_properties(0).total_memory / 2:
+        pytest.skip(f"eager needs {logits_bytes / 2**30:.0f} GiB per 2N x 2N fp32 copy")
+    _run(benchmark, "cuda", backend, two_n, torch.bfloat16)

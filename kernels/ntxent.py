@@ -1,0 +1,332 @@
+"""NT-Xent (SimCLR) loss in Triton, never building the 2N x 2N similarity matrix.
+
+With ``x = cat(z1, z2)`` (2N x D), ``r_i = 1 / max(||x_i||, eps)``, ``z_i = r_i x_i``,
+``s_ij = r_i r_j (x_i . x_j) / tau`` for ``j != i`` and ``p(i) = (i + N) mod 2N``::
+
+    loss = 1/2N sum_i (lse_i - s_{i,p(i)}),     lse_i = logsumexp_{j != i} s_ij
+
+Kernels, in launch order:
+
+- ``_rnorm_kernel``: r_i per row (2N floats).
+- ``_ntxent_fwd_kernel``: one program per BLOCK_M rows; online log-sum-exp (base 2) over
+  BLOCK_N-column tiles of ``x x^T``, the diagonal masked, K-loop over D in BLOCK_K chunks.
+  Writes lse_i and the positive logit s_{i,p(i)}; nothing else reaches global memory.
+- ``_ntxent_bwd_kernel``: recomputes the tiles from lse and accumulates, per row tile,
+  both the row term and the column term of ``dz = (G + G^T) z / tau`` (``s`` is symmetric,
+  so tile (I, J) of ``G^T`` is ``exp(s_IJ - lse_J)``: one ``s`` tile gives both), minus the
+  positive one-hot::
+
+      dz_i = g / (2N tau) * sum_j (exp(s_ij - lse_i) + exp(s_ij - lse_j) - 2 [j == p(i)]) z_j
+
+  The output D is split over grid axis 1 in BLOCK_DOUT chunks (one chunk for D <= 128).
+- ``_normalize_bwd_kernel``: ``dx_i = r_i (dz_i - z_i (z_i . dz_i))``, cast to the input dtype.
+
+Dtypes: x in fp32, bf16 or fp16, read natively; every ``tl.dot`` accumulates in fp32. The
+``x x^T`` dot takes the raw inputs (exact products for bf16/fp16); the backward's second dot
+takes ``P`` (values in [-2, 2]) and the normalised ``z`` in the input dtype.
+``input_precision`` ("ieee" or "tf32") selects the fp32 dot mode; it is ignored for
+bf16/fp16. Every ``tl.dot`` operand is at least 16 wide on each axis (D is padded with
+masked loads up to BLOCK_K >= 16).
+
+Production configurations (``FWD_CONFIGS``, ``BWD_CONFIGS``) are listed next to the kernels
+and are what :mod:`ecgfast.kernels.aot` compiles for sm_80 and sm_90.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+NORM_EPS = 1e-12
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+#: Production configs per input-dtype family ("16bit": bf16/fp16, "fp32"): the first for
+#: 2N < 8192, the second (bigger row tile) from 2N >= 8192. BLOCK_K (the D chunk of the
+#: x x^T dot) is next_pow2(clamp(D, 16, BLOCK_K_MAX)); BLOCK_DOUT (dz columns per
+#: program) next_pow2(clamp(D, 16, 128)). Compiled for sm_80 and sm_90 at D = 128 by
+#: ``python -m ecgfast.kernels.aot`` (checked in tests/kernels/test_aot.py): no register
+#: spills. The fp32 backward keeps BLOCK_N = 16 and 8 warps: with BLOCK_N = 32, fp32
+#: "ieee" (FMA) spilled 8-24 bytes on sm_80, and 64 x 16 with 4 warps spilled 24 bytes
+#: with tf32 on sm_80.
+FWD_CONFIGS = {
+    "16bit": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+    ],
+    "fp32": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+    ],
+}
+BWD_CONFIGS = {
+    "16bit": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=2),
+    ],
+    "fp32": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 16}, num_warps=8, num_stages=2),
+    ],
+}
+BLOCK_K_MAX = {"16bit": 64, "fp32": 32}
+#: Rows per program of the row-wise kernels (_rnorm_kernel, _normalize_bwd_kernel).
+ROWWISE_BLOCK_M = 16
+#: Small fixed config used under TRITON_INTERPRET=1 (numpy, CPU): the smallest legal tiles.
+INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _dot(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST is only set under the CPU interpreter, whose numpy matmul cannot take bf16.
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+
+@triton.jit
+def _rnorm_kernel(X, RNORM, n_rows, D, stride_xm,
+                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
+                    mask=row_ok[:, None] & (offs_k[None, :] < D), other=0.0).to(tl.float32)
+        ss += tl.sum(x * x, axis=1)
+    rnorm = 1.0 / tl.maximum(tl.sqrt(ss), 1e-12)
+    tl.store(RNORM + rows, rnorm, mask=row_ok)
+
+
+@triton.jit
+def _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Raw (BLOCK_M, BLOCK_N) tile of x x^T, fp32 accumulation, K-loop over D."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < D
+        a = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        bt = tl.load(X + cols[None, :] * stride_xm + offs_k[:, None],
+                     mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+        acc = _dot(a, bt, acc, INPUT_PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, D, stride_xm, scale_log2,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    row0 = tl.program_id(0) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    # s in base 2: s2_ij = x_i . x_j * (r_i * log2(e) / tau) * r_j
+    row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
+    pos_col = tl.where(rows < half, rows + half, rows - half)
+    pos_lo = tl.min(pos_col, axis=0)
+    pos_hi = tl.max(pos_col, axis=0)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    pos_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for n0 in range(0, n_rows, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_rows
+        acc = _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
+                        BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST)
+        col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
+        s = acc * row_scale[:, None] * col_r[None, :]
+        # Masks only on the few tiles that need them (keeps registers for the rest).
+        if (n0 + BLOCK_N > pos_lo) & (n0 <= pos_hi):  # holds some positives
+            pos_i += tl.sum(tl.where(cols[None, :] == pos_col[:, None], s, 0.0), axis=1)
+        if (n0 + BLOCK_N > n_rows) | ((n0 + BLOCK_N > row0) & (n0 < row0 + BLOCK_M)):
+            s = tl.where(col_ok[None, :] & (rows[:, None] != cols[None, :]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # row with nothing valid yet
+        l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
+        m_i = m_new
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
+    tl.store(LSE + rows, lse, mask=row_ok)
+    tl.store(POS + rows, pos_i * 0.6931471805599453, mask=row_ok)
+
+
+@triton.jit
+def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, D, stride_xm,
+                       stride_dzm, scale_log2, grad_scale,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_DOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       UPCAST: tl.constexpr):
+    row0 = tl.program_id(0) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    offs_d = tl.program_id(1) * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
+    d_ok = offs_d < D
+    row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
+    lse2_row = tl.load(LSE + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    pos_col = tl.where(rows < half, rows + half, rows - half)
+    pos_lo = tl.min(pos_col, axis=0)
+    pos_hi = tl.max(pos_col, axis=0)
+    acc_dz = tl.zeros((BLOCK_M, BLOCK_DOUT), dtype=tl.float32)
+    for n0 in range(0, n_rows, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_rows
+        acc = _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
+                        BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST)
+        col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
+        lse2_col = tl.load(LSE + cols, mask=col_ok, other=0.0) * 1.4426950408889634
+        s2 = acc * row_scale[:, None] * col_r[None, :]
+        # Only tiles on the diagonal or the padded edges are masked. Masked before exp:
+        # s_ii - lse_i or 0 - lse_j could overflow (fp16) and meet a zero z_j (NaN).
+        if ((n0 + BLOCK_N > n_rows) | (row0 + BLOCK_M > n_rows)
+                | ((n0 + BLOCK_N > row0) & (n0 < row0 + BLOCK_M))):
+            valid = row_ok[:, None] & col_ok[None, :] & (rows[:, None] != cols[None, :])
+            s2 = tl.where(valid, s2, float("-inf"))
+        # row term exp(s_ij - lse_i) + column term exp(s_ji - lse_j), s symmetric
+        a = tl.exp2(s2 - lse2_row[:, None]) + tl.exp2(s2 - lse2_col[None, :])
+        if (n0 + BLOCK_N > pos_lo) & (n0 <= pos_hi):  # holds some positives
+            a = a - tl.where(cols[None, :] == pos_col[:, None], 2.0, 0.0)
+        # z_j = r_j x_j for the output columns of this program, in the input dtype
+        xc = tl.load(X + cols[:, None] * stride_xm + offs_d[None, :],
+                     mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+        zc = (xc.to(tl.float32) * col_r[:, None]).to(xc.dtype)
+        acc_dz = _dot(a.to(xc.dtype), zc, acc_dz, INPUT_PRECISION, UPCAST)
+    g = tl.load(GRAD).to(tl.float32) * grad_scale  # upstream grad / (2N tau)
+    tl.store(DZ + rows[:, None] * stride_dzm + offs_d[None, :], acc_dz * g,
+             mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _normalize_bwd_kernel(X, RNORM, DZ, DX, n_rows, D, stride_xm, stride_dzm,
+                          stride_dxm, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    r = tl.load(RNORM + rows, mask=row_ok, other=0.0)
+    dot = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask = row_ok[:, None] & (offs_k[None, :] < D)
+        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
+                    mask=mask, other=0.0).to(tl.float32)
+        dz = tl.load(DZ + rows[:, None] * stride_dzm + offs_k[None, :], mask=mask, other=0.0)
+        dot += tl.sum(x * r[:, None] * dz, axis=1)
+    for k0 in range(0, D, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask = row_ok[:, None] & (offs_k[None, :] < D)
+        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
+                    mask=mask, other=0.0).to(tl.float32)
+        dz = tl.load(DZ + rows[:, None] * stride_dzm + offs_k[None, :], mask=mask, other=0.0)
+        dx = (dz - x * r[:, None] * dot[:, None]) * r[:, None]
+        tl.store(DX + rows[:, None] * stride_dxm + offs_k[None, :],
+                 dx.to(DX.dtype.element_ty), mask=mask)
+
+
+def _family(dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16bit"
+
+
+def _block_k(d: int, family: str = "16bit") -> int:
+    """K chunk of the x x^T dot: D padded to a power of two >= 16, at most BLOCK_K_MAX."""
+    return triton.next_power_of_2(min(max(d, 16), BLOCK_K_MAX[family]))
+
+
+def _block_dout(d: int) -> int:
+    """Output columns of dz per program: D padded to a power of two >= 16, at most 128."""
+    return triton.next_power_of_2(min(max(d, 16), 128))
+
+
+def _pick(configs, family: str, n_rows: int, override: dict | None) -> dict:
+    """Fixed production choice: the bigger row tile only when there are rows to fill it."""
+    if override is not None:
+        return dict(override, num_warps=4, num_stages=1)
+    if _interpreting():
+        return dict(INTERPRET_CONFIG, num_warps=4, num_stages=1)
+    cfg = configs[family][1] if n_rows >= 8192 else configs[family][0]
+    return dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+_SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class TritonNTXent(torch.autograd.Function):
+    """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32)."""
+
+    @staticmethod
+    def forward(ctx, z1, z2, temperature: float, input_precision: str, tiles: dict | None):
+        x = torch.cat([z1, z2], dim=0)  # (2N, D) in the input dtype; O(N D), never O(N^2)
+        two_n, d = x.shape
+        upcast = _interpreting() and x.dtype == torch.bfloat16
+        rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
+        lse = torch.empty_like(rnorm)
+        pos = torch.empty_like(rnorm)
+        block_k = _block_k(d, _family(x.dtype))
+        _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
+            x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
+        cfg = _pick(FWD_CONFIGS, _family(x.dtype), two_n, tiles)
+        grid = (triton.cdiv(two_n, cfg["BLOCK_M"]),)
+        _ntxent_fwd_kernel[grid](
+            x, rnorm, lse, pos, two_n, two_n // 2, d, x.stride(0),
+            LOG2E / temperature, BLOCK_K=block_k, INPUT_PRECISION=input_precision,
+            UPCAST=upcast, **cfg)
+        ctx.save_for_backward(x, rnorm, lse)
+        ctx.temperature = temperature
+        ctx.input_precision = input_precision
+        ctx.n = z1.shape[0]
+        ctx.tiles = tiles
+        return (lse - pos).mean()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        x, rnorm, lse = ctx.saved_tensors
+        two_n, d = x.shape
+        upcast = _interpreting() and x.dtype == torch.bfloat16
+        dz = torch.empty((two_n, d), dtype=torch.float32, device=x.device)
+        cfg = _pick(BWD_CONFIGS, _family(x.dtype), two_n, ctx.tiles)
+        block_d = _block_dout(d)
+        grid = (triton.cdiv(two_n, cfg["BLOCK_M"]), triton.cdiv(d, block_d))
+        grad = grad_loss.detach().reshape(1).to(torch.float32).contiguous()
+        _ntxent_bwd_kernel[grid](
+            x, rnorm, lse, dz, grad, two_n, two_n // 2, d, x.stride(0),
+            dz.stride(0), LOG2E / ctx.temperature, 1.0 / (two_n * ctx.temperature),
+            BLOCK_K=_block_k(d, _family(x.dtype)), BLOCK_DOUT=block_d,
+            INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
+        dx = torch.empty((two_n, d), dtype=x.dtype, device=x.device)
+        _normalize_bwd_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
+            x, rnorm, dz, dx, two_n, d, x.stride(0), dz.stride(0), dx.stride(0),
+            BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_d)
+        n = ctx.n
+        return dx[:n], dx[n:], None, None, None
+
+
+def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
+                   input_precision: str = "ieee", tiles: dict | None = None) -> torch.Tensor:
+    """NT-Xent with the Triton kernels. z1, z2: (N, D) fp32/bf16/fp16 on a CUDA device (or
+    CPU under TRITON_INTERPRET=1). ``input_precision``: "ieee" or "tf32" (fp32 inputs).
+    ``tiles``: optional ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the
+    production configs, for tests. Returns the fp32 mean over the 2N rows."""
+    if tiles is not None:
+        for key in ("BLOCK_M", "BLOCK_N"):
+            v = tiles.get(key)
+            if not isinstance(v, int) or v < 16 or v & (v - 1):
+                raise ValueError(f"tiles[{key!r}] must be a power of two >= 16, got {v!r}")
+    if input_precision not in ("ieee", "tf32"):
+        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}")
+    for name, z in (("z1", z1), ("z2", z2)):
+        if z.dtype not in _SUPPORTED:
+            raise TypeError(f"triton NT-Xent: {name} must be float32, bfloat16 or float16, "
+                            f"got {z.dtype}")
+        if z.device.type != "cuda" and not _interpreting():
+            raise ValueError(f"triton NT-Xent: {name} is on {z.device}; the Triton backend "
+                             "needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
+    if z1.dtype != z2.dtype:
+        raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
+    return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles)

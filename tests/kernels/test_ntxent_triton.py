@@ -1,0 +1,177 @@
+"""Triton NT-Xent kernels against the eager reference in float64.
+
+Without a CUDA GPU the kernels run on the CPU under TRITON_INTERPRET=1 (set in conftest.py
+before Triton is imported); the interpreter is slow, so the grid is: every D, tau and dtype
+for N in {1, 2, 7} (tau and layout rotating), plus hand-picked awkward larger cases with
+tiles that do not divide 2N or D. Values and both gradients, random upstream gradient.
+
+Stated tolerances (loss: relative to max(|loss|, 1); gradients: relative to the natural
+gradient size, see tests/test_ntxent.py::gradient_scale):
+
+- fp32, input_precision="ieee": 1e-5 and 1e-5.
+- fp16: loss 1e-5 (the x x^T dot takes the fp16 inputs: exact products, fp32 sums);
+  gradients 3e-3 (P in [-2, 2] and z are fp16 operands of the backward dot, dx is fp16).
+- bf16: loss 1e-5; gradients 2e-2 (same, with bf16's 8-bit mantissa).
+- fp32, input_precision="tf32": loss 5e-3, gradients 2e-2 on a GPU (operands rounded to a
+  10-bit mantissa). The interpreter computes tf32 dots exactly in fp32, so on the CPU this
+  test only exercises the code path; the bound itself is only checked on a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_ntxent import (
+    DS,
+    LAYOUTS,
+    TAUS,
+    assert_matches,
+    gradient_scale,
+    make_views,
+    reference_and_grads,
+    run_backend,
+)
+
+ON_GPU = torch.cuda.is_available()
+if not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
+    pytest.skip("no CUDA GPU and TRITON_INTERPRET is not 1 (set by tests/kernels/conftest.py "
+                "before Triton is imported; run this file through pytest)",
+                allow_module_level=True)
+
+from ecgfast.kernels.ntxent import nt_xent_triton
+
+from ecgfast.losses import nt_xent
+
+DEVICE = "cuda" if ON_GPU else "cpu"
+TOL = {  # dtype -> (loss rtol, gradient tolerance)
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-5, 3e-3),
+    torch.bfloat16: (1e-5, 2e-2),
+}
+TF32_TOL = (5e-3, 2e-2)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def check(n, d, tau, dtype, layout, tiles, precision="ieee", tol=None):
+    seed = zlib.crc32(repr((n, d, tau, dtype, layout, tiles, precision)).encode())
+    z1, z2 = make_views(n, d, dtype, layout, seed)
+    z1, z2 = z1.to(DEVICE), z2.to(DEVICE)
+    upstream = 0.5 + torch.rand((), generator=torch.Generator().manual_seed(seed)).item()
+    ref = reference_and_grads(z1.cpu(), z2.cpu(), tau, upstream)
+    got = run_backend(
+        lambda a, b, t: nt_xent_triton(a, b, t, input_precision=precision, tiles=tiles),
+        z1, z2, tau, upstream,
+    )
+    got = tuple(t.cpu() for t in got)
+    loss_rtol, grad_tol = tol or TOL[dtype]
+    assert got[0].dtype == torch.float32
+    assert_matches(got, ref, loss_rtol, grad_tol,
+                   f"triton n={n} d={d} tau={tau} {dtype} {layout} {tiles} {precision}",
+                   gradient_scale(z1.cpu(), z2.cpu(), tau, upstream))
+
+
+T16 = {"BLOCK_M": 16, "BLOCK_N": 16}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", (1, 2, 7))
+def test_small_n_every_d_and_tau(n, dtype):
+    """Every D (1 and 200 need padding; 200 needs two K chunks and two output chunks)."""
+    for i, d in enumerate(DS):
+        for j, tau in enumerate(TAUS):
+            check(n, d, tau, dtype, LAYOUTS[(i + j) % len(LAYOUTS)], T16)
+
+
+AWKWARD = [
+    # (n, d, tau, dtype, layout, BLOCK_M, BLOCK_N)
+    (64, 24, 0.07, torch.float32, "strided", 16, 32),
+    (64, 200, 0.01, torch.bfloat16, "transposed", 64, 64),
+    (64, 128, 0.5, torch.float16, "contiguous", 32, 16),
+    (300, 16, 0.01, torch.float16, "contiguous", 64, 64),
+    (300, 24, 0.5, torch.bfloat16, "strided", 64, 64),
+    (300, 1, 0.07, torch.float32, "transposed", 64, 64),
+]
+
+
+@pytest.mark.parametrize("n,d,tau,dtype,layout,bm,bn", AWKWARD)
+def test_awkward_shapes(n, d, tau, dtype, layout, bm, bn):
+    check(n, d, tau, dtype, layout, {"BLOCK_M": bm, "BLOCK_N": bn})
+
+
+@pytest.mark.parametrize("n,d", [(7, 24), (64, 128)])
+def test_tf32_input_precision(n, d):
+    for tau in TAUS:
+        check(n, d, tau, torch.float32, "contiguous", {"BLOCK_M": 32, "BLOCK_N": 32}, "tf32",
+              TF32_TOL)
+
+
+def test_production_config_path():
+    """No ``tiles``: the launcher's own choice (16 x 16 under the interpreter)."""
+    check(33, 40, 0.1, torch.float32, "strided", None)
+
+
+def test_no_inf_or_nan_small_tau_fp16_and_identical_rows():
+    z1 = torch.randn(21, 24, device=DEVICE).half().requires_grad_()
+    z2 = torch.randn(21, 24, device=DEVICE).half().requires_grad_()
+    loss = nt_xent_triton(z1, z2, 0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    row = torch.randn(1, 16)
+    for dtype in DTYPES:
+        z = row.expand(20, 16).to(dtype).to(DEVICE).clone().requires_grad_()
+        loss = nt_xent_triton(z, z.detach().clone(), 0.01)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+        assert loss.item() == pytest.approx(torch.log(torch.tensor(39.0)).item(), rel=1e-5)
+    zero = torch.zeros(4, 8, device=DEVICE, requires_grad=True)
+    other = torch.randn(4, 8, device=DEVICE, requires_grad=True)
+    g = torch.autograd.grad(nt_xent_triton(zero, other, 0.5), (zero, other))
+    assert all(torch.isfinite(t).all() for t in g)
+
+
+def test_dispatch_runs_triton_and_checks_arguments():
+    z1 = torch.randn(5, 16, device=DEVICE)
+    z2 = torch.randn(5, 16, device=DEVICE)
+    torch.testing.assert_close(
+        nt_xent(z1, z2, 0.2, backend="triton"), nt_xent(z1, z2, 0.2, backend="eager"),
+        rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="input_precision"):
+        nt_xent_triton(z1, z2, 0.2, input_precision="tf16")
+    with pytest.raises(ValueError, match="tiles\\['BLOCK_N'\\]"):
+        nt_xent_triton(z1, z2, 0.2, tiles={"BLOCK_M": 16, "BLOCK_N": 8})
+    with pytest.raises(TypeError, match="z2 must be float32, bfloat16 or float16"):
+        nt_xent_triton(z1, z2.double(), 0.2)
+    with pytest.raises(TypeError, match="z1 is torch.float32 but z2 is torch.float16"):
+        nt_xent_triton(z1, z2.half(), 0.2)
+
+
+def test_grid_covers_every_requirement():
+    """The interpreter grid above touches every N, D, tau, dtype and layout of the issue."""
+    seen = {"n": set(), "d": set(), "tau": set(), "dtype": set(), "layout": set()}
+    for n, dtype in itertools.product((1, 2, 7), DTYPES):
+        for i, d in enumerate(DS):
+            for j, tau in enumerate(TAUS):
+                for k, v in zip(seen, (n, d, tau, dtype, LAYOUTS[(i + j) % 3])):
+                    seen[k].add(v)
+    for n, d, tau, dtype, layout, _, _ in AWKWARD:
+        for k, v in zip(seen, (n, d, tau, dtype, layout)):
+            seen[k].add(v)
+    assert seen["n"] == {1, 2, 7, 64, 300} and seen["d"] == set(DS)
+    assert seen["tau"] == set(TAUS) and seen["dtype"] == set(DTYPES)
+    assert seen["layout"] == set(LAYOUTS)

@@ -1,0 +1,291 @@
+"""NT-Xent: the streaming backend and the public API against the eager reference.
+
+Every comparison is against :func:`ecgfast.ops.nt_xent_reference` evaluated in float64 on
+the same input values (upcast), with a random upstream gradient, over awkward shapes,
+every input dtype and contiguous/strided layouts. The Triton kernels have their own file
+(tests/kernels/test_ntxent_triton.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+
+import pytest
+import torch
+
+from ecgfast import dispatch
+from ecgfast.losses import NTXentLoss, nt_xent
+from ecgfast.ops import nt_xent_reference
+from ecgfast.streaming import default_block_cols, default_block_rows, nt_xent_streaming
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Hundreds of small matmuls: one intra-op thread is faster on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+NS = (1, 2, 7, 64, 300)
+DS = (1, 16, 24, 128, 200)
+TAUS = (0.01, 0.07, 0.5)
+LAYOUTS = ("contiguous", "strided", "transposed")
+
+#: (loss rtol, gradient tolerance relative to the largest reference gradient entry).
+#: The streaming backend computes in fp32 for fp32/bf16/fp16 inputs, so the loss is fp32
+#: accurate for all three; the gradients of bf16/fp16 inputs are returned in the input
+#: dtype, so they carry that dtype's rounding (2^-8 bf16, 2^-11 fp16, relative).
+STREAMING_TOL = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-5, 2e-3),
+    torch.bfloat16: (1e-5, 1e-2),
+}
+
+
+def make_views(n, d, dtype, layout, seed, scale=1.0):
+    """Two (n, d) views in ``dtype`` with the requested memory layout (fresh random values)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+    def one():
+        if layout == "contiguous":
+            return rand(n, d)
+        if layout == "strided":  # every other row and column of a bigger tensor
+            return rand(2 * n, 2 * d + 1)[::2, 1::2]
+        if layout == "transposed":
+            return rand(d, n).T
+        raise ValueError(layout)  # pragma: no cover
+
+    z1, z2 = one(), one()
+    if layout != "contiguous" and n > 1 and d > 1:
+        assert not z1.is_contiguous()
+    return z1, z2
+
+
+def reference_and_grads(z1, z2, tau, upstream):
+    a = z1.detach().double().requires_grad_()
+    b = z2.detach().double().requires_grad_()
+    loss = nt_xent_reference(a, b, tau)
+    ga, gb = torch.autograd.grad(loss * upstream, (a, b))
+    return loss.detach(), ga, gb
+
+
+def run_backend(fn, z1, z2, tau, upstream):
+    a = z1.detach().clone().requires_grad_() if z1.is_contiguous() else _same_strides(z1)
+    b = z2.detach().clone().requires_grad_() if z2.is_contiguous() else _same_strides(z2)
+    loss = fn(a, b, tau)
+    ga, gb = torch.autograd.grad(loss * upstream, (a, b))
+    return loss.detach(), ga, gb
+
+
+def _same_strides(z):
+    """A leaf with the same (non-contiguous) strides as ``z``."""
+    out = torch.empty_strided(z.shape, z.stride(), dtype=z.dtype)
+    out.copy_(z)
+    return out.requires_grad_()
+
+
+def gradient_scale(z1, z2, tau, upstream):
+    """Natural size of a gradient entry: g / (2N tau min_i ||x_i||).
+
+    ``dL/dz_i`` (before the normalisation's backward) is a sum of unit vectors weighted by
+    probabilities, times g / (2N tau); the normalisation divides it by ||x_i||. Errors are
+    measured against this, not against the largest reference entry, because the projection
+    ``dz - z (z . dz)`` can cancel to (exactly) zero, e.g. for D = 1.
+    """
+    x = torch.cat([z1, z2]).double()
+    min_norm = torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12).min().item()
+    return abs(upstream) / (x.shape[0] * tau * min_norm)
+
+
+def assert_matches(got, ref, loss_rtol, grad_tol, what, grad_scale):
+    """Loss within ``loss_rtol * max(|ref|, 1)``; each gradient entry within
+    ``grad_tol * max(grad_scale, max |ref grad|)``."""
+    loss, ga, gb = got
+    rloss, rga, rgb = ref
+    assert loss.dtype == torch.promote_types(ga.dtype, torch.float32)
+    assert torch.isfinite(loss), f"{what}: loss not finite"
+    err = abs(loss.double().item() - rloss.item())
+    assert err <= loss_rtol * max(abs(rloss.item()), 1.0), f"{what}: loss {loss.item()} vs {rloss.item()}"
+    for name, g, r in (("dz1", ga, rga), ("dz2", gb, rgb)):
+        assert g.shape == r.shape
+        assert bool(torch.isfinite(g).all()), f"{what}: {name} not finite"
+        scale = max(grad_scale, rga.abs().max().item(), rgb.abs().max().item())
+        gerr = (g.double() - r).abs().max().item()
+        assert gerr <= grad_tol * scale, f"{what}: {name} max error {gerr:.3e} vs scale {scale:.3e}"
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("n", NS)
+def test_streaming_matches_reference_full_grid(n, dtype):
+    """All D, tau and layouts for this (N, dtype); a small strip size forces many strips."""
+    loss_rtol, grad_tol = STREAMING_TOL[dtype]
+    for i, (d, tau, layout) in enumerate(itertools.product(DS, TAUS, LAYOUTS)):
+        seed = zlib.crc32(repr((n, d, tau, layout, dtype)).encode())
+        z1, z2 = make_views(n, d, dtype, layout, seed)
+        upstream = 0.5 + torch.rand((), generator=torch.Generator().manual_seed(seed)).item()
+        ref = reference_and_grads(z1, z2, tau, upstream)
+        # uneven tiles (two kinds), one strip of uneven column tiles, one tile
+        rows, cols = ((37, 53), (64, 40), (2 * n, 97), (2 * n, 2 * n))[i % 4]
+        got = run_backend(
+            lambda a, b, t, rows=rows, cols=cols: nt_xent_streaming(
+                a, b, t, block_rows=rows, block_cols=cols),
+            z1, z2, tau, upstream,
+        )
+        assert_matches(got, ref, loss_rtol, grad_tol, f"streaming n={n} d={d} tau={tau} {layout}",
+                       gradient_scale(z1, z2, tau, upstream))
+
+
+def test_streaming_default_tiles_and_argument_checks():
+    assert default_block_rows(2) == 2 and default_block_cols(2) == 2
+    assert default_block_rows(16384) == 256 and default_block_cols(1 << 20) == 16384
+    with pytest.raises(ValueError, match="block_rows"):
+        nt_xent_streaming(torch.randn(3, 4), torch.randn(3, 4), 0.5, block_rows=0)
+    with pytest.raises(ValueError, match="block_cols"):
+        nt_xent_streaming(torch.randn(3, 4), torch.randn(3, 4), 0.5, block_cols=2.5)
+
+
+def test_streaming_tiles_of_one_column():
+    """1-column tiles: some tiles hold only a row's diagonal entry (all masked)."""
+    z1, z2 = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    ref = reference_and_grads(z1, z2, 0.1, 1.0)
+    got = run_backend(lambda a, b, t: nt_xent_streaming(a, b, t, block_rows=2, block_cols=1),
+                      z1, z2, 0.1, 1.0)
+    assert_matches(got, ref, 1e-12, 1e-12, "1-column tiles", gradient_scale(z1, z2, 0.1, 1.0))
+
+
+def test_streaming_returns_grads_in_input_dtype_and_only_when_needed():
+    z1 = torch.randn(9, 8, dtype=torch.bfloat16, requires_grad=True)
+    z2 = torch.randn(9, 8, dtype=torch.bfloat16)
+    loss = nt_xent_streaming(z1, z2, 0.1)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert z1.grad.dtype == torch.bfloat16 and z2.grad is None
+
+
+# ----------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("backend", ["eager", "streaming"])
+def test_no_inf_or_nan_at_small_tau_fp16_and_identical_rows(backend):
+    # fp16 inputs at tau = 0.01: logits up to 100, exp would overflow fp16 and fp32.
+    z1 = torch.randn(33, 24).half().requires_grad_()
+    z2 = torch.randn(33, 24).half().requires_grad_()
+    loss = nt_xent(z1, z2, 0.01, backend=backend)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    # Every row identical: all logits equal 1/tau, loss = log(2N - 1) exactly.
+    row = torch.randn(1, 16)
+    for dtype in (torch.float16, torch.float32):
+        z = row.expand(20, 16).to(dtype).clone().requires_grad_()
+        loss = nt_xent(z, z.detach().clone(), 0.01, backend=backend)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+        assert loss.item() == pytest.approx(math.log(2 * 20 - 1), rel=1e-5)
+
+
+def test_zero_rows_do_not_produce_nan():
+    z1 = torch.zeros(4, 8, requires_grad=True)
+    z2 = torch.randn(4, 8, requires_grad=True)
+    for backend in ("eager", "streaming"):
+        loss = nt_xent(z1, z2, 0.5, backend=backend)
+        (g1, g2) = torch.autograd.grad(loss, (z1, z2))
+        assert torch.isfinite(loss) and torch.isfinite(g1).all() and torch.isfinite(g2).all()
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_pytorch_metric_learning_peer():
+    """Independent implementation: pytorch-metric-learning's NTXentLoss, one positive each."""
+    pml = pytest.importorskip("pytorch_metric_learning.losses", reason="pip install pytorch-metric-learning")
+    for n, d, tau in ((2, 3, 0.5), (7, 24, 0.07), (64, 128, 0.01), (150, 200, 0.3)):
+        z1 = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+        z2 = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+        labels = torch.arange(n).repeat(2)
+        peer = pml.NTXentLoss(temperature=tau)(torch.cat([z1, z2]), labels)
+        pg = torch.autograd.grad(peer, (z1, z2))
+        for backend in ("eager", "streaming"):
+            ours = nt_xent(z1, z2, tau, backend=backend)
+            og = torch.autograd.grad(ours, (z1, z2))
+            torch.testing.assert_close(ours, peer, rtol=1e-10, atol=1e-12)
+            for a, b in zip(og, pg):
+                torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
+
+
+def test_module_matches_function_and_repr():
+    z1, z2 = torch.randn(5, 6), torch.randn(5, 6)
+    for backend in ("auto", "eager", "streaming"):
+        m = NTXentLoss(0.2, backend=backend)
+        assert "gather_distributed=False" in repr(m)
+        torch.testing.assert_close(m(z1, z2), nt_xent(z1, z2, 0.2, backend="eager"))
+
+
+def test_auto_resolution(monkeypatch):
+    small = torch.randn(2047, 4)
+    big = torch.randn(2048, 4)
+    assert dispatch.resolve_nt_xent_backend("auto", small) == "eager"
+    assert dispatch.resolve_nt_xent_backend("auto", big) == "streaming"
+    assert dispatch.resolve_nt_xent_backend("streaming", small) == "streaming"
+
+
+def test_triton_dot_precision_follows_pytorch(monkeypatch):
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert dispatch._fp32_dot_precision() == "ieee"
+        matmul.allow_tf32 = True
+        assert dispatch._fp32_dot_precision() == "tf32"
+    finally:
+        matmul.allow_tf32 = before
+
+
+def test_errors_name_the_argument(monkeypatch):
+    z = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="z1 and z2 must have the same shape"):
+        nt_xent(z, torch.randn(5, 8))
+    with pytest.raises(ValueError, match="z1 must be"):
+        nt_xent(torch.randn(4), z)
+    bad = z.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="z2 contains NaN or Inf"):
+        nt_xent(z, bad, backend="streaming")
+    bad[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="z1 contains NaN or Inf"):
+        nt_xent(bad, z)
+    for tau in (0.0, -0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            nt_xent(z, z, tau)
+    with pytest.raises(ValueError, match="temperature"):
+        NTXentLoss(0.0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        nt_xent(z, z, backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        NTXentLoss(backend="fast")
+    # triton on CPU tensors without the interpreter: refused, naming the device.
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="backend='triton' needs CUDA tensors.*cpu"):
+        nt_xent(z, z, backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ValueError, match="backend='triton' takes float32, bfloat16 or float16"):
+        nt_xent(z.double(), z.double(), backend="triton")
+
+
+def test_gather_distributed_is_a_no_op_without_a_process_group():
+    z1 = torch.randn(6, 5, requires_grad=True)
+    z2 = torch.randn(6, 5, requires_grad=True)
+    a = nt_xent(z1, z2, 0.3, gather_distributed=True)
+    b = NTXentLoss(0.3, gather_distributed=True)(z1, z2)
+    torch.testing.assert_close(a, nt_xent_reference(z1, z2, 0.3))
+    torch.testing.assert_close(b, a)
