@@ -1,0 +1,190 @@
+"""Encoder forward+backward: eager vs Triton (fused blocks) vs torch.compile.
+
+CUDA (when present): batch 256, L = 2560 (10 s at 256 Hz), the default encoder
+(EncoderConfig(): residual everywhere, SE, relu, dropout 0.1), fp32 and bf16; variants
+"eager", "triton" (EncoderConfig(backend="triton")) and "compile" (torch.compile of the
+eager model). CPU: eager vs torch.compile only (the Triton kernels need a GPU; the CPU
+interpreter is for tests), at batch 32 so that a run takes minutes, not hours, on a small
+machine. Each result's ``extra_info`` holds the device, median seconds per step, windows/s,
+model FLOP/s and its fraction of the GEMM rate measured in the same run, and the peak memory
+of one step. Run:
+
+    python -m pytest benchmarks/bench_block.py --benchmark-json benchmarks/results/block-<machine>.json
+
+``python benchmarks/bench_block.py`` prints the modelled bytes and FLOPs per block (the
+table in benchmarks/README.md), no timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from common import PeakMemory, device_info, encoder_flops, gemm_rate
+
+from ecgfast.models import ECGEncoder, EncoderConfig
+
+LENGTH = 2560
+BATCH = {"cuda": 256, "cpu": 32}
+VARIANTS = ("eager", "triton", "compile")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_GEMM: dict[tuple[str, torch.dtype], float] = {}
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _skip_reason(device: str, variant: str, dtype: str) -> str | None:
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device: the eager/triton/compile GPU comparison needs one"
+    if device == "cpu" and variant == "triton":
+        return "the Triton kernels run on CUDA GPUs (TRITON_INTERPRET on the CPU is for tests)"
+    if device == "cpu" and dtype != "fp32":
+        return "CPU runs compare fp32 only"
+    if variant == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "Triton is not installed"
+    return None
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_encoder_forward_backward(benchmark, device, variant, dtype):
+    reason = _skip_reason(device, variant, dtype)
+    if reason:
+        pytest.skip(reason)
+    torch.manual_seed(0)
+    batch = BATCH[device]
+    config = EncoderConfig(backend="triton" if variant == "triton" else "eager")
+    model = ECGEncoder(config).to(device, DTYPES[dtype]).train()
+    run = torch.compile(model) if variant == "compile" else model
+    x = torch.randn(batch, 1, LENGTH, device=device, dtype=DTYPES[dtype])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        run(x).float().sum().backward()
+        _sync(device)
+
+    for _ in range(3):  # warm-up: autotuning, torch.compile, allocator
+        step()
+    with PeakMemory(device) as mem:
+        step()
+    benchmark.pedantic(step, rounds=10 if device == "cuda" else 3, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    key = (device, DTYPES[dtype])
+    if key not in _GEMM:
+        _GEMM[key] = gemm_rate(device, DTYPES[dtype])
+    flops = encoder_flops(config, LENGTH)["forward_backward"] * batch
+    benchmark.extra_info.update({
+        "device": device_info(), "variant": variant, "dtype": dtype, "batch": batch,
+        "length": LENGTH, "median_s": median, "windows_per_s": batch / median,
+        "model_flops_per_s": flops / median, "gemm_flops_per_s": _GEMM[key],
+        "fraction_of_gemm_rate": flops / median / _GEMM[key],
+        "peak_memory_bytes": mem.peak_bytes,
+    })
+
+
+# ------------------------------------------------------------------ traffic model
+
+
+def block_traffic(c_in: int, c: int, k: int, length: int, pooled: int, elem: int = 4,
+                  batch: int = 1) -> dict:
+    """Modelled DRAM bytes of one training step (forward + backward) of one block.
+
+    Every read and write of an activation-sized tensor is counted once (tiles re-read from
+    cache, weights and (B, C) vectors are left out). Eager is PyTorch's op sequence in
+    ecgfast/ops/encoder.py (pad, conv, relu, dropout with a 1-byte mask, mean, scale,
+    1x1 conv, add, max_pool1d with int64 indices, and autograd's backward of each);
+    fused is the kernels' reads and writes (kernels/conv1d.py, kernels/se_residual_pool.py),
+    with aten's conv backward on the conv gradients in both. Units: bytes; n_in = C_in L,
+    n = C L, n_out = C L_out elements per window, ``elem`` bytes each.
+    """
+    n_in, n, n_out = c_in * length, c * length, c * pooled
+    e = elem
+    eager_fwd = {
+        "pad x, conv1": (2 * n_in + n_in + n) * e,
+        "relu, dropout (+mask)": 4 * n * e + n,
+        "pad h, conv2": (2 * n + n + n) * e,
+        "relu, dropout (+mask)  ": 4 * n * e + n,
+        "SE mean, a * f": (n + 2 * n) * e,
+        "1x1 shortcut, add": (n_in + n + 3 * n) * e,
+        "max_pool1d (+int64 idx)": (n + n_out) * e + 8 * n_out,
+    }
+    eager_bwd = {
+        "max_pool1d bwd (zero + scatter)": n_out * e + 8 * n_out + 2 * n * e,
+        "shortcut dx, dW": (n + n_in + n + n_in) * e,
+        "a * f bwd (df, da)": (2 * n + 2 * n) * e,
+        "mean bwd + add": 3 * n * e,
+        "dropout, relu bwd x2": 2 * (5 * n * e + n),
+        "conv2 dx, dW, unpad": (2 * n + 2 * n + 2 * n) * e,
+        "conv1 dx, dW, unpad": (n + n_in + n + n_in + 2 * n_in) * e,
+        "add dx": 3 * n_in * e,
+    }
+    fused_fwd = {
+        "conv1 kernel": (n_in + n) * e,
+        "conv2 kernel (+SE sums)": 2 * n * e,
+        "SE-residual-pool kernel (+int8 argmax)": (n + n_in + n_out) * e + n_out,
+    }
+    fused_bwd = {
+        "pool bwd kernel (gf, gy)": n_out * e + n_out + 3 * n * e,
+        "shortcut dx, dW": (n + n_in + n + n_in) * e,
+        "conv2 act/dropout bwd kernel": 3 * n * e,
+        "conv2 dx, dW (aten)": (2 * n + 2 * n) * e,
+        "conv1 act/dropout bwd kernel": 3 * n * e,
+        "conv1 dx, dW (aten)": (n + n_in + n + n_in) * e,
+        "add dx": 3 * n_in * e,
+    }
+    conv_flops = 2 * length * c * k * (c_in + c) + 2 * length * c * c_in  # + 1x1 shortcut
+    return {
+        "eager_forward": batch * sum(eager_fwd.values()),
+        "eager_backward": batch * sum(eager_bwd.values()),
+        "fused_forward": batch * sum(fused_fwd.values()),
+        "fused_backward": batch * sum(fused_bwd.values()),
+        "conv_flops_forward": batch * conv_flops,
+        "conv_flops_backward": batch * (2 * conv_flops - (2 * length * c * c_in * (k + 1)
+                                                          if c_in == 1 else 0)),
+    }
+
+
+def traffic_table(config: EncoderConfig | None = None, length: int = LENGTH, elem: int = 4,
+                  batch: int = 1) -> str:
+    config = config or EncoderConfig()
+    channels = (config.in_channels, *config.filters)
+    lines = [f"per {batch} window(s), L = {length}, {elem}-byte activations",
+             (f"{'block':6} {'C_in->C':>9} {'K':>3} {'eager fwd':>11} {'fused fwd':>11} "
+              f"{'eager bwd':>11} {'fused bwd':>11} {'ratio':>6} {'conv FLOP fwd':>14} "
+              f"{'fwd+bwd':>14}")]
+    n = length
+    tot = dict.fromkeys(("ef", "ff", "eb", "fb", "cf", "cb"), 0)
+    for i, k in enumerate(config.kernel_sizes):
+        pooled = (n - config.pool_size) // config.pool_stride + 1 if i < 2 else 1
+        t = block_traffic(channels[i], channels[i + 1], k, n, pooled, elem, batch)
+        ratio = (t["eager_forward"] + t["eager_backward"]) / (
+            t["fused_forward"] + t["fused_backward"])
+        lines.append(
+            f"{i + 1:<6} {channels[i]:>4}->{channels[i + 1]:<4} {k:>3} "
+            f"{t['eager_forward'] / 1e6:>9.2f}MB {t['fused_forward'] / 1e6:>9.2f}MB "
+            f"{t['eager_backward'] / 1e6:>9.2f}MB {t['fused_backward'] / 1e6:>9.2f}MB "
+            f"{ratio:>6.2f} {t['conv_flops_forward'] / 1e6:>11.1f}M "
+            f"{(t['conv_flops_forward'] + t['conv_flops_backward']) / 1e6:>11.1f}M")
+        for key, name in (("ef", "eager_forward"), ("ff", "fused_forward"),
+                          ("eb", "eager_backward"), ("fb", "fused_backward"),
+                          ("cf", "conv_flops_forward"), ("cb", "conv_flops_backward")):
+            tot[key] += t[name]
+        n = pooled
+    lines.append(
+        f"{'total':6} {'':>9} {'':>3} {tot['ef'] / 1e6:>9.2f}MB {tot['ff'] / 1e6:>9.2f}MB "
+        f"{tot['eb'] / 1e6:>9.2f}MB {tot['fb'] / 1e6:>9.2f}MB "
+        f"{(tot['ef'] + tot['eb']) / (tot['ff'] + tot['fb']):>6.2f} "
+        f"{tot['cf'] / 1e6:>11.1f}M {(tot['cf'] + tot['cb']) / 1e6:>11.1f}M")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(traffic_table(elem=4))
+    print()
+    print(traffic_table(elem=2))

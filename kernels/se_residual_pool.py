@@ -1,0 +1,352 @@
+"""SE scale + residual + max pool of an encoder block in one pass, forward and backward.
+
+``out = pool(a * f + W_s x + b_s)``, the reference being
+:func:`ecgfast.ops.encoder.se_residual_pool`: f (B, C, L) the block's second conv output,
+a (B, C) the squeeze-excitation weights (or none), x (B, C_in, L) the block input (or no
+shortcut), W_s (C, C_in, 1) with b_s (C,) a 1x1 projection (or the identity, C_in == C),
+and the pool either MaxPool1d(POOL, STRIDE) -> (B, C, (L - POOL) // STRIDE + 1) or a global
+max over time -> (B, C).
+
+Kernels:
+
+- ``_se_residual_pool_fwd_kernel``: one program per (BLOCK_T pooled outputs, BLOCK_C
+  channels, sample); tiles are time-major (time is the projection GEMM's M axis). Local
+  pool: for each of the POOL window offsets i, the pre-pool tile ``y[j * STRIDE + i, c]``
+  is computed in registers (f and x loaded, the projection as a
+  ``tl.dot`` over C_in in BLOCK_CIN >= 16 chunks, zero-padded, or one rank-1 FMA update when
+  C_in = 1) and folded
+  into a running max and argmax; windows overlap, so the projection of each time step is
+  recomputed POOL / STRIDE times (4 for MaxPool1d(8, 2)) instead of stored. Global max: the
+  program walks the time axis in BLOCK_T tiles. Writes the pooled output and the argmax:
+  the window offset in int8 (local pool, POOL <= 127) or the time index in int32 (global).
+  y itself never reaches memory.
+- ``_se_residual_pool_bwd_kernel``: one program per (BLOCK_T time steps, BLOCK_C channels,
+  sample) gathers the pooled gradient back to time, ``gy[t] = sum_j [argmax_j == t] g_j``
+  over the at most ceil(POOL / STRIDE) windows holding t (no atomics, deterministic), then
+  writes ``gf = a * gy``, the per-tile partial sums of ``f * gy`` for ``ga`` and, when there
+  is a shortcut, gy itself, whose 1x1 projection backward (two small GEMMs) runs in PyTorch.
+
+Ties: the first maximum of a window gets the gradient, as in ``max_pool1d``; the
+reference's global max (``amax``) splits it evenly among tied maxima instead. Both are
+valid subgradients; they differ only on exact ties (bf16 values, or all-zero ReLU channels,
+whose gradient the ReLU then zeroes anyway).
+
+Saved for backward: f, a, x, W_s (already alive: f is the conv output the conv saves, x
+the block input) and the int8 argmax, B x C x L_out bytes.
+
+Dtypes: f, x, W_s, b_s in fp32, bf16 or fp16 (one dtype), a in that dtype or fp32; all
+arithmetic in fp32; output in f's dtype. ``tl.dot`` input precision as in
+:mod:`ecgfast.kernels.conv1d` ("tf32" for fp32 when cuDNN may use TF32, else "ieee").
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+RES_NONE, RES_IDENTITY, RES_PROJECTION = 0, 1, 2
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pool_config(c: int, c_in: int, length: int = 1277, ieee_fp32: bool = False,
+                interpret: bool | None = None) -> dict:
+    """Production launch configuration (block sizes, warps) for C channels, C_in inputs and
+    ``length`` pooled outputs. ``ieee_fp32`` (exact fp32 dots, on the FMA units with the
+    operands in registers) uses 16-wide C_in chunks so that sm_80 does not spill."""
+    block_cin = min(16 if ieee_fp32 else 64, max(16, triton.next_power_of_2(c_in)))
+    if _interpreting() if interpret is None else interpret:  # numpy on the CPU: big tiles
+        return {"BLOCK_C": min(128, max(16, triton.next_power_of_2(c))),
+                "BLOCK_T": min(4096, max(16, triton.next_power_of_2(length))),
+                "BLOCK_CIN": block_cin, "num_warps": 4}
+    return {"BLOCK_C": min(64, max(16, triton.next_power_of_2(c))), "BLOCK_T": 64,
+            "BLOCK_CIN": block_cin, "num_warps": 8}
+
+
+def pool_bwd_config(length: int = 1277, interpret: bool | None = None) -> dict:
+    """Launch configuration of the (element-wise) backward: BLOCK_C x BLOCK_T tiles."""
+    if _interpreting() if interpret is None else interpret:
+        return {"BLOCK_C": 128, "BLOCK_T": min(4096, max(16, triton.next_power_of_2(length))),
+                "num_warps": 4}
+    return {"BLOCK_C": 16, "BLOCK_T": 128, "num_warps": 4}
+
+
+@triton.jit
+def _pre_pool_tile(F, X, WS, a, bs, b, c, c_ok, t, t_ok, C, C_in, L,
+                   HAS_SE: tl.constexpr, RES: tl.constexpr, PROJ_DOT: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_CIN: tl.constexpr,
+                   INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """fp32 tile ``a * f + W_s x + b_s`` at times t (BLOCK_T) and channels c (BLOCK_C),
+    time-major (BLOCK_T, BLOCK_C): time is the projection GEMM's M axis."""
+    mask = t_ok[:, None] & c_ok[None, :]
+    row = b * C + c
+    y = tl.load(F + row[None, :].to(tl.int64) * L + t[:, None], mask=mask,
+                other=0.0).to(tl.float32)
+    if HAS_SE:
+        y = y * a[None, :]
+    if RES == 1:
+        y += tl.load(X + row[None, :].to(tl.int64) * L + t[:, None], mask=mask,
+                     other=0.0).to(tl.float32)
+    elif RES == 2:
+        x_base = X + b.to(tl.int64) * C_in * L
+        if PROJ_DOT:
+            acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+            for ci0 in range(0, C_in, BLOCK_CIN):
+                ci = ci0 + tl.arange(0, BLOCK_CIN)
+                ci_ok = ci < C_in
+                xv = tl.load(x_base + ci[None, :] * L + t[:, None],
+                             mask=t_ok[:, None] & ci_ok[None, :], other=0.0)
+                w = tl.load(WS + c[None, :] * C_in + ci[:, None],
+                            mask=ci_ok[:, None] & c_ok[None, :], other=0.0)
+                if UPCAST:  # the CPU interpreter's numpy matmul has no bf16
+                    w = w.to(tl.float32)
+                    xv = xv.to(tl.float32)
+                acc = tl.dot(xv, w, acc, input_precision=INPUT_PRECISION)
+            y += acc
+        else:
+            for ci in range(C_in):
+                w = tl.load(WS + c * C_in + ci, mask=c_ok, other=0.0).to(tl.float32)
+                xv = tl.load(x_base + ci * L + t, mask=t_ok, other=0.0).to(tl.float32)
+                y += xv[:, None] * w[None, :]
+        y += bs[None, :]
+    return y
+
+
+@triton.jit
+def _se_residual_pool_fwd_kernel(F, A, X, WS, BS, OUT, ARG, C, C_in, L, L_out,
+                                 POOL: tl.constexpr, STRIDE: tl.constexpr,
+                                 HAS_SE: tl.constexpr, RES: tl.constexpr,
+                                 PROJ_DOT: tl.constexpr, BLOCK_C: tl.constexpr,
+                                 BLOCK_T: tl.constexpr, BLOCK_CIN: tl.constexpr,
+                                 INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    pid_j = tl.program_id(0)
+    b = tl.program_id(1)
+    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    row = b * C + c
+    a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bs = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_SE:
+        a = tl.load(A + row, mask=c_ok, other=0.0).to(tl.float32)
+    if RES == 2:
+        bs = tl.load(BS + c, mask=c_ok, other=0.0).to(tl.float32)
+    if POOL == 0:  # global max over time
+        best = tl.full((BLOCK_C,), float("-inf"), dtype=tl.float32)
+        arg = tl.zeros((BLOCK_C,), dtype=tl.int32)
+        for t0 in range(0, L, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)
+            t_ok = t < L
+            v = _pre_pool_tile(F, X, WS, a, bs, b, c, c_ok, t, t_ok, C, C_in, L, HAS_SE, RES,
+                               PROJ_DOT, BLOCK_C, BLOCK_T, BLOCK_CIN, INPUT_PRECISION, UPCAST)
+            v = tl.where(t_ok[:, None], v, float("-inf"))
+            m = tl.max(v, axis=0)
+            idx = tl.argmax(v, axis=0)
+            upd = m > best  # strict: the first maximum wins, as in torch
+            arg = tl.where(upd, t0 + idx, arg)
+            best = tl.where(upd, m, best)
+        tl.store(OUT + row, best.to(OUT.dtype.element_ty), mask=c_ok)
+        tl.store(ARG + row, arg, mask=c_ok)
+    else:
+        j = pid_j * BLOCK_T + tl.arange(0, BLOCK_T)
+        j_ok = j < L_out
+        best = tl.full((BLOCK_T, BLOCK_C), float("-inf"), dtype=tl.float32)
+        arg = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.int32)
+        for i in range(POOL):
+            v = _pre_pool_tile(F, X, WS, a, bs, b, c, c_ok, j * STRIDE + i, j_ok, C, C_in, L,
+                               HAS_SE, RES, PROJ_DOT, BLOCK_C, BLOCK_T, BLOCK_CIN,
+                               INPUT_PRECISION, UPCAST)
+            upd = v > best
+            arg = tl.where(upd, i, arg)
+            best = tl.where(upd, v, best)
+        offs = row[None, :].to(tl.int64) * L_out + j[:, None]
+        mask = j_ok[:, None] & c_ok[None, :]
+        tl.store(OUT + offs, best.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(ARG + offs, arg.to(ARG.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _se_residual_pool_bwd_kernel(GOUT, ARG, F, A, GF, GY, PART, C, L, L_out, n_tblocks,
+                                 POOL: tl.constexpr, STRIDE: tl.constexpr, NQ: tl.constexpr,
+                                 HAS_SE: tl.constexpr, WRITE_GY: tl.constexpr,
+                                 BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    pid_t = tl.program_id(0)
+    b = tl.program_id(1)
+    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    c_ok = c < C
+    t_ok = t < L
+    mask = c_ok[:, None] & t_ok[None, :]
+    row = (b * C + c).to(tl.int64)
+    if POOL == 0:
+        am = tl.load(ARG + row, mask=c_ok, other=-1)
+        go = tl.load(GOUT + row, mask=c_ok, other=0.0).to(tl.float32)
+        gy = tl.where(t[None, :] == am[:, None], go[:, None], 0.0)
+    else:
+        gy = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
+        j_hi = t // STRIDE
+        for q in range(NQ):  # the windows j with j * STRIDE <= t < j * STRIDE + POOL
+            j = j_hi - q
+            ok = t_ok & (j >= 0) & (j < L_out) & (t - j * STRIDE < POOL)
+            m2 = c_ok[:, None] & ok[None, :]
+            offs = row[:, None] * L_out + j[None, :]
+            am = tl.load(ARG + offs, mask=m2, other=-1).to(tl.int32)
+            go = tl.load(GOUT + offs, mask=m2, other=0.0).to(tl.float32)
+            gy += tl.where(m2 & (j[None, :] * STRIDE + am == t[None, :]), go, 0.0)
+    offs_t = row[:, None] * L + t[None, :]
+    if WRITE_GY:
+        tl.store(GY + offs_t, gy.to(GY.dtype.element_ty), mask=mask)
+    if HAS_SE:
+        a = tl.load(A + row, mask=c_ok, other=0.0).to(tl.float32)
+        f = tl.load(F + offs_t, mask=mask, other=0.0).to(tl.float32)
+        tl.store(PART + row * n_tblocks + pid_t, tl.sum(f * gy, axis=1), mask=c_ok)
+        tl.store(GF + offs_t, (gy * a[:, None]).to(GF.dtype.element_ty), mask=mask)
+    else:
+        tl.store(GF + offs_t, gy.to(GF.dtype.element_ty), mask=mask)
+
+
+def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 output buffers for bf16 under the CPU interpreter, which casts fp32 -> bf16 by
+    truncation (the GPU rounds to nearest even); PyTorch rounds afterwards."""
+    return torch.float32 if _interpreting() and dtype == torch.bfloat16 else dtype
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not _interpreting():
+        return "tf32"
+    return "ieee"
+
+
+def _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride):
+    if not isinstance(f, torch.Tensor) or f.dim() != 3:
+        raise ValueError(f"f must be a (batch, C, length) tensor, got "
+                         f"{getattr(f, 'shape', type(f).__name__)}")
+    if f.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"f must be float32, bfloat16 or float16, got {f.dtype}")
+    bsz, c, length = f.shape
+    if a is not None and (a.shape != (bsz, c) or a.device != f.device):
+        raise ValueError(f"a must be (batch, C) = {(bsz, c)} on {f.device}, got "
+                         f"{tuple(a.shape)} on {a.device}")
+    if x is not None:
+        if x.dim() != 3 or x.shape[0] != bsz or x.shape[2] != length:
+            raise ValueError(f"x must be (batch={bsz}, C_in, length={length}), got "
+                             f"{tuple(x.shape)}")
+        if x.dtype != f.dtype or x.device != f.device:
+            raise ValueError(f"x ({x.dtype}, {x.device}) must match f ({f.dtype}, {f.device})")
+        if shortcut_weight is None and x.shape[1] != c:
+            raise ValueError(f"identity shortcut needs C_in == C, got x with {x.shape[1]} "
+                             f"channels and f with {c}")
+        if shortcut_weight is not None:
+            if tuple(shortcut_weight.shape) not in ((c, x.shape[1], 1), (c, x.shape[1])):
+                raise ValueError(f"shortcut_weight must be (C={c}, C_in={x.shape[1]}, 1), got "
+                                 f"{tuple(shortcut_weight.shape)}")
+            if shortcut_weight.dtype != f.dtype or (
+                    shortcut_bias is not None and shortcut_bias.dtype != f.dtype):
+                raise ValueError("shortcut_weight and shortcut_bias must have f's dtype "
+                                 f"{f.dtype}")
+    if pool_size is not None:
+        if not 1 <= pool_size <= 127 or pool_stride < 1:
+            raise ValueError(f"pool_size must be in [1, 127] and pool_stride >= 1, got "
+                             f"{pool_size}, {pool_stride}")
+        if length < pool_size:
+            raise ValueError(f"length {length} is shorter than pool_size {pool_size}")
+
+
+class SEResidualPool(torch.autograd.Function):
+    """``pool(a * f + W_s x + b_s)``; forward(f, a, x, ws, bs, pool_size, pool_stride).
+
+    ``a`` None: no SE; ``x`` None: no shortcut; ``ws`` None with x: identity. ``pool_size``
+    None: global max -> (B, C); else MaxPool1d(pool_size, pool_stride).
+    """
+
+    @staticmethod
+    def forward(ctx, f, a, x, ws, bs, pool_size, pool_stride):
+        f = f.contiguous()
+        bsz, c, length = f.shape
+        res = RES_NONE if x is None else (RES_IDENTITY if ws is None else RES_PROJECTION)
+        c_in = x.shape[1] if x is not None else c
+        x_c = x.contiguous() if x is not None else f
+        ws2 = ws.reshape(c, c_in).contiguous() if ws is not None else f
+        a_c = a.contiguous() if a is not None else f
+        bs_c = bs if bs is not None else (torch.zeros(c, device=f.device, dtype=f.dtype)
+                                          if ws is not None else f)
+        l_pool = 1 if pool_size is None else (length - pool_size) // pool_stride + 1
+        precision = _input_precision(f.dtype)
+        cfg = pool_config(c, c_in, length if pool_size is None else l_pool,
+                          ieee_fp32=f.dtype == torch.float32 and precision == "ieee")
+        if pool_size is None:
+            out = torch.empty((bsz, c), device=f.device, dtype=_buffer_dtype(f.dtype))
+            arg = torch.empty((bsz, c), device=f.device, dtype=torch.int32)
+            l_out, pool, n_j = 1, 0, 1
+        else:
+            l_out = (length - pool_size) // pool_stride + 1
+            out = torch.empty((bsz, c, l_out), device=f.device, dtype=_buffer_dtype(f.dtype))
+            arg = torch.empty((bsz, c, l_out), device=f.device, dtype=torch.int8)
+            pool, n_j = pool_size, triton.cdiv(l_out, cfg["BLOCK_T"])
+        grid = (n_j, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
+        _se_residual_pool_fwd_kernel[grid](
+            f, a_c, x_c, ws2, bs_c, out, arg, c, c_in, length, l_out,
+            POOL=pool, STRIDE=pool_stride, HAS_SE=a is not None, RES=res,
+            PROJ_DOT=c_in > 1, BLOCK_C=cfg["BLOCK_C"], BLOCK_T=cfg["BLOCK_T"],
+            BLOCK_CIN=cfg["BLOCK_CIN"], INPUT_PRECISION=precision,
+            UPCAST=_interpreting() and f.dtype != torch.float32, num_warps=cfg["num_warps"],
+        )
+        ctx.save_for_backward(f, a, x, ws, arg)
+        ctx.conf = (pool, pool_stride, l_out, bs is not None)
+        return out.to(f.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        f, a, x, ws, arg = ctx.saved_tensors
+        pool, stride, l_out, has_bs = ctx.conf
+        need_f, need_a, need_x, need_ws, need_bs = ctx.needs_input_grad[:5]
+        bsz, c, length = f.shape
+        cfg = pool_bwd_config(length)
+        has_se = a is not None
+        # gy gets its own buffer when a shortcut needs it and it differs from gf (SE), or
+        # when it would be returned twice (identity shortcut, no SE: gf == gx)
+        write_gy = x is not None and (has_se or ws is None)
+        gf = torch.empty_like(f, dtype=_buffer_dtype(f.dtype))
+        gy = torch.empty_like(gf) if write_gy else gf
+        n_t = triton.cdiv(length, cfg["BLOCK_T"])
+        part = (torch.empty((bsz, c, n_t), device=f.device, dtype=torch.float32)
+                if has_se else gf)
+        grid = (n_t, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
+        _se_residual_pool_bwd_kernel[grid](
+            gout.contiguous(), arg, f, a if has_se else f, gf, gy, part, c, length, l_out,
+            n_t, POOL=pool, STRIDE=stride, NQ=triton.cdiv(pool, stride) if pool else 1,
+            HAS_SE=has_se, WRITE_GY=write_gy, BLOCK_C=cfg["BLOCK_C"],
+            BLOCK_T=cfg["BLOCK_T"], num_warps=cfg["num_warps"],
+        )
+        gf, gy = gf.to(f.dtype), gy.to(f.dtype)
+        ga = part.sum(-1).to(a.dtype) if has_se and need_a else None
+        gx = gws = gbs = None
+        if x is not None:
+            if ws is None:
+                gx = gy if need_x else None
+            else:
+                w2 = ws.reshape(c, x.shape[1])
+                if need_x:
+                    gx = torch.matmul(w2.t(), gy)
+                if need_ws:
+                    gws = torch.einsum("bol,bil->oi", gy, x).reshape(ws.shape)
+                if need_bs and has_bs:
+                    gbs = gy.sum(dim=(0, 2))
+        return (gf if need_f else None), ga, gx, gws, gbs, None, None
+
+
+def se_residual_pool(f, a, x, shortcut_weight, shortcut_bias, *, pool_size, pool_stride):
+    """Fused ``pool(a * f + W_s x)``; arguments as :func:`ecgfast.ops.encoder.se_residual_pool`.
+
+    f: (B, C, L); a: (B, C) or None; x: (B, C_in, L) or None; shortcut_weight (C, C_in, 1)
+    or None (identity); pool_size None for the global max (-> (B, C)), else
+    MaxPool1d(pool_size, pool_stride) (-> (B, C, (L - pool_size) // pool_stride + 1)).
+    """
+    _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride)
+    return SEResidualPool.apply(f, a, x, shortcut_weight, shortcut_bias, pool_size,
+                                int(pool_stride))
