@@ -69,7 +69,7 @@ class Checkpoint:
             raise CheckpointError(f"{path}: optimizer state is missing")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupt
+        except Exception as err:  # any unpickling failure means the file is corrupt
             raise CheckpointError(f"{path}: cannot read the optimizer state ({err})") from err
 
 
@@ -182,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{weights_path}: missing")
     try:
         state_dict = load_file(str(weights_path))
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights_path}: corrupt or not a safetensors file ({err})") from err
     return Checkpoint(ckpt_dir, config, state_dict)
 

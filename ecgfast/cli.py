@@ -122,9 +122,8 @@ def _pretrain_config(args):
 
 
 def cmd_pretrain(args) -> int:
-    from ecgfast.training import pretrain
-
     from ecgfast.distributed import destroy_process_group
+    from ecgfast.training import pretrain
 
     windows, _ = _load_data(args, need_labels=False)
     try:

@@ -171,8 +171,7 @@ def _epoch_batches(n: int, epoch: int, cfg: PretrainConfig, rank: int, world: in
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
     with open(path, "a") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in records)
         f.flush()
         os.fsync(f.fileno())
 

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _readme_commands():
     quick = ROOT.joinpath("README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)\n```", quick, flags=re.S)
+    return re.findall(r"```bash\n(.*?)\n```", quick, flags=re.DOTALL)
 
 
 def test_quick_start_has_exactly_two_commands():

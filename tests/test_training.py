@@ -121,7 +121,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
 
 
 def test_nan_loss_raises_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import ecgfast.objectives as objectives
+    from ecgfast import objectives
 
     real = objectives.transformation_recognition_loss
     calls = {"n": 0}
