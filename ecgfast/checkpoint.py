@@ -86,14 +86,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Replace ``path`` all at once: ``write(tmp)`` fills a temporary file beside it (same
+    suffix, so writers that append one, like ``numpy.save``, keep its name), which is
+    flushed to disk and renamed over ``path``. A crash leaves the old file or the new one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of a text file."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(
@@ -134,7 +145,7 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync_dir(root)
-    _atomic_write_text(root / LATEST, name + "\n")
+    atomic_write_text(root / LATEST, name + "\n")
     complete = sorted(p for p in root.glob("epoch-*") if p.is_dir())
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

@@ -154,10 +154,10 @@ def _evaluate(encoders: dict, cohort, args) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from ecgfast.checkpoint import _atomic_write_text
+    from ecgfast.checkpoint import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def cmd_evaluate(args) -> int:

@@ -188,7 +188,7 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
             continue  # a line cut short by a crash
         if rec.get("epoch", 0) <= last_epoch:
             kept.append(rec)
-    ckpt._atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 
@@ -214,11 +214,10 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def pretrain(
@@ -247,6 +246,7 @@ def pretrain(
     has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
 
     start_epoch, history, optimizer_state, state = 0, [], None, None
+    logged: list[dict] = []  # what metrics.jsonl holds, for the training curve
     if resume and has_checkpoint:
         saved = ckpt.load_checkpoint(run_dir)
         saved_cfg = PretrainConfig.from_dict(saved.config.get("training", {}))
@@ -259,7 +259,8 @@ def pretrain(
         config = dataclasses.replace(saved_cfg, epochs=config.epochs, device=config.device)
         start_epoch, state = saved.epoch, saved.state_dict
         optimizer_state = saved.load_optimizer_state()
-        history = [r for r in _truncate_metrics(run_dir / METRICS, start_epoch) if r.get("kind") == "epoch"] if rank == 0 else []
+        logged = _truncate_metrics(run_dir / METRICS, start_epoch) if rank == 0 else []
+        history = [r for r in logged if r.get("kind") == "epoch"]
     elif has_checkpoint:
         raise FileExistsError(
             f"{run_dir}: already holds a checkpoint; pass resume=True (--resume) to continue it "
@@ -344,8 +345,8 @@ def pretrain(
                 keep=config.keep_checkpoints,
             )
             _append_jsonl(run_dir / METRICS, records + [epoch_record])
-            all_records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-            plot_training_curve(all_records, run_dir / CURVE)
+            logged += records + [epoch_record]
+            plot_training_curve(logged, run_dir / CURVE)
     if rank == 0 and last_path is None and has_checkpoint:
         last_path = ckpt.resolve_checkpoint(run_dir)
     encoder.eval()

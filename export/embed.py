@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ecgfast.checkpoint import atomic_write
+
 
 @dataclass
 class EmbedSummary:
@@ -42,15 +44,6 @@ def _outputs(out: Path) -> tuple[Path, Path | None]:
     if out.suffix == ".npy":
         return out, out.with_name(out.stem + ".starts.npy")
     raise ValueError(f"--out {out}: expected a .npy or .npz file name")
-
-
-def _atomic_save(path: Path, writer) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def embed_windows(encoder, batches: Iterable, out: str | os.PathLike, *, total: int | None = None,
@@ -79,8 +72,8 @@ def embed_windows(encoder, batches: Iterable, out: str | os.PathLike, *, total: 
     st = np.concatenate(starts) if starts else np.zeros((0,), np.float64)
     out.parent.mkdir(parents=True, exist_ok=True)
     if starts_path is None:
-        _atomic_save(emb_path, lambda p: np.savez(p, embeddings=emb, starts_s=st))
+        atomic_write(emb_path, lambda p: np.savez(p, embeddings=emb, starts_s=st))
     else:
-        _atomic_save(starts_path, lambda p: np.save(p, st))
-        _atomic_save(emb_path, lambda p: np.save(p, emb))
+        atomic_write(starts_path, lambda p: np.save(p, st))
+        atomic_write(emb_path, lambda p: np.save(p, emb))
     return EmbedSummary(emb_path, starts_path, len(emb), skipped, dim)
