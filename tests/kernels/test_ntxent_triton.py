@@ -29,10 +29,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_ntxent import (
+from test_ntxent import (  # noqa: F401 - _one_thread is an autouse fixture
     DS,
     LAYOUTS,
     TAUS,
+    _one_thread,
     assert_matches,
     gradient_scale,
     make_views,
@@ -58,14 +59,6 @@ TOL = {  # dtype -> (loss rtol, gradient tolerance)
 }
 TF32_TOL = (5e-3, 2e-2)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def check(n, d, tau, dtype, layout, tiles, precision="ieee", tol=None):
