@@ -8,8 +8,8 @@ first, then ``onnxruntime.preload_dlls()``). Elsewhere it uses the CPU provider,
 does not even try CUDA where PyTorch sees no GPU, so no "missing CUDA library" errors are
 printed.
 
-The CPU provider's idle threads sleep instead of spinning, so that onnxruntime does not
-take the cores from PyTorch or a data pipeline in the same process.
+The CPU provider's idle threads sleep instead of spinning (unless ``spin=True``), so that
+onnxruntime does not take the cores from PyTorch or a data pipeline in the same process.
 
 Input dtype: float32 is used as is; float64 and float16 are cast to float32 (values
 outside the float32 range become inf and are then refused as non-finite); any other dtype
@@ -117,13 +117,22 @@ class OnnxEncoder:
             (an error if CUDA is not usable).
         threads: intra-op threads of the CPU provider (None: onnxruntime's default, one
             per physical core).
+        spin: let idle intra-op threads spin-wait for the next operator instead of
+            sleeping (onnxruntime's own default). Off by default, because spinning threads
+            take the cores from PyTorch or a data pipeline in the same process; turn it on
+            for latency-bound serving where onnxruntime has the cores to itself (2-core
+            VM, batch 1: about 25 % lower latency, see benchmarks/README.md).
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
     accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
     """
 
     def __init__(
-        self, path: str | os.PathLike, providers: str = "auto", threads: int | None = None
+        self,
+        path: str | os.PathLike,
+        providers: str = "auto",
+        threads: int | None = None,
+        spin: bool = False,
     ):
         self.path = Path(path)
         if providers not in PROVIDER_CHOICES:
@@ -132,6 +141,8 @@ class OnnxEncoder:
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        if not isinstance(spin, bool):
+            raise TypeError(f"spin must be True or False, got {spin!r}")
         model = _load_and_check(self.path)
         self.metadata = {p.key: p.value for p in model.metadata_props}
         try:
@@ -152,10 +163,11 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
-        # idle intra-op threads block instead of spinning: spinning threads took the cores
-        # from PyTorch work in the same process (2-core VM: torch batch-1 latency 13 ms ->
-        # 25 ms between onnxruntime calls) and bought onnxruntime itself nothing measurable
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # by default idle intra-op threads block instead of spinning: spinning threads took
+        # the cores from PyTorch work in the same process (2-core VM: torch batch-1 latency
+        # 13 ms -> 25 ms between onnxruntime calls); spin=True is for latency-bound serving
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.spin = spin
         if threads is not None:
             options.intra_op_num_threads = threads
         chosen = [CUDA, CPU] if use_cuda else [CPU]

@@ -126,6 +126,21 @@ def test_provider_and_thread_arguments(exported):
         with pytest.raises(RuntimeError, match="CUDA execution provider is not usable"):
             OnnxEncoder(path, providers="cuda")
         assert OnnxEncoder(path).provider == "CPUExecutionProvider"
+    with pytest.raises(TypeError, match="spin must be True or False"):
+        OnnxEncoder(path, spin=1)
+
+
+def test_spin_sets_the_session_option_and_keeps_results(exported):
+    """spin=True only changes how idle threads wait: the session option is set, the
+    embeddings are bit-identical to the default (sleeping) session's."""
+    _, path, _ = exported
+    quiet = OnnxEncoder(path, providers="cpu")
+    spinning = OnnxEncoder(path, providers="cpu", spin=True)
+    entry = "session.intra_op.allow_spinning"
+    assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+    assert spinning.session.get_session_options().get_session_config_entry(entry) == "1"
+    x = np.random.default_rng(3).standard_normal((5, 1, 300)).astype(np.float32)
+    np.testing.assert_array_equal(spinning.embed(x), quiet.embed(x))
 
 
 @pytest.mark.skipif(cuda_usable(), reason="checks the CPU-only fallback")
