@@ -110,11 +110,18 @@ def _as_windows(x, name: str, min_length: int) -> np.ndarray:
     return x
 
 
+def _even_batch(n: int, batch: int) -> int:
+    """The largest batch size <= ``batch`` that divides ``n``: onnxruntime's histogram
+    calibrators (entropy, percentile) stack the batches and fail on a shorter last one."""
+    return max(b for b in range(1, min(batch, n) + 1) if n % b == 0)
+
+
 class _WindowReader:
-    """CalibrationDataReader over (N, 1, L) windows in batches."""
+    """CalibrationDataReader over (N, 1, L) windows in batches of equal size."""
 
     def __init__(self, input_name: str, windows: np.ndarray, batch: int):
-        self.input_name, self.windows, self.batch = input_name, windows, batch
+        self.input_name, self.windows = input_name, windows
+        self.batch = _even_batch(len(windows), batch)
         self.rewind()
 
     def get_next(self):

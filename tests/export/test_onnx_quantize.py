@@ -102,3 +102,23 @@ def test_bad_calibration_input(exported, ecg_windows, tmp_path):
     with pytest.raises(OnnxModelError, match="model.onnx"):
         quantize_onnx(not_onnx, out, ecg_windows[:4])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_every_calibration_method_with_a_ragged_last_batch(exported, ecg_windows, tmp_path, method):
+    """7 calibration windows in batches of (at most) 4: onnxruntime's histogram calibrators
+    stack the batches, so quantize_onnx must feed batches of one size."""
+    _, path, _ = exported
+    out = tmp_path / f"{method}.onnx"
+    report = quantize_onnx(
+        path,
+        out,
+        ecg_windows[:7],
+        calibrate_method=method,
+        calibration_batch=4,
+        benchmark_batch=2,
+        benchmark_repeats=1,
+        print_report=False,
+    )
+    assert out.exists() and report.n_calibration == 7
+    assert report.cosine_mean >= COSINE_MEAN_BOUND
