@@ -17,7 +17,12 @@ from ecgfast.export.onnx_export import (
     export_onnx,
     verify_onnx,
 )
-from ecgfast.export.quantize import QuantizationReport, linear_probe_accuracy, quantize_onnx
+from ecgfast.export.quantize import (
+    QuantizationReport,
+    compare_probe_accuracy,
+    linear_probe_accuracy,
+    quantize_onnx,
+)
 from ecgfast.export.runtime import OnnxEncoder, OnnxModelError, cuda_usable
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "QuantizationReport",
     "VerificationReport",
     "build_onnx",
+    "compare_probe_accuracy",
     "cuda_usable",
     "export_onnx",
     "linear_probe_accuracy",

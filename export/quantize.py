@@ -14,7 +14,11 @@ encoder's embeddings a mean cosine similarity of about 0.986 against fp32 in our
 After writing, the INT8 model is compared with the fp32 one on the evaluation windows
 (the calibration windows unless others are given): the cosine similarity of the
 embeddings, the speed of each (windows/s, CPU provider, same session settings), and,
-when labels are given, the accuracy of the MLP probe of ecgfast.evaluation (see :func:`linear_probe_accuracy`).
+when labels are given, the accuracy of the MLP probe of ecgfast.evaluation (see
+:func:`linear_probe_accuracy`) over seeded half/half splits, two ways: a probe fit on each
+model's own embeddings (the INT8 encoder's probe accuracy, as one would evaluate an INT8
+deployment) and the fp32 probe applied to the INT8 embeddings (swapping the encoder under
+an existing probe, the stricter test).
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ class QuantizationReport:
     cosine_*: cosine similarity of each window's INT8 and fp32 embeddings (mean and min
     over windows); relative_error: max |int8 - fp32| / max |fp32|; *_windows_per_s: the
     CPU provider's median throughput at ``benchmark_batch`` windows per call;
-    probe_accuracy_*: None without labels.
+    probe_accuracy_fp32 / probe_accuracy_int8: mean accuracy over ``probe_splits`` seeded
+    half/half splits of a probe fit on the fp32 / INT8 embeddings of one half and scored on
+    the same model's embeddings of the other; probe_accuracy_int8_fp32_probe: the fp32
+    probe scored on the INT8 embeddings; probe_change_int8_per_split: INT8 - fp32 per split;
+    all None without labels.
     """
 
     fp32_path: Path
@@ -56,6 +64,8 @@ class QuantizationReport:
     threads: int | None
     probe_accuracy_fp32: float | None = None
     probe_accuracy_int8: float | None = None
+    probe_accuracy_int8_fp32_probe: float | None = None
+    probe_change_int8_per_split: list[float] | None = None
 
     @property
     def speedup(self) -> float:
@@ -77,11 +87,19 @@ class QuantizationReport:
             ),
         ]
         if self.probe_accuracy_fp32 is not None:
-            delta = self.probe_accuracy_int8 - self.probe_accuracy_fp32
+            delta = 100 * (self.probe_accuracy_int8 - self.probe_accuracy_fp32)
+            splits = self.probe_change_int8_per_split
+            where = f" (mean of {len(splits)} seeded half/half splits)" if splits else ""
             lines.append(
-                f"  probe accuracy: fp32 {self.probe_accuracy_fp32:.4f}, INT8 "
-                f"{self.probe_accuracy_int8:.4f} (change {delta:+.4f})"
+                f"  probe accuracy{where}: fp32 {self.probe_accuracy_fp32:.4f}, INT8 "
+                f"{self.probe_accuracy_int8:.4f} (change {delta:+.2f} points)"
             )
+            if self.probe_accuracy_int8_fp32_probe is not None:
+                swap = 100 * (self.probe_accuracy_int8_fp32_probe - self.probe_accuracy_fp32)
+                lines.append(
+                    f"  the fp32 probe on INT8 embeddings: {self.probe_accuracy_int8_fp32_probe:.4f}"
+                    f" (change {swap:+.2f} points)"
+                )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -161,6 +179,42 @@ def linear_probe_accuracy(
     return [float((predict(f) == test_labels).mean()) for f in test_features]
 
 
+def compare_probe_accuracy(
+    fp32_features: np.ndarray, int8_features: np.ndarray, labels: np.ndarray, splits: int = 5
+) -> dict:
+    """Probe accuracy of two encoders' embeddings of the same labelled windows.
+
+    For each of ``splits`` seeded half/half splits: a probe fit on the fp32 embeddings of
+    one half scores the fp32 and the INT8 embeddings of the other half, and a probe fit on
+    the INT8 embeddings of the first half scores the INT8 embeddings of the second.
+
+    Returns: {"fp32", "int8", "int8_fp32_probe": mean accuracies; "change_per_split":
+    INT8 - fp32 accuracy per split}.
+    """
+    acc32, acc8, swap = [], [], []
+    for seed in range(splits):
+        order = np.random.default_rng(seed).permutation(len(labels))
+        train, test = order[: len(order) // 2], order[len(order) // 2 :]
+        a32, a_swap = linear_probe_accuracy(
+            fp32_features[train],
+            labels[train],
+            [fp32_features[test], int8_features[test]],
+            labels[test],
+        )
+        (a8,) = linear_probe_accuracy(
+            int8_features[train], labels[train], [int8_features[test]], labels[test]
+        )
+        acc32.append(a32)
+        acc8.append(a8)
+        swap.append(a_swap)
+    return {
+        "fp32": float(np.mean(acc32)),
+        "int8": float(np.mean(acc8)),
+        "int8_fp32_probe": float(np.mean(swap)),
+        "change_per_split": [b - a for a, b in zip(acc32, acc8)],
+    }
+
+
 def quantize_onnx(
     fp32_path: str | os.PathLike,
     int8_path: str | os.PathLike,
@@ -175,6 +229,7 @@ def quantize_onnx(
     benchmark_batch: int = 64,
     benchmark_repeats: int = 5,
     threads: int | None = None,
+    probe_splits: int = 5,
     print_report: bool = True,
 ) -> QuantizationReport:
     """Write a static INT8 (QDQ, per-channel) copy of an fp32 encoder and report on it.
@@ -185,9 +240,10 @@ def quantize_onnx(
         calibration_windows: (N, 1, L) or (N, L) real, pre-processed ECG windows (float,
             finite); a few dozen to a few hundred are enough.
         eval_windows: windows to compare fp32 and INT8 on (default: the calibration ones).
-        eval_labels: (n_eval,) integer class labels of ``eval_windows``: an MLP probe
-            is fit on the fp32 embeddings of a seeded half and both embeddings of the
-            other half are scored with it (:func:`linear_probe_accuracy`).
+        eval_labels: (n_eval,) integer class labels of ``eval_windows``: for each of
+            ``probe_splits`` seeded half/half splits an MLP probe
+            (:func:`linear_probe_accuracy`) is fit on each model's embeddings of one half
+            and scored on the other; the fp32 probe is also scored on the INT8 embeddings.
         probe: alternatively a function embeddings (n_eval, D) -> accuracy, called once
             with the fp32 and once with the INT8 embeddings.
         calibrate_method: "minmax" | "entropy" | "percentile".
@@ -215,6 +271,7 @@ def quantize_onnx(
         ("calibration_batch", calibration_batch),
         ("benchmark_batch", benchmark_batch),
         ("benchmark_repeats", benchmark_repeats),
+        ("probe_splits", probe_splits),
     ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -298,12 +355,11 @@ def quantize_onnx(
         threads=threads,
     )
     if labels is not None:
-        order = np.random.default_rng(0).permutation(len(evalw))
-        train, test = order[: len(order) // 2], order[len(order) // 2 :]
-        acc32, acc8 = linear_probe_accuracy(
-            e32[train], labels[train], [e32[test], e8[test]], labels[test]
-        )
-        report.probe_accuracy_fp32, report.probe_accuracy_int8 = acc32, acc8
+        probe_result = compare_probe_accuracy(e32, e8, labels, probe_splits)
+        report.probe_accuracy_fp32 = probe_result["fp32"]
+        report.probe_accuracy_int8 = probe_result["int8"]
+        report.probe_accuracy_int8_fp32_probe = probe_result["int8_fp32_probe"]
+        report.probe_change_int8_per_split = probe_result["change_per_split"]
     elif probe is not None:
         report.probe_accuracy_fp32 = float(probe(e32.astype(np.float32)))
         report.probe_accuracy_int8 = float(probe(e8.astype(np.float32)))

@@ -74,8 +74,15 @@ def test_report_has_speed_and_probe(quantized, capsys):
     assert report.speedup == pytest.approx(report.int8_windows_per_s / report.fp32_windows_per_s)
     assert 0.0 <= report.probe_accuracy_fp32 <= 1.0
     assert abs(report.probe_accuracy_int8 - report.probe_accuracy_fp32) <= 0.15
+    assert abs(report.probe_accuracy_int8_fp32_probe - report.probe_accuracy_fp32) <= 0.15
+    changes = report.probe_change_int8_per_split
+    assert len(changes) == 5  # the default probe_splits
+    assert np.mean(changes) == pytest.approx(
+        report.probe_accuracy_int8 - report.probe_accuracy_fp32, abs=1e-9
+    )
     text = report.format()
     assert "windows/s" in text and "probe accuracy" in text and "cosine" in text
+    assert "the fp32 probe on INT8 embeddings" in text
 
 
 def test_bad_calibration_input(exported, ecg_windows, tmp_path):
@@ -97,6 +104,8 @@ def test_bad_calibration_input(exported, ecg_windows, tmp_path):
         quantize_onnx(path, out, ecg_windows[:4], calibrate_method="best")
     with pytest.raises(ValueError, match="eval_labels"):
         quantize_onnx(path, out, ecg_windows[:4], eval_labels=np.zeros(3, int))
+    with pytest.raises(ValueError, match="probe_splits"):
+        quantize_onnx(path, out, ecg_windows[:4], probe_splits=0)
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_text("nope")
     with pytest.raises(OnnxModelError, match="model.onnx"):
