@@ -6,6 +6,7 @@ rate measured in the same run (:func:`gemm_rate`), and peak memory (:class:`Peak
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -29,10 +30,8 @@ def device_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     for name in ("triton", "onnxruntime", "numpy"):
-        try:
+        with contextlib.suppress(Exception):  # a missing optional package is not recorded
             info[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is just not recorded
-            pass
     return info
 
 

@@ -22,11 +22,14 @@ def _fmt(fmt, value):
 
 
 def render(path: str) -> str:
-    data = json.load(open(path))
+    with open(path) as f:
+        data = json.load(f)
     machine = data.get("machine_info", {})
     lines = [
-        f"`{path}`: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
-        f"{data.get('datetime', '?')[:10]}",
+        (
+            f"`{path}`: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
+            f"{data.get('datetime', '?')[:10]}"
+        ),
         "",
     ]
     benches = data["benchmarks"]

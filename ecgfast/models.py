@@ -102,7 +102,7 @@ class EncoderConfig:
     @classmethod
     def ssl_ecg(cls, **overrides) -> EncoderConfig:
         """The original SSL-ECG encoder: no shortcut, no SE, leaky ReLU, no dropout."""
-        base = dict(residual="none", attention=False, dropout=0.0, activation="leaky_relu")
+        base = {"residual": "none", "attention": False, "dropout": 0.0, "activation": "leaky_relu"}
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:

@@ -112,8 +112,8 @@ def build_objective(name: str, encoder: ECGEncoder, *, temperature: float = 0.5,
                     nt_xent_backend: str = "auto", gather_distributed: bool = False,
                     transform_weight: float = 1.0, contrastive_weight: float = 1.0) -> nn.Module:
     """The objective called ``name`` ("transform" | "contrastive" | "both") around ``encoder``."""
-    contrastive = dict(temperature=temperature, backend=nt_xent_backend,
-                       gather_distributed=gather_distributed)
+    contrastive = {"temperature": temperature, "backend": nt_xent_backend,
+                   "gather_distributed": gather_distributed}
     if name == "transform":
         return TransformationRecognition(encoder)
     if name == "contrastive":

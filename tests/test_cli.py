@@ -17,7 +17,7 @@ FAST = ["--max-steps-per-epoch", "1", "--batch-size", "4"]
 
 def test_help_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "ecgfast", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0
     for command in ("pretrain", "evaluate", "demo"):
         assert command in out.stdout
@@ -109,7 +109,7 @@ def test_pretrain_under_torchrun_with_two_processes(tmp_path):
            "--nproc_per_node", "2", "-m", "ecgfast", "pretrain", "--out", str(run), "--epochs", "1",
            "--objective", "both", "--quiet", "--device", "cpu", *FAST, *TINY]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((run / "checkpoints" / "epoch-0001" / "config.json").read_text())
     assert config["world_size"] == 2

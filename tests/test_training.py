@@ -105,7 +105,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
                  PretrainConfig(epochs=2, batch_size=3, seed=5), progress=False)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert proc.returncode == -9, proc.stderr
     loaded = ckpt.load_checkpoint(tmp_path / "run")
     assert loaded.epoch == 1
