@@ -18,11 +18,15 @@ ends every export:
    Conv's own asymmetric ``pads`` attribute (onnxscript's optimizer does this; a pass here
    does it too, with constant folding, so the result does not depend on it): no Pad node.
 3. ``layout="2d"`` (the default) writes every 1-D op on a (batch, C, 1, length) tensor:
-   a Conv with kernel (1, K), a MaxPool with (1, k), reductions over (1, length). The
-   arithmetic is the same; the point is that onnxruntime's CPU provider runs 2-D convs in
-   its blocked NCHWc layout with direct-convolution kernels and the activation fused in,
-   while it runs 1-D convs through its generic NCHW path. ``layout="1d"`` keeps the graph
-   as traced. (benchmarks/bench_inference.py measures both.)
+   a Conv with kernel (1, K), a MaxPool with (1, k), reductions over (1, length), and the
+   squeeze-excitation mean over time a GlobalAveragePool. The arithmetic is the same; the
+   point is that onnxruntime's CPU provider runs 2-D convs in its blocked NCHWc layout
+   with direct-convolution kernels and the activation fused in, while it runs 1-D convs
+   through its generic NCHW path; and that its INT8 (QDQ) path has a uint8
+   GlobalAveragePool in the channels-last layout of its INT8 convs, where a ReduceMean
+   costs a dequantization and a transpose of the whole block output (7 % of the INT8
+   model's time). ``layout="1d"`` keeps the graph as traced. (benchmarks/bench_inference.py
+   measures both.)
 """
 
 from __future__ import annotations
@@ -568,6 +572,19 @@ def _lift_to_2d(model: onnx.ModelProto) -> onnx.ModelProto:
                 raise _CannotLift(f"{op} over all axes")
             mapped = [{0: 0, 1: 1, 2: 3}[ax % 3] for ax in axes]
             keepdims = a.get("keepdims", 1)
+            if op == "ReduceMean" and mapped == [3]:
+                # the mean over time of (B, C, 1, L): GlobalAveragePool -> (B, C, 1, 1)
+                pooled = node.output[0] if keepdims else fresh(node.output[0])
+                new_nodes.append(
+                    helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name)
+                )
+                if keepdims:
+                    lifted.add(pooled)
+                else:
+                    new_nodes.append(
+                        helper.make_node("Flatten", [pooled], [node.output[0]], axis=1)
+                    )
+                continue
             if not keepdims:
                 mapped = sorted(set(mapped) | {2})
             if "axes" in a:

@@ -23,6 +23,8 @@ STANDARD_OPS = {
     "Relu",
     "LeakyRelu",
     "ReduceMean",
+    "GlobalAveragePool",
+    "Flatten",
     "Gemm",
     "Sigmoid",
     "Unsqueeze",
@@ -119,6 +121,10 @@ def test_same_padding_lives_in_conv_pads(exported):
     assert {(0, 15, 0, 16), (0, 7, 0, 8), (0, 3, 0, 4), (0, 0, 0, 0)} == pads
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["ecgfast.layout"] == "2d"
+    # the squeeze-excitation means over time are GlobalAveragePools (one per block), which
+    # onnxruntime's INT8 path runs on uint8 channels-last tensors
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("GlobalAveragePool") == 3 and "ReduceMean" not in ops
     assert int(meta["ecgfast.min_length"]) == ECGEncoder().min_length
     assert EncoderConfig.from_dict(__import__("json").loads(meta["ecgfast.encoder_config"]))
 
@@ -202,3 +208,38 @@ def test_bad_arguments(tmp_path, default_encoder):
     not_onnx.write_text("hello")
     with pytest.raises(OnnxExportError, match="junk.onnx: onnx.checker rejected"):
         verify_onnx(not_onnx, default_encoder)
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_lift_turns_time_means_into_global_average_pools(keepdims):
+    """The 2-D lift rewrites a mean over time, kept or dropped axis, as GlobalAveragePool
+    (+ Flatten) and the lifted graph computes what the 1-D one does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ecgfast.export.onnx_export import _lift_to_2d
+
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=keepdims)]
+    if keepdims:  # (B, C, 1) broadcast back over time, then a mean over time again
+        nodes += [
+            helper.make_node("Mul", ["x", "m"], ["xm"]),
+            helper.make_node("ReduceMean", ["xm", "axes"], ["y"], keepdims=0),
+        ]
+    else:
+        nodes += [helper.make_node("Identity", ["m"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, "l"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+        [axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    lifted = _lift_to_2d(model)
+    ops = [n.op_type for n in lifted.graph.node]
+    assert ops.count("GlobalAveragePool") == 1 + keepdims and "ReduceMean" not in ops
+    x = np.random.default_rng(keepdims).standard_normal((2, 3, 17)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(lifted.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-5)
