@@ -214,9 +214,8 @@ def test_bad_arguments(tmp_path, default_encoder):
 def test_lift_turns_time_means_into_global_average_pools(keepdims):
     """The 2-D lift rewrites a mean over time, kept or dropped axis, as GlobalAveragePool
     (+ Flatten) and the lifted graph computes what the 1-D one does."""
-    from onnx import TensorProto, helper, numpy_helper
-
     from ecgfast.export.onnx_export import _lift_to_2d
+    from onnx import TensorProto, helper, numpy_helper
 
     axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
     nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=keepdims)]
