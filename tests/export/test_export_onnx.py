@@ -33,6 +33,15 @@ STANDARD_OPS = {
     "MaxPool",
     "ReduceMax",
     "Identity",
+    # block 1's row fold (see test_row_fold_is_exact_and_undone)
+    "Shape",
+    "Sub",
+    "Div",
+    "Concat",
+    "Pad",
+    "ConstantOfShape",
+    "Slice",
+    "Reshape",
 }
 
 
@@ -86,7 +95,7 @@ def test_parity_every_variant(tmp_path, capsys, residual, attention):
     model.eval()
     session = _ort_session(path)
     rng = np.random.default_rng(1)
-    for batch, length in ((2, 2560), (1, 3001)):
+    for batch, length in ((2, 2560), (1, 3001), (3, model.min_length), (1, model.min_length + 1)):
         x = rng.standard_normal((batch, 1, length)).astype(np.float32)
         expected = _torch_embed(model, x)
         got = session.run(None, {"ecg": x})[0]
@@ -107,8 +116,13 @@ def test_default_export_full_verification(exported):
 
 
 def test_same_padding_lives_in_conv_pads(exported):
+    from ecgfast.export.onnx_export import ROW_FOLD_PREFIX, unfold_rows
+
     _, path, _ = exported
-    model = onnx.load(str(path))
+    folded = onnx.load(str(path))
+    # the only Pads are the row fold's, on the one-channel input signal
+    assert all(n.name.startswith(ROW_FOLD_PREFIX) for n in folded.graph.node if n.op_type == "Pad")
+    model = unfold_rows(folded)
     assert not any(n.op_type == "Pad" for n in model.graph.node)
     pads = {
         tuple(a.ints)
@@ -242,3 +256,48 @@ def test_lift_turns_time_means_into_global_average_pools(keepdims):
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = ort.InferenceSession(lifted.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-5)
+
+
+def test_row_fold_is_exact_and_undone(tmp_path):
+    """The default 2-D export runs block 1's convolutions on the signal folded into two
+    rows (parallel at batch 1 in onnxruntime); unfold_rows restores the plain graph; both
+    agree with PyTorch at even, odd and minimum lengths; a leaky-ReLU encoder (whose
+    activation does not zero the -1e30 indicator) is left unfolded; the INT8 model is
+    quantized from the plain graph."""
+    from ecgfast.export.onnx_export import META_ROW_FOLD, ROW_FOLD_PREFIX, unfold_rows
+
+    torch.manual_seed(11)
+    model = ECGEncoder(EncoderConfig(backend="eager")).eval()
+    folded = build_onnx(model)
+    plain = unfold_rows(folded)
+    names = [n.name for n in folded.graph.node]
+    assert any(n.startswith(ROW_FOLD_PREFIX) for n in names)
+    assert META_ROW_FOLD in {p.key for p in folded.metadata_props}
+    assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in plain.graph.node)
+    assert META_ROW_FOLD not in {p.key for p in plain.metadata_props}
+    assert unfold_rows(plain) is plain
+    onnx.checker.check_model(plain, full_check=True)
+    sessions = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for m in (folded, plain)
+    ]
+    rng = np.random.default_rng(5)
+    for batch, length in ((1, 22), (2, 23), (1, 2560), (3, 2561)):
+        x = rng.standard_normal((batch, 1, length)).astype(np.float32) * 3
+        expected = _torch_embed(model, x)
+        for session in sessions:
+            got = session.run(None, {"ecg": x})[0]
+            assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+    leaky = build_onnx(ECGEncoder(EncoderConfig.ssl_ecg()).eval())
+    assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in leaky.graph.node)
+
+    from ecgfast.export import quantize_onnx
+
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(folded, str(fp32))
+    windows = rng.standard_normal((6, 1, 300)).astype(np.float32)
+    quantize_onnx(fp32, int8, windows, benchmark_batch=2, benchmark_repeats=1, print_report=False)
+    quantized = onnx.load(str(int8))
+    assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in quantized.graph.node)
+    assert META_ROW_FOLD not in {p.key for p in quantized.metadata_props}
