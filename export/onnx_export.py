@@ -27,11 +27,11 @@ ends every export:
    costs a dequantization and a transpose of the whole block output (7 % of the INT8
    model's time). ``layout="1d"`` keeps the graph as traced. (benchmarks/bench_inference.py
    measures both.)
-4. In the 2-D layout, block 1's two convolutions run on the signal folded into two rows
-   (:func:`_fold_rows`): onnxruntime splits an NCHWc convolution's work by 32-channel
-   filter set and output row, so block 1's 32-channel convolutions on one row ran on one
-   thread at batch 1. Same sums per output sample; :func:`unfold_rows` undoes it, and
-   :func:`ecgfast.export.quantize_onnx` quantizes the unfolded graph.
+4. :func:`fold_rows` rewrites block 1's two convolutions to run on the signal folded
+   into two rows: onnxruntime splits an NCHWc convolution's work by 32-channel filter
+   set and output row, so block 1's 32-channel convolutions on one row run on one thread
+   at batch 1. :class:`ecgfast.export.OnnxEncoder` uses a folded copy for small batches;
+   the file keeps the plain graph.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from ecgfast.export.graph import _attrs, _consumers, _set_attrs
 from onnx import TensorProto, helper, numpy_helper
 
 from ecgfast.models import ECGEncoder
@@ -65,7 +66,6 @@ META_CONFIG = "ecgfast.encoder_config"
 META_MIN_LENGTH = "ecgfast.min_length"
 META_LAYOUT = "ecgfast.layout"
 META_VERSION = "ecgfast.version"
-META_ROW_FOLD = "ecgfast.row_fold"
 
 
 class OnnxExportError(RuntimeError):
@@ -260,16 +260,6 @@ def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _set_attrs(node: onnx.NodeProto, attrs: dict) -> None:
-    del node.attribute[:]
-    for name, value in attrs.items():
-        node.attribute.append(helper.make_attribute(name, value))
-
-
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
     ranks = {}
@@ -280,14 +270,6 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     for init in g.initializer:
         ranks[init.name] = len(init.dims)
     return ranks
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    uses: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses.setdefault(name, []).append(node)
-    return uses
 
 
 def _fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -669,8 +651,7 @@ def build_onnx(
             used_layout = "2d"
         except _CannotLift as why:  # pragma: no cover - the encoder's ops all lift
             warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
-    model = _finish(model, encoder, used_layout)
-    return _fold_rows(model) if used_layout == "2d" else model
+    return _finish(model, encoder, used_layout)
 
 
 def export_onnx(
@@ -792,225 +773,3 @@ def verify_onnx(
             err = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
             report.rows.append(ParityRow(batch, length, scale, err, rel_tolerance * scale))
     return report
-
-
-# --------------------------------------------------------------------------- row fold
-
-ROW_FOLD_PREFIX = "rowfold/"
-_ROW_FOLD_BIG = 1e30  # pre-activation offset that Relu turns into an exact 0
-_UNARY_ACTIVATIONS = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus"}
-
-
-def _row_fold_pattern(model: onnx.ModelProto):
-    """Block 1's Conv -> Relu -> Conv -> activation on the lifted input, when it has the
-    shape :func:`_fold_rows` handles (stride 1, 'same' padding, one input channel)."""
-    g = model.graph
-    inits = {init.name: init for init in g.initializer}
-    uses = _consumers(g)
-
-    def only_use(name):
-        u = uses.get(name, [])
-        return u[0] if len(u) == 1 else None
-
-    lifts = [n for n in uses.get(g.input[0].name, []) if n.op_type == "Unsqueeze"]
-    if len(lifts) != 1:
-        return None
-    x4 = lifts[0].output[0]
-    for c1 in uses.get(x4, []):
-        if c1.op_type != "Conv" or c1.input[0] != x4:
-            continue
-        act1 = only_use(c1.output[0])
-        c2 = only_use(act1.output[0]) if act1 is not None and act1.op_type == "Relu" else None
-        if c2 is None or c2.op_type != "Conv":
-            continue
-        act2 = only_use(c2.output[0])
-        if act2 is None or act2.op_type not in _UNARY_ACTIVATIONS:
-            continue
-        convs = []
-        for c in (c1, c2):
-            w = inits.get(c.input[1])
-            a = _attrs(c)
-            if w is None or len(w.dims) != 4 or w.dims[2] != 1:
-                break
-            k, pads = int(w.dims[3]), list(a.get("pads", [0, 0, 0, 0]))
-            if (
-                a.get("strides", [1, 1]) != [1, 1]
-                or a.get("dilations", [1, 1]) != [1, 1]
-                or a.get("group", 1) != 1
-                or pads[0]
-                or pads[2]
-                or pads[1] + pads[3] != k - 1
-                or len(uses.get(c.input[1], [])) != 1
-            ):
-                break
-            convs.append((k, pads[1], pads[3]))
-        else:
-            if inits[c1.input[1]].dims[1] != 1:
-                continue
-            return x4, (c1, act1, c2, act2), convs
-    return None
-
-
-def _fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Run block 1's two convolutions on the signal folded into two rows.
-
-    onnxruntime's NCHWc convolution splits its work by batch x 32-channel filter set x
-    output row; block 1's convolutions have 32 output channels and, on a (B, C, 1, L)
-    tensor, one row, so at batch 1 they run on one thread. This rewrite cuts the padded
-    signal into two overlapping halves stacked as rows of a (B, 2, 2, ceil(L/2) + halo)
-    tensor (the second input channel is an indicator that is 0 inside the signal and
-    -1e30 outside it, added to the first conv's pre-activation at the centre tap so that
-    its Relu writes the exact zeros the second conv's 'same' padding would read), runs
-    both convolutions without padding, and joins the two output rows again (Reshape,
-    Slice to L). The arithmetic of every output sample is the same sum as before.
-    Applied only to the pattern :func:`_row_fold_pattern` finds; the metadata entry
-    ``ecgfast.row_fold`` lets :func:`unfold_rows` undo it (INT8 quantization does).
-    """
-    if _row_fold_pattern(model) is None:
-        return model
-    model = copy.deepcopy(model)
-    x4, (c1, act1, c2, act2), ((k1, pl1, pr1), (_k2, pl2, pr2)) = _row_fold_pattern(model)
-    g = model.graph
-    inits = {init.name: init for init in g.initializer}
-    w1 = numpy_helper.to_array(inits[c1.input[1]])
-    left, right = pl1 + pl2, pr1 + pr2
-    p = ROW_FOLD_PREFIX
-    nodes: list[onnx.NodeProto] = []
-    new_inits: list[onnx.TensorProto] = []
-
-    def const(name, value, dtype=np.int64):
-        new_inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), p + "c/" + name))
-        return p + "c/" + name
-
-    def add(op, inputs, name, **attrs):
-        nodes.append(helper.make_node(op, inputs, [p + name], name=p + name, **attrs))
-        return p + name
-
-    length = add("Shape", [x4], "length", start=3, end=4)
-    half = add(
-        "Div", [add("Add", [length, const("one", [1])], "length+1"), const("two", [2])], "half"
-    )
-    odd = add("Sub", [add("Add", [half, half], "2half"), length], "odd")
-    pads = add(
-        "Concat",
-        [
-            const("pads_head", [0, 0, 0, left, 0, 0, 0]),
-            add("Add", [odd, const("right", [right])], "pad_right"),
-        ],
-        "pads",
-        axis=0,
-    )
-    signal = add("Pad", [x4, pads, const("zero", 0.0, np.float32)], "signal")
-    zeros = add(
-        "ConstantOfShape",
-        [add("Shape", [x4], "shape")],
-        "zeros",
-        value=numpy_helper.from_array(np.zeros(1, np.float32)),
-    )
-    outside = add("Pad", [zeros, pads, const("big", -_ROW_FOLD_BIG, np.float32)], "outside")
-    both = add("Concat", [signal, outside], "both", axis=1)
-    row = add("Add", [half, const("halo", [left + right])], "row_length")
-    axis = const("axis", [3])
-    first = add("Slice", [both, const("start0", [0]), row, axis], "row0")
-    second = add("Slice", [both, half, add("Add", [half, row], "end1"), axis], "row1")
-    rows = add("Concat", [first, second], "rows", axis=2)
-    indicator = np.zeros_like(w1)
-    indicator[:, :, :, pl1] = 1.0
-    weight = const("conv1.weight", np.concatenate([w1, indicator], axis=1), np.float32)
-    h = add("Conv", [rows, weight, *c1.input[2:]], "conv1", kernel_shape=[1, k1], pads=[0, 0, 0, 0])
-    h = add("Relu", [h], "act1")
-    y = add("Conv", [h, *c2.input[1:]], "conv2", kernel_shape=[1, _k2], pads=[0, 0, 0, 0])
-    y = add(act2.op_type, [y], "act2", **_attrs(act2))
-    y = add("Reshape", [y, const("join", [0, 0, 1, -1])], "join")
-    nodes.append(
-        helper.make_node(
-            "Slice", [y, const("start", [0]), length, axis], [act2.output[0]], name=p + "crop"
-        )
-    )
-
-    replaced = {n.output[0] for n in (c1, act1, c2, act2)}
-    kept = []
-    for n in g.node:
-        if n.output[0] == c1.output[0]:
-            kept.extend(nodes)
-        if n.output[0] not in replaced:
-            kept.append(n)
-    del g.node[:]
-    g.node.extend(kept)
-    info = {
-        "input": x4,
-        "output": act2.output[0],
-        "conv1": {"name": c1.name, "inputs": list(c1.input), "attrs": _json_attrs(c1)},
-        "act1": {
-            "name": act1.name,
-            "op": act1.op_type,
-            "attrs": _json_attrs(act1),
-            "output": act1.output[0],
-        },
-        "conv2": {
-            "name": c2.name,
-            "inputs": list(c2.input),
-            "attrs": _json_attrs(c2),
-            "output": c2.output[0],
-        },
-        "act2": {"name": act2.name, "op": act2.op_type, "attrs": _json_attrs(act2)},
-        "conv1_output": c1.output[0],
-    }
-    g.initializer.remove(inits[c1.input[1]])
-    g.initializer.extend(new_inits)
-    model.metadata_props.append(
-        onnx.StringStringEntryProto(key=META_ROW_FOLD, value=json.dumps(info))
-    )
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-def _json_attrs(node: onnx.NodeProto) -> dict:
-    out = {}
-    for name, value in _attrs(node).items():
-        out[name] = value.decode() if isinstance(value, bytes) else value
-    return out
-
-
-def unfold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Undo :func:`_fold_rows` (a model without the fold is returned unchanged): the
-    plain Conv -> Relu -> Conv -> activation of block 1 again, for consumers such as
-    INT8 quantization whose kernels gain nothing from the fold."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    if META_ROW_FOLD not in meta:
-        return model
-    info = json.loads(meta[META_ROW_FOLD])
-    model = copy.deepcopy(model)
-    g = model.graph
-    p = ROW_FOLD_PREFIX
-    inits = {init.name: init for init in g.initializer}
-    folded = numpy_helper.to_array(inits[p + "c/conv1.weight"])
-    c1, a1, c2, a2 = info["conv1"], info["act1"], info["conv2"], info["act2"]
-    restored = [
-        helper.make_node(
-            "Conv", c1["inputs"], [info["conv1_output"]], name=c1["name"], **c1["attrs"]
-        ),
-        helper.make_node(
-            a1["op"], [info["conv1_output"]], [a1["output"]], name=a1["name"], **a1["attrs"]
-        ),
-        helper.make_node("Conv", c2["inputs"], [c2["output"]], name=c2["name"], **c2["attrs"]),
-        helper.make_node(
-            a2["op"], [c2["output"]], [info["output"]], name=a2["name"], **a2["attrs"]
-        ),
-    ]
-    kept, placed = [], False
-    for n in g.node:
-        if n.name.startswith(p):
-            if not placed:
-                kept.extend(restored)
-                placed = True
-            continue
-        kept.append(n)
-    del g.node[:]
-    g.node.extend(kept)
-    for init in [i for i in g.initializer if i.name.startswith(p)]:
-        g.initializer.remove(init)
-    g.initializer.append(numpy_helper.from_array(folded[:, :1].copy(), c1["inputs"][1]))
-    keep = [entry for entry in model.metadata_props if entry.key != META_ROW_FOLD]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from ecgfast.export.onnx_export import META_ROW_FOLD, unfold_rows
 from ecgfast.export.runtime import OnnxEncoder
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -316,11 +315,7 @@ def quantize_onnx(
         pre = Path(tmp) / "preprocessed.onnx"
         quiet.setLevel(logging.ERROR)
         try:
-            # block 1's row fold (export_onnx) helps onnxruntime's fp32 NCHWc kernels at
-            # small batches but only costs the INT8 ones: quantize the plain graph
-            plain = Path(tmp) / "fp32-plain.onnx"
-            onnx.save(unfold_rows(onnx.load(str(fp32_path))), str(plain))
-            quant_pre_process(str(plain), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             quantize_static(
                 str(pre),
                 str(int8_path),
@@ -384,7 +379,7 @@ def _copy_metadata(src: Path, dst: Path) -> None:
     model = onnx.load(str(dst))
     have = {p.key for p in model.metadata_props}
     for k, v in meta.items():
-        if k not in have and k != META_ROW_FOLD:
+        if k not in have:
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     model.metadata_props.append(
         onnx.StringStringEntryProto(key="ecgfast.quantization", value="int8-qdq-per-channel")

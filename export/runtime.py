@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from ecgfast.export.graph import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
@@ -122,6 +123,11 @@ class OnnxEncoder:
             take the cores from PyTorch or a data pipeline in the same process; turn it on
             for latency-bound serving where onnxruntime has the cores to itself (2-core
             VM, batch 1: about 25 % lower latency, see benchmarks/README.md).
+        row_fold: on the CPU provider, run batches smaller than the thread count through
+            a copy of the graph whose block 1 works on the signal folded into two rows
+            (:func:`ecgfast.export.graph.fold_rows`: same sums, but onnxruntime can split
+            block 1's convolutions over two threads at batch 1). Files the fold does not
+            apply to (INT8, the 1-D layout, leaky-ReLU encoders) run as they are.
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
     accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
@@ -133,6 +139,7 @@ class OnnxEncoder:
         providers: str = "auto",
         threads: int | None = None,
         spin: bool = False,
+        row_fold: bool = True,
     ):
         self.path = Path(path)
         if providers not in PROVIDER_CHOICES:
@@ -141,8 +148,9 @@ class OnnxEncoder:
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        if not isinstance(spin, bool):
-            raise TypeError(f"spin must be True or False, got {spin!r}")
+        for name, flag in (("spin", spin), ("row_fold", row_fold)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         model = _load_and_check(self.path)
         self.metadata = {p.key: p.value for p in model.metadata_props}
         try:
@@ -151,7 +159,6 @@ class OnnxEncoder:
             self.min_length = _DEFAULT_MIN_LENGTH
         out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
         self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
-        del model
 
         use_cuda = providers == "cuda" or (providers == "auto" and cuda_usable())
         if providers == "cuda" and not cuda_usable():
@@ -178,6 +185,16 @@ class OnnxEncoder:
         self.provider = self.session.get_providers()[0]
         if providers == "cuda" and self.provider != CUDA:
             raise RuntimeError(f"OnnxEncoder: {self.path} could not be placed on CUDA")
+        # small batches: the row-folded graph (block 1 on two threads at batch 1)
+        self.small_batch_session, self.small_batch_below = None, 0
+        if row_fold and self.provider == CPU:
+            folded = fold_rows(model)
+            if folded is not model:
+                self.small_batch_session = ort.InferenceSession(
+                    folded.SerializeToString(), options, providers=[CPU]
+                )
+                self.small_batch_below = max(2, threads or os.cpu_count() or 1)
+        del model
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -256,8 +273,8 @@ class OnnxEncoder:
             out = np.empty((0, self.embedding_dim or 0), np.float32)
         else:
             parts = [
-                self.session.run([self.output_name], {self.input_name: xn[i : i + batch_size]})[0]
-                for i in range(0, n, batch_size)
+                self._session_for(len(chunk)).run([self.output_name], {self.input_name: chunk})[0]
+                for chunk in (xn[i : i + batch_size] for i in range(0, n, batch_size))
             ]
             out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if is_torch:
@@ -267,6 +284,11 @@ class OnnxEncoder:
         return out
 
     __call__ = embed
+
+    def _session_for(self, batch: int):
+        if self.small_batch_session is not None and batch < self.small_batch_below:
+            return self.small_batch_session
+        return self.session
 
     def _embed_cuda(self, x, is_torch: bool, batch_size: int):  # pragma: no cover - needs a GPU
         """I/O binding on the GPU: torch CUDA buffers in and out, no host round trip."""

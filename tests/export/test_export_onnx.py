@@ -33,15 +33,6 @@ STANDARD_OPS = {
     "MaxPool",
     "ReduceMax",
     "Identity",
-    # block 1's row fold (see test_row_fold_is_exact_and_undone)
-    "Shape",
-    "Sub",
-    "Div",
-    "Concat",
-    "Pad",
-    "ConstantOfShape",
-    "Slice",
-    "Reshape",
 }
 
 
@@ -116,13 +107,8 @@ def test_default_export_full_verification(exported):
 
 
 def test_same_padding_lives_in_conv_pads(exported):
-    from ecgfast.export.onnx_export import ROW_FOLD_PREFIX, unfold_rows
-
     _, path, _ = exported
-    folded = onnx.load(str(path))
-    # the only Pads are the row fold's, on the one-channel input signal
-    assert all(n.name.startswith(ROW_FOLD_PREFIX) for n in folded.graph.node if n.op_type == "Pad")
-    model = unfold_rows(folded)
+    model = onnx.load(str(path))
     assert not any(n.op_type == "Pad" for n in model.graph.node)
     pads = {
         tuple(a.ints)
@@ -258,46 +244,38 @@ def test_lift_turns_time_means_into_global_average_pools(keepdims):
     np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-5)
 
 
-def test_row_fold_is_exact_and_undone(tmp_path):
-    """The default 2-D export runs block 1's convolutions on the signal folded into two
-    rows (parallel at batch 1 in onnxruntime); unfold_rows restores the plain graph; both
-    agree with PyTorch at even, odd and minimum lengths; a leaky-ReLU encoder (whose
-    activation does not zero the -1e30 indicator) is left unfolded; the INT8 model is
-    quantized from the plain graph."""
-    from ecgfast.export.onnx_export import META_ROW_FOLD, ROW_FOLD_PREFIX, unfold_rows
+def test_row_fold_is_exact_and_used_for_small_batches(exported):
+    """fold_rows runs block 1 on the signal folded into two rows: it agrees with PyTorch
+    at even, odd and minimum lengths; OnnxEncoder uses the folded copy for batches below
+    its thread count only, on the CPU provider, unless row_fold=False; a leaky-ReLU
+    encoder (whose activation does not zero the -1e30 indicator) is left unfolded."""
+    from ecgfast.export import OnnxEncoder
+    from ecgfast.export.graph import ROW_FOLD_PREFIX, fold_rows
 
-    torch.manual_seed(11)
-    model = ECGEncoder(EncoderConfig(backend="eager")).eval()
-    folded = build_onnx(model)
-    plain = unfold_rows(folded)
-    names = [n.name for n in folded.graph.node]
-    assert any(n.startswith(ROW_FOLD_PREFIX) for n in names)
-    assert META_ROW_FOLD in {p.key for p in folded.metadata_props}
+    model, path, _ = exported
+    plain = onnx.load(str(path))
+    folded = fold_rows(plain)
+    assert any(n.name.startswith(ROW_FOLD_PREFIX) for n in folded.graph.node)
     assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in plain.graph.node)
-    assert META_ROW_FOLD not in {p.key for p in plain.metadata_props}
-    assert unfold_rows(plain) is plain
-    onnx.checker.check_model(plain, full_check=True)
-    sessions = [
-        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        for m in (folded, plain)
-    ]
+    assert fold_rows(folded) is folded  # nothing left to fold
+    onnx.checker.check_model(folded, full_check=True)
+    session = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
-    for batch, length in ((1, 22), (2, 23), (1, 2560), (3, 2561)):
+    for batch, length in ((1, model.min_length), (2, model.min_length + 1), (1, 2560), (3, 2561)):
         x = rng.standard_normal((batch, 1, length)).astype(np.float32) * 3
         expected = _torch_embed(model, x)
-        for session in sessions:
-            got = session.run(None, {"ecg": x})[0]
-            assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+        got = session.run(None, {"ecg": x})[0]
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+    encoder = OnnxEncoder(path, providers="cpu", threads=2)
+    assert encoder.small_batch_session is not None and encoder.small_batch_below == 2
+    assert encoder._session_for(1) is encoder.small_batch_session
+    assert encoder._session_for(2) is encoder.session
+    assert OnnxEncoder(path, providers="cpu", row_fold=False).small_batch_session is None
+    x = rng.standard_normal((3, 1, 2560)).astype(np.float32)
+    np.testing.assert_allclose(
+        encoder.embed(x, batch_size=1), _torch_embed(model, x), rtol=0, atol=1e-5
+    )
 
     leaky = build_onnx(ECGEncoder(EncoderConfig.ssl_ecg()).eval())
-    assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in leaky.graph.node)
-
-    from ecgfast.export import quantize_onnx
-
-    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    onnx.save(folded, str(fp32))
-    windows = rng.standard_normal((6, 1, 300)).astype(np.float32)
-    quantize_onnx(fp32, int8, windows, benchmark_batch=2, benchmark_repeats=1, print_report=False)
-    quantized = onnx.load(str(int8))
-    assert not any(n.name.startswith(ROW_FOLD_PREFIX) for n in quantized.graph.node)
-    assert META_ROW_FOLD not in {p.key for p in quantized.metadata_props}
+    assert fold_rows(leaky) is leaky
