@@ -34,8 +34,10 @@ class EmbedSummary:
         where = str(self.embeddings_path)
         if self.starts_path is not None:
             where += f" (+ start times in {self.starts_path})"
-        return (f"{self.n_windows} windows embedded ({self.dim}-d), "
-                f"{self.n_skipped_flat} flat-line window(s) skipped -> {where}")
+        return (
+            f"{self.n_windows} windows embedded ({self.dim}-d), "
+            f"{self.n_skipped_flat} flat-line window(s) skipped -> {where}"
+        )
 
 
 def _outputs(out: Path) -> tuple[Path, Path | None]:
@@ -46,8 +48,14 @@ def _outputs(out: Path) -> tuple[Path, Path | None]:
     raise ValueError(f"--out {out}: expected a .npy or .npz file name")
 
 
-def embed_windows(encoder, batches: Iterable, out: str | os.PathLike, *, total: int | None = None,
-                  progress: bool = True) -> EmbedSummary:
+def embed_windows(
+    encoder,
+    batches: Iterable,
+    out: str | os.PathLike,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+) -> EmbedSummary:
     """Embed every batch of windows and write the embeddings and start times.
 
     Args:
