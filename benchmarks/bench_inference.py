@@ -21,10 +21,11 @@ Every result's ``extra_info`` holds windows/s, the model's FLOPs per window (con
 and SE MACs x 2, counted analytically by ``common.encoder_flops``), model FLOP/s, the
 fp32 GEMM rate measured in the same run and the fraction of it. The last test measures
 all variants again interleaved (GEMM, A, B, C, ..., GEMM, A, B, C, ...) so that the load
-of this shared machine hits them alike; the fraction of the GEMM rate is taken per round
-against that round's GEMM measurement, then the median over rounds. A 20 ms pause precedes
-each call, so that the previous runner's idle threads (which spin for a while in
-PyTorch's OpenMP and in a spinning onnxruntime session) do not compete with the next one.
+of this shared machine hits them alike, starting each round with the next variant; the
+fraction of the GEMM rate is taken per round against that round's GEMM measurement, then
+the median over rounds. A 50 ms pause precedes each call, so that the previous runner's
+idle threads (which spin for a while in PyTorch's OpenMP and in a spinning onnxruntime
+session) do not compete with the next one.
 Run:
 
     python -m pytest benchmarks/bench_inference.py --benchmark-json benchmarks/results/inference-cpu.json
@@ -46,6 +47,7 @@ LENGTH = 2560
 BATCHES = (1, 256)
 ROUNDS = {1: 60, 256: 5}
 PRETRAIN_EPOCHS = 2
+PAUSE_S = 0.05  # before every interleaved call
 PROBE_SPLITS = 10
 VARIANTS = [
     "torch_eager_fp32",
@@ -251,7 +253,7 @@ def test_ratios_interleaved(benchmark, models):
     names = [n for n in VARIANTS if n in runners]
     ratios: dict = {}
     flops = encoder_flops(encoder.config, LENGTH)["forward"]
-    for batch, rounds in ((256, 5), (1, 40)):
+    for batch, rounds in ((256, 7), (1, 49)):
         x = torch.randn(batch, 1, LENGTH)
         runs = {n: _call(n, encoder, runners[n], x) for n in names}
         times = {n: [] for n in names}
@@ -259,12 +261,16 @@ def test_ratios_interleaved(benchmark, models):
         gemm_rates = []
         for run in runs.values():
             run()
-        for _ in range(rounds):
+        order = list(runs)
+        for r in range(rounds):
             if batch == 256:
-                time.sleep(0.02)
+                time.sleep(PAUSE_S)
                 gemm_rates.append(gemm_rate("cpu", repeats=5))
-            for n, run in runs.items():
-                time.sleep(0.02)  # let the other thread pool's spinning workers go idle
+            # a different variant goes first in each round, so that none always follows
+            # the same neighbour
+            for n in order[r % len(order) :] + order[: r % len(order)]:
+                run = runs[n]
+                time.sleep(PAUSE_S)  # let the other thread pool's spinning workers go idle
                 t0 = time.perf_counter()
                 run()
                 times[n].append(time.perf_counter() - t0)
