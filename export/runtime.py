@@ -123,11 +123,12 @@ class OnnxEncoder:
             take the cores from PyTorch or a data pipeline in the same process; turn it on
             for latency-bound serving where onnxruntime has the cores to itself (2-core
             VM, batch 1: about 25 % lower latency, see benchmarks/README.md).
-        row_fold: on the CPU provider, run batches smaller than the thread count through
-            a copy of the graph whose block 1 works on the signal folded into two rows
-            (:func:`ecgfast.export.graph.fold_rows`: same sums, but onnxruntime can split
-            block 1's convolutions over two threads at batch 1). Files the fold does not
-            apply to (INT8, the 1-D layout, leaky-ReLU encoders) run as they are.
+        row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
+            thread count through a copy of the graph whose block 1 works on the signal
+            folded into two rows (:func:`ecgfast.export.graph.fold_rows`: same sums, but
+            onnxruntime can split block 1's convolutions over two threads at batch 1).
+            Files the fold does not apply to (INT8, the 1-D layout, leaky-ReLU encoders)
+            run as they are.
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
     accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
@@ -187,13 +188,14 @@ class OnnxEncoder:
             raise RuntimeError(f"OnnxEncoder: {self.path} could not be placed on CUDA")
         # small batches: the row-folded graph (block 1 on two threads at batch 1)
         self.small_batch_session, self.small_batch_below = None, 0
-        if row_fold and self.provider == CPU:
+        n_threads = threads or os.cpu_count() or 1
+        if row_fold and self.provider == CPU and n_threads >= 2:
             folded = fold_rows(model)
             if folded is not model:
                 self.small_batch_session = ort.InferenceSession(
                     folded.SerializeToString(), options, providers=[CPU]
                 )
-                self.small_batch_below = max(2, threads or os.cpu_count() or 1)
+                self.small_batch_below = n_threads
         del model
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

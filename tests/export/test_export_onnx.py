@@ -272,6 +272,7 @@ def test_row_fold_is_exact_and_used_for_small_batches(exported):
     assert encoder._session_for(1) is encoder.small_batch_session
     assert encoder._session_for(2) is encoder.session
     assert OnnxEncoder(path, providers="cpu", row_fold=False).small_batch_session is None
+    assert OnnxEncoder(path, providers="cpu", threads=1).small_batch_session is None
     x = rng.standard_normal((3, 1, 2560)).astype(np.float32)
     np.testing.assert_allclose(
         encoder.embed(x, batch_size=1), _torch_embed(model, x), rtol=0, atol=1e-5
