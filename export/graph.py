@@ -108,7 +108,7 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     if _row_fold_pattern(model) is None:
         return model
     model = copy.deepcopy(model)
-    x4, (c1, act1, c2, act2), ((k1, pl1, pr1), (_k2, pl2, pr2)) = _row_fold_pattern(model)
+    x4, (c1, act1, c2, act2), ((k1, pl1, pr1), (k2, pl2, pr2)) = _row_fold_pattern(model)
     g = model.graph
     inits = {init.name: init for init in g.initializer}
     w1 = numpy_helper.to_array(inits[c1.input[1]])
@@ -158,7 +158,7 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     weight = const("conv1.weight", np.concatenate([w1, indicator], axis=1), np.float32)
     h = add("Conv", [rows, weight, *c1.input[2:]], "conv1", kernel_shape=[1, k1], pads=[0, 0, 0, 0])
     h = add("Relu", [h], "act1")
-    y = add("Conv", [h, *c2.input[1:]], "conv2", kernel_shape=[1, _k2], pads=[0, 0, 0, 0])
+    y = add("Conv", [h, *c2.input[1:]], "conv2", kernel_shape=[1, k2], pads=[0, 0, 0, 0])
     y = add(act2.op_type, [y], "act2", **_attrs(act2))
     y = add("Reshape", [y, const("join", [0, 0, 1, -1])], "join")
     nodes.append(
