@@ -132,3 +132,30 @@ def test_every_calibration_method_with_a_ragged_last_batch(exported, ecg_windows
     )
     assert out.exists() and report.n_calibration == 7
     assert report.cosine_mean >= COSINE_MEAN_BOUND
+
+
+def test_bias_correction_removes_the_mean_error(exported, ecg_windows, tmp_path):
+    """With bias_correction (the default) the INT8 model ends in an Add whose constant is
+    the mean fp32 - INT8 embedding difference over the calibration windows, so on those
+    windows the mean error per dimension is ~0; without it, it is not."""
+    _, path, _ = exported
+    calib = ecg_windows[::2]
+    fp32 = OnnxEncoder(path, providers="cpu").embed(calib)
+    mean_errors = {}
+    for corrected in (True, False):
+        out = tmp_path / f"int8-{corrected}.onnx"
+        quantize_onnx(
+            path,
+            out,
+            calib,
+            bias_correction=corrected,
+            benchmark_batch=2,
+            benchmark_repeats=1,
+            print_report=False,
+        )
+        last = onnx.load(str(out)).graph.node[-1]
+        assert (last.name == "bias_correction") == corrected
+        int8 = OnnxEncoder(out, providers="cpu").embed(calib)
+        mean_errors[corrected] = np.abs((fp32 - int8).mean(0)).max() / np.abs(fp32).max()
+    assert mean_errors[True] <= 1e-5
+    assert mean_errors[False] > 10 * mean_errors[True]
