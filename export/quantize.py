@@ -22,7 +22,8 @@ an existing probe, the stricter test). Fit probes on the embeddings of the model
 deploy: pretrained encoders' embedding dimensions vary little between windows compared
 with their size, so the INT8 error (about 2 % of the embedding) can be a sizeable part of
 a dimension's spread; in benchmarks/README.md the INT8 encoder's own probe was within
-1.5 points of fp32, the fp32 probe on INT8 embeddings 14 to 17 points worse.
+1.5 points of fp32, the fp32 probe on INT8 embeddings 2.6 and 10.1 points worse (14 and
+17 points without the output bias correction that ``bias_correction=True`` adds).
 """
 
 from __future__ import annotations
