@@ -20,6 +20,7 @@ from ecgfast.export.onnx_export import (
 from ecgfast.export.quantize import (
     QuantizationReport,
     compare_probe_accuracy,
+    fp32_tail_nodes,
     linear_probe_accuracy,
     quantize_onnx,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "compare_probe_accuracy",
     "cuda_usable",
     "export_onnx",
+    "fp32_tail_nodes",
     "linear_probe_accuracy",
     "quantize_onnx",
     "verify_onnx",

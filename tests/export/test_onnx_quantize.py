@@ -54,7 +54,12 @@ def test_int8_graph_is_static_qdq_per_channel(quantized):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert "DynamicQuantizeLinear" not in ops
     inits = {i.name: i for i in model.graph.initializer}
-    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    # every conv is quantized but the last block's 1x1 shortcut (fp32_tail, the default)
+    fp32_convs = [n for n in convs if n.input[1] in inits]
+    assert len(fp32_convs) == 1 and list(inits[fp32_convs[0].input[1]].dims[2:]) == [1, 1]
+    conv_weights = [n.input[1] for n in convs if n.input[1] not in inits]
+    assert len(conv_weights) == len(convs) - 1
     producers = {o: n for n in model.graph.node for o in n.output}
     for w in conv_weights:
         dq = producers[w]
@@ -159,3 +164,35 @@ def test_bias_correction_removes_the_mean_error(exported, ecg_windows, tmp_path)
         mean_errors[corrected] = np.abs((fp32 - int8).mean(0)).max() / np.abs(fp32).max()
     assert mean_errors[True] <= 1e-5
     assert mean_errors[False] > 10 * mean_errors[True]
+
+
+def test_fp32_tail_stays_unquantized(exported, ecg_windows, tmp_path):
+    """fp32_tail_nodes finds the last block's 1x1 shortcut, SE multiply, residual add and
+    global max; quantize_onnx keeps exactly those in fp32 unless fp32_tail=False."""
+    from ecgfast.export import fp32_tail_nodes
+
+    _, path, _ = exported
+    model = onnx.load(str(path))
+    tail = fp32_tail_nodes(model)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert sorted(ops[n] for n in tail) == ["Add", "Conv", "Mul", "ReduceMax"]
+    shortcut = next(n for n in model.graph.node if n.name in tail and n.op_type == "Conv")
+    weights = {i.name: i for i in model.graph.initializer}
+    assert list(weights[shortcut.input[1]].dims[2:]) == [1, 1]
+
+    for keep in (True, False):
+        out = tmp_path / f"int8-{keep}.onnx"
+        quantize_onnx(
+            path,
+            out,
+            ecg_windows[::2],
+            fp32_tail=keep,
+            benchmark_batch=2,
+            benchmark_repeats=1,
+            print_report=False,
+        )
+        graph = onnx.load(str(out)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        final_max = next(n for n in graph.node if n.op_type == "ReduceMax")
+        fed_by = producer[final_max.input[0]].op_type
+        assert fed_by == ("Add" if keep else "DequantizeLinear")
