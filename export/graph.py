@@ -16,12 +16,6 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _set_attrs(node: onnx.NodeProto, attrs: dict) -> None:
-    del node.attribute[:]
-    for name, value in attrs.items():
-        node.attribute.append(helper.make_attribute(name, value))
-
-
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     uses: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -105,10 +99,12 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     not folded, because at large batches the fold costs a few percent (the extra input
     channel, the final Slice) and gains nothing.
     """
-    if _row_fold_pattern(model) is None:
+    found = _row_fold_pattern(model)
+    if found is None:
         return model
+    # the matched nodes are read only (names, inputs, attributes); the copy is rewritten
+    x4, (c1, act1, c2, act2), ((k1, pl1, pr1), (k2, pl2, pr2)) = found
     model = copy.deepcopy(model)
-    x4, (c1, act1, c2, act2), ((k1, pl1, pr1), (k2, pl2, pr2)) = _row_fold_pattern(model)
     g = model.graph
     inits = {init.name: init for init in g.initializer}
     w1 = numpy_helper.to_array(inits[c1.input[1]])

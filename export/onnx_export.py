@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from ecgfast.export.graph import _attrs, _consumers, _set_attrs
+from ecgfast.export.graph import _attrs, _consumers
 from onnx import TensorProto, helper, numpy_helper
 
 from ecgfast.models import ECGEncoder
@@ -258,6 +258,12 @@ def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
             elif attr.name == "value_int":
                 values[node.output[0]] = np.asarray(attr.i, dtype=np.int64)
     return values
+
+
+def _set_attrs(node: onnx.NodeProto, attrs: dict) -> None:
+    del node.attribute[:]
+    for name, value in attrs.items():
+        node.attribute.append(helper.make_attribute(name, value))
 
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
