@@ -262,8 +262,9 @@ def quantize_onnx(
         benchmark_batch: windows per call in the speed comparison.
         threads: intra-op threads for the speed comparison (None: onnxruntime default).
         fp32_tail: keep the last block's tail in fp32 (:func:`fp32_tail_nodes`: the 1x1
-            shortcut, squeeze-excitation multiply, residual add and global max). It is
-            where most of the INT8 error arose, for about 3 % of the INT8 speed.
+            shortcut, squeeze-excitation multiply, residual add and global max), the two
+            largest sources of INT8 error in our ablation, for about 2 % of the INT8
+            speed (benchmarks/README.md).
         bias_correction: add to the INT8 model's output the mean fp32 - INT8 embedding
             difference over the calibration windows (one constant per dimension), which
             removes the systematic part of the quantization error.
@@ -343,9 +344,8 @@ def quantize_onnx(
             )
         finally:
             quiet.setLevel(level)
-    if bias_correction:
-        _correct_output_bias(fp32, int8_path, calib)
-    _copy_metadata(fp32_path, int8_path)
+    delta = _output_bias(fp32, int8_path, calib) if bias_correction else None
+    _finish_int8_file(fp32_path, int8_path, delta)
 
     int8 = OnnxEncoder(int8_path, providers="cpu", threads=threads)
     e32 = fp32.embed(evalw).astype(np.float64)
@@ -398,8 +398,9 @@ def fp32_tail_nodes(model: onnx.ModelProto) -> list[str]:
     (squeeze-excitation multiply, residual add, global max) and taking the 1x1
     convolutions met on the way (the shortcut); the walk stops at any other node (the
     block's k > 1 convolutions and their activations, the squeeze-excitation MLP).
-    The ablation behind it, on a pretrained encoder: quantizing only these nodes gave a
-    third of the INT8 embedding error while they cost about 2 % of the FLOPs.
+    The ablation behind it, on a pretrained encoder (quantizing one group of nodes at a
+    time): the last block's shortcut and its multiply/add/max were the two largest
+    contributors to the INT8 embedding error, while they are about 2 % of the FLOPs.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     inits = {init.name: init for init in model.graph.initializer}
@@ -420,26 +421,25 @@ def fp32_tail_nodes(model: onnx.ModelProto) -> list[str]:
     return [n for n in names if n]
 
 
-def _correct_output_bias(fp32: OnnxEncoder, int8_path: Path, windows: np.ndarray) -> None:
-    """Append ``embedding + mean(fp32 - int8)`` (over ``windows``) to the INT8 graph."""
+def _output_bias(fp32: OnnxEncoder, int8_path: Path, windows: np.ndarray) -> np.ndarray:
+    """mean(fp32 - int8) embedding over ``windows``, per dimension."""
     int8 = OnnxEncoder(int8_path, providers="cpu", row_fold=False)
-    delta = (fp32.embed(windows).astype(np.float64) - int8.embed(windows)).mean(0)
-    del int8
-    model = onnx.load(str(int8_path))
-    g = model.graph
-    out = g.output[0].name
-    raw, shift = out + "_before_bias_correction", out + "_bias_correction"
-    for node in g.node:
-        node.output[:] = [raw if o == out else o for o in node.output]
-    g.initializer.append(onnx.numpy_helper.from_array(delta.astype(np.float32), shift))
-    g.node.append(onnx.helper.make_node("Add", [raw, shift], [out], name="bias_correction"))
-    onnx.save(model, str(int8_path))
+    return (fp32.embed(windows).astype(np.float64) - int8.embed(windows)).mean(0)
 
 
-def _copy_metadata(src: Path, dst: Path) -> None:
-    """Carry the ecgfast metadata (config, min_length) into the quantized file."""
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+def _finish_int8_file(src: Path, dst: Path, bias: np.ndarray | None) -> None:
+    """One rewrite of the quantized file: append ``embedding + bias`` (bias correction,
+    when given) and carry the ecgfast metadata (config, min_length) over from ``src``."""
     model = onnx.load(str(dst))
+    g = model.graph
+    if bias is not None:
+        out = g.output[0].name
+        raw, shift = out + "_before_bias_correction", out + "_bias_correction"
+        for node in g.node:
+            node.output[:] = [raw if o == out else o for o in node.output]
+        g.initializer.append(onnx.numpy_helper.from_array(bias.astype(np.float32), shift))
+        g.node.append(onnx.helper.make_node("Add", [raw, shift], [out], name="bias_correction"))
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
     have = {p.key for p in model.metadata_props}
     for k, v in meta.items():
         if k not in have:
