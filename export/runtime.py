@@ -8,9 +8,8 @@ first, then ``onnxruntime.preload_dlls()``). Elsewhere it uses the CPU provider,
 does not even try CUDA where PyTorch sees no GPU, so no "missing CUDA library" errors are
 printed.
 
-The CPU provider's intra-op threads spin-wait between the operators of a call and stop
-spinning when the call returns (``spin="in_call"``), so that between calls onnxruntime does
-not take the cores from PyTorch or a data pipeline in the same process.
+The CPU provider's idle threads sleep instead of spinning (unless ``spin=True``), so that
+onnxruntime does not take the cores from PyTorch or a data pipeline in the same process.
 
 Input dtype: float32 is used as is; float64 and float16 are cast to float32 (values
 outside the float32 range become inf and are then refused as non-finite); any other dtype
@@ -29,9 +28,6 @@ import onnx
 from ecgfast.export.graph import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
-SPIN_CHOICES = ("in_call", "always", "never")
-# session config entries of each spin mode: (allow_spinning, force_spinning_stop)
-_SPIN_OPTIONS = {"in_call": ("1", "1"), "always": ("1", "0"), "never": ("0", "0")}
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _DEFAULT_MIN_LENGTH = 1
@@ -122,14 +118,11 @@ class OnnxEncoder:
             (an error if CUDA is not usable).
         threads: intra-op threads of the CPU provider (None: onnxruntime's default, one
             per physical core).
-        spin: how idle intra-op threads of the CPU provider wait. "in_call" (default):
-            they spin-wait between the operators of a call and stop spinning when the call
-            returns, so a call does not pay a thread wake-up per operator and PyTorch or a
-            data pipeline in the same process gets the cores between calls. "always":
-            they keep spinning for a while after a call too (onnxruntime's own default),
-            which saves the wake-up at the start of the next call but took the cores from
-            PyTorch work run right after it (2-core VM: torch batch-1 latency 11.7 ms ->
-            25.2 ms). "never": they always sleep. benchmarks/README.md has the figures.
+        spin: let idle intra-op threads spin-wait for the next operator instead of
+            sleeping (onnxruntime's own default). Off by default, because spinning threads
+            take the cores from PyTorch or a data pipeline in the same process; turn it on
+            for latency-bound serving where onnxruntime has the cores to itself (2-core
+            VM, batch 1: about 25 % lower latency, see benchmarks/README.md).
         row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
             thread count through a copy of the graph whose block 1 works on the signal
             folded into two rows (:func:`ecgfast.export.graph.fold_rows`: same sums, but
@@ -146,7 +139,7 @@ class OnnxEncoder:
         path: str | os.PathLike,
         providers: str = "auto",
         threads: int | None = None,
-        spin: str = "in_call",
+        spin: bool = False,
         row_fold: bool = True,
     ):
         self.path = Path(path)
@@ -156,10 +149,9 @@ class OnnxEncoder:
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        if not isinstance(spin, str) or spin not in SPIN_CHOICES:
-            raise ValueError(f"spin must be one of {SPIN_CHOICES}, got {spin!r}")
-        if not isinstance(row_fold, bool):
-            raise TypeError(f"row_fold must be True or False, got {row_fold!r}")
+        for name, flag in (("spin", spin), ("row_fold", row_fold)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         model = _load_and_check(self.path)
         self.metadata = {p.key: p.value for p in model.metadata_props}
         try:
@@ -179,9 +171,10 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
-        allow, stop = _SPIN_OPTIONS[spin]
-        options.add_session_config_entry("session.intra_op.allow_spinning", allow)
-        options.add_session_config_entry("session.force_spinning_stop", stop)
+        # by default idle intra-op threads block instead of spinning: spinning threads took
+        # the cores from PyTorch work in the same process (2-core VM: torch batch-1 latency
+        # 13 ms -> 25 ms between onnxruntime calls); spin=True is for latency-bound serving
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.spin = spin
         if threads is not None:
             options.intra_op_num_threads = threads
