@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -141,6 +142,30 @@ def test_spin_sets_the_session_option_and_keeps_results(exported):
     assert spinning.session.get_session_options().get_session_config_entry(entry) == "1"
     x = np.random.default_rng(3).standard_normal((5, 1, 300)).astype(np.float32)
     np.testing.assert_array_equal(spinning.embed(x), quiet.embed(x))
+
+
+def _cpu_seconds_while_idle(enc, x) -> float:
+    """Process CPU time during a 0.2 s sleep right after a call (median of 3)."""
+    enc.embed(x)
+    spent = []
+    for _ in range(3):
+        enc.embed(x)
+        start = time.process_time()
+        time.sleep(0.2)
+        spent.append(time.process_time() - start)
+    return sorted(spent)[1]
+
+
+def test_default_threads_use_no_cpu_between_calls(exported):
+    """By default idle intra-op threads sleep: no CPU is used between calls. With
+    spin=True they keep spinning after a call (about 60 ms of CPU per call on the 2-core
+    VM), which shows that the measurement sees spinning."""
+    _, path, _ = exported
+    x = np.random.default_rng(4).standard_normal((4, 1, 2560)).astype(np.float32)
+    idle = _cpu_seconds_while_idle(OnnxEncoder(path, providers="cpu", threads=2), x)
+    spinning = _cpu_seconds_while_idle(OnnxEncoder(path, providers="cpu", threads=2, spin=True), x)
+    assert idle < 0.01, f"{idle * 1e3:.1f} ms of CPU while idle after a call"
+    assert spinning > idle + 0.01, (idle, spinning)
 
 
 @pytest.mark.skipif(cuda_usable(), reason="checks the CPU-only fallback")
