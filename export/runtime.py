@@ -293,24 +293,39 @@ class OnnxEncoder:
         return self.session
 
     def _embed_cuda(self, x, is_torch: bool, batch_size: int):  # pragma: no cover - needs a GPU
-        """I/O binding on the GPU: torch CUDA buffers in and out, no host round trip."""
         import torch
 
+        return self._embed_bound(x, is_torch, batch_size, torch.device("cuda", 0))
+
+    def _embed_bound(self, x, is_torch: bool, batch_size: int, device):
+        """I/O binding: torch buffers on ``device`` in and out, no host round trip.
+
+        On the CUDA provider ``device`` is the provider's default device, cuda:0. The same
+        code runs with a CPU device on the CPU provider, which is how the tests exercise it
+        on machines without a GPU.
+        """
+        import torch
+
+        if self.embedding_dim is None:
+            raise OnnxModelError(
+                f"{self.path}: I/O binding needs a fixed embedding size (output dim 1)"
+            )
         xt = x if is_torch else torch.from_numpy(np.ascontiguousarray(x))
-        device_id = 0  # the CUDA provider's default device
-        xt = xt.to(torch.device("cuda", device_id)).contiguous()
-        out = torch.empty((xt.shape[0], self.embedding_dim), dtype=torch.float32, device=xt.device)
+        xt = xt.to(device).contiguous()
+        out = torch.empty((xt.shape[0], self.embedding_dim), dtype=torch.float32, device=device)
+        kind, index = device.type, device.index or 0
         binding = self.session.io_binding()
         for i in range(0, xt.shape[0], batch_size):
             chunk = xt[i : i + batch_size]
             dst = out[i : i + batch_size]
             binding.bind_input(
-                self.input_name, "cuda", device_id, np.float32, tuple(chunk.shape), chunk.data_ptr()
+                self.input_name, kind, index, np.float32, tuple(chunk.shape), chunk.data_ptr()
             )
             binding.bind_output(
-                self.output_name, "cuda", device_id, np.float32, tuple(dst.shape), dst.data_ptr()
+                self.output_name, kind, index, np.float32, tuple(dst.shape), dst.data_ptr()
             )
-            torch.cuda.current_stream().synchronize()
+            if kind == "cuda":  # the input was written on torch's stream
+                torch.cuda.current_stream().synchronize()
             self.session.run_with_iobinding(binding)
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()

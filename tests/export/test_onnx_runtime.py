@@ -189,6 +189,25 @@ def test_auto_prints_nothing_about_cuda(exported):
     assert "error" not in done.stderr.lower(), done.stderr
 
 
+def test_io_binding_path_matches_plain_runs(exported):
+    """The I/O-binding code the CUDA provider uses, run on the CPU provider with CPU
+    buffers: chunking, shapes and output buffers give the same embeddings as plain runs,
+    for numpy and torch input, a batch that does not divide into chunks, and no windows."""
+    _, path, _ = exported
+    enc = OnnxEncoder(path, providers="cpu", row_fold=False)
+    x = torch.randn(9, 1, 2560)
+    ref = enc.embed(x.numpy())
+    cpu = torch.device("cpu")
+    out = enc._embed_bound(x.numpy(), False, 4, cpu)
+    assert isinstance(out, np.ndarray) and out.shape == (9, 128)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    out_t = enc._embed_bound(x, True, 9, cpu)
+    assert isinstance(out_t, torch.Tensor) and out_t.shape == (9, 128)
+    np.testing.assert_allclose(out_t.numpy(), ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    empty = enc._embed_bound(x[:0], True, 4, cpu)
+    assert empty.shape == (0, 128)
+
+
 @pytest.mark.skipif(not cuda_usable(), reason="needs an NVIDIA GPU and onnxruntime-gpu")
 def test_cuda_io_binding_matches_cpu(runtime, exported):  # pragma: no cover - GPU only
     _, enc_cpu = runtime
