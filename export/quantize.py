@@ -80,6 +80,13 @@ class QuantizationReport:
     def speedup(self) -> float:
         return self.int8_windows_per_s / self.fp32_windows_per_s
 
+    @property
+    def probe_change_int8_se(self) -> float | None:
+        """Standard error of the mean INT8 - fp32 probe accuracy change over the splits
+        (None with fewer than 2 splits). The splits share windows, so this understates
+        the uncertainty rather than overstating it."""
+        return _standard_error(self.probe_change_int8_per_split)
+
     def format(self) -> str:
         lines = [
             f"INT8 {self.int8_path} vs fp32 {self.fp32_path}",
@@ -99,9 +106,11 @@ class QuantizationReport:
             delta = 100 * (self.probe_accuracy_int8 - self.probe_accuracy_fp32)
             splits = self.probe_change_int8_per_split
             where = f" (mean of {len(splits)} seeded half/half splits)" if splits else ""
+            se = self.probe_change_int8_se
+            pm = f" +- {100 * se:.2f} standard error" if se is not None else ""
             lines.append(
                 f"  probe accuracy{where}: fp32 {self.probe_accuracy_fp32:.4f}, INT8 "
-                f"{self.probe_accuracy_int8:.4f} (change {delta:+.2f} points)"
+                f"{self.probe_accuracy_int8:.4f} (change {delta:+.2f}{pm} points)"
             )
             if self.probe_accuracy_int8_fp32_probe is not None:
                 swap = 100 * (self.probe_accuracy_int8_fp32_probe - self.probe_accuracy_fp32)
@@ -135,6 +144,12 @@ def _as_windows(x, name: str, min_length: int) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{name} has NaN or infinite samples")
     return x
+
+
+def _standard_error(values) -> float | None:
+    if values is None or len(values) < 2:
+        return None
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 def _even_batch(n: int, batch: int) -> int:
@@ -198,7 +213,10 @@ def compare_probe_accuracy(
     the INT8 embeddings of the first half scores the INT8 embeddings of the second.
 
     Returns: {"fp32", "int8", "int8_fp32_probe": mean accuracies; "change_per_split":
-    INT8 - fp32 accuracy per split}.
+    INT8 - fp32 accuracy per split; "change_se": its standard error over the splits (None
+    for one split; the splits share windows, so it understates the uncertainty);
+    "fp32_probe_change_per_split": the fp32 probe's accuracy on INT8 minus on fp32
+    embeddings, per split}.
     """
     acc32, acc8, swap = [], [], []
     for seed in range(splits):
@@ -221,6 +239,8 @@ def compare_probe_accuracy(
         "int8": float(np.mean(acc8)),
         "int8_fp32_probe": float(np.mean(swap)),
         "change_per_split": [b - a for a, b in zip(acc32, acc8)],
+        "change_se": _standard_error([b - a for a, b in zip(acc32, acc8)]),
+        "fp32_probe_change_per_split": [b - a for a, b in zip(acc32, swap)],
     }
 
 

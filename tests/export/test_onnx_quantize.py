@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from ecgfast.export import OnnxEncoder, OnnxModelError, quantize_onnx
+from ecgfast.export import OnnxEncoder, OnnxModelError, compare_probe_accuracy, quantize_onnx
 
 # The stated bound: on ECG windows the INT8 embeddings keep a cosine similarity of at
 # least 0.999 on average and 0.995 for every window against fp32.
@@ -86,8 +86,11 @@ def test_report_has_speed_and_probe(quantized, capsys):
     assert np.mean(changes) == pytest.approx(
         report.probe_accuracy_int8 - report.probe_accuracy_fp32, abs=1e-9
     )
+    se = np.std(changes, ddof=1) / np.sqrt(len(changes))
+    assert report.probe_change_int8_se == pytest.approx(se, abs=1e-12)
     text = report.format()
     assert "windows/s" in text and "probe accuracy" in text and "cosine" in text
+    assert f"+- {100 * se:.2f} standard error" in text
     assert "the fp32 probe on INT8 embeddings" in text
 
 
@@ -196,3 +199,27 @@ def test_fp32_tail_stays_unquantized(exported, ecg_windows, tmp_path):
         final_max = next(n for n in graph.node if n.op_type == "ReduceMax")
         fed_by = producer[final_max.input[0]].op_type
         assert fed_by == ("Add" if keep else "DequantizeLinear")
+
+
+def test_compare_probe_accuracy_pairs_the_splits():
+    """Identical features: every per-split change is 0 (the same splits, seeds and probe
+    for both); features with the signal destroyed: the INT8 side loses accuracy, and the
+    standard error is that of the per-split changes."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 120)
+    fp32 = rng.standard_normal((120, 8)).astype(np.float32)
+    fp32[:, 0] += 3.0 * labels
+    same = compare_probe_accuracy(fp32, fp32.copy(), labels, splits=3)
+    assert same["change_per_split"] == [0.0, 0.0, 0.0]
+    assert same["fp32_probe_change_per_split"] == [0.0, 0.0, 0.0]
+    assert same["change_se"] == 0.0 and same["int8"] == same["fp32"] > 0.8
+    noise = rng.standard_normal((120, 8)).astype(np.float32)
+    worse = compare_probe_accuracy(fp32, noise, labels, splits=3)
+    assert worse["int8"] < worse["fp32"] - 0.2
+    assert worse["int8_fp32_probe"] < worse["fp32"] - 0.2
+    changes = worse["change_per_split"]
+    assert worse["change_se"] == pytest.approx(np.std(changes, ddof=1) / np.sqrt(3))
+    assert np.mean(worse["fp32_probe_change_per_split"]) == pytest.approx(
+        worse["int8_fp32_probe"] - worse["fp32"]
+    )
+    assert compare_probe_accuracy(fp32, fp32, labels, splits=1)["change_se"] is None
