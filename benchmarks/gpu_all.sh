@@ -46,7 +46,9 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# the wheels are for the device image's Python 3.12; elsewhere the installed packages serve
+if compgen -G ".whl/*.whl" >/dev/null &&
+    python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
