@@ -226,6 +226,13 @@ def _call(name, encoder, runner, x):
     return run
 
 
+def _rotated(order: list, r: int) -> list:
+    """``order`` started at its (r mod n)-th entry: in round r a different variant goes
+    first, so that none always follows the same neighbour."""
+    k = r % len(order)
+    return order[k:] + order[:k]
+
+
 def _gemm() -> float:
     if "gemm" not in _STATE:
         _STATE["gemm"] = gemm_rate("cpu")
@@ -294,9 +301,7 @@ def test_ratios_interleaved(benchmark, models):
             if batch == 256:
                 time.sleep(PAUSE_S)
                 gemm_rates.append(gemm_rate("cpu", repeats=5))
-            # a different variant goes first in each round, so that none always follows
-            # the same neighbour
-            for n in order[r % len(order) :] + order[: r % len(order)]:
+            for n in _rotated(order, r):
                 run = runs[n]
                 time.sleep(PAUSE_S)  # let the other thread pool's spinning workers go idle
                 t0 = time.perf_counter()
@@ -348,7 +353,7 @@ def test_torch_after_ort(benchmark, models):
     times = {n: [] for n in before}
     order = list(before)
     for r in range(40):
-        for n in order[r % len(order) :] + order[: r % len(order)]:
+        for n in _rotated(order, r):
             time.sleep(PAUSE_S)
             before[n]()
             t0 = time.perf_counter()

@@ -234,12 +234,13 @@ def compare_probe_accuracy(
         acc32.append(a32)
         acc8.append(a8)
         swap.append(a_swap)
+    change = [b - a for a, b in zip(acc32, acc8)]
     return {
         "fp32": float(np.mean(acc32)),
         "int8": float(np.mean(acc8)),
         "int8_fp32_probe": float(np.mean(swap)),
-        "change_per_split": [b - a for a, b in zip(acc32, acc8)],
-        "change_se": _standard_error([b - a for a, b in zip(acc32, acc8)]),
+        "change_per_split": change,
+        "change_se": _standard_error(change),
         "fp32_probe_change_per_split": [b - a for a, b in zip(acc32, swap)],
     }
 
