@@ -49,8 +49,9 @@ def _triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def resolve_nt_xent_backend(backend: str, z: torch.Tensor) -> str:
-    """Concrete backend for NT-Xent on embeddings like ``z`` (one view, N rows).
+def resolve_nt_xent_backend(backend: str, z: torch.Tensor, n_total: int | None = None) -> str:
+    """Concrete backend for NT-Xent on embeddings like ``z`` (one view, N rows; ``n_total``
+    rows over all ranks of a distributed batch, default N).
 
     "auto": "triton" for CUDA tensors in fp32/bf16/fp16 (fp64 goes to "streaming"),
     "streaming" elsewhere when 2N >= ``NT_XENT_STREAMING_MIN_ROWS``, "eager" otherwise.
@@ -60,7 +61,8 @@ def resolve_nt_xent_backend(backend: str, z: torch.Tensor) -> str:
     if backend == "auto":
         if z.is_cuda:
             return "triton" if z.dtype in _NT_XENT_TRITON_DTYPES else "streaming"
-        return "streaming" if 2 * z.shape[0] >= NT_XENT_STREAMING_MIN_ROWS else "eager"
+        n = z.shape[0] if n_total is None else n_total
+        return "streaming" if 2 * n >= NT_XENT_STREAMING_MIN_ROWS else "eager"
     if backend == "triton":
         if not z.is_cuda and not _triton_interpreting():
             raise ValueError(
@@ -76,15 +78,27 @@ def resolve_nt_xent_backend(backend: str, z: torch.Tensor) -> str:
     return backend
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str) -> torch.Tensor:
-    """Dispatch NT-Xent; arguments already validated by :func:`ecgfast.losses.nt_xent`."""
-    resolved = resolve_nt_xent_backend(backend, z1)
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str,
+            shard=None) -> torch.Tensor:
+    """Dispatch NT-Xent; arguments already validated by :func:`ecgfast.losses.nt_xent`.
+
+    ``shard``: this rank's :class:`ecgfast.distributed.RowShard` when the batch is spread
+    over ranks (every backend then computes its own anchor rows against the gathered
+    batch and returns the global loss), None otherwise.
+    """
+    resolved = resolve_nt_xent_backend(backend, z1, None if shard is None else shard.total)
     if resolved == "eager":
-        return ops.nt_xent_reference(z1, z2, temperature)
+        if shard is None:
+            return ops.nt_xent_reference(z1, z2, temperature)
+        from ecgfast.distributed import gather_with_grad
+
+        keys = gather_with_grad(z1, shard.group), gather_with_grad(z2, shard.group)
+        part = ops.nt_xent_rows_reference(*keys, temperature, shard.start, shard.count)
+        return shard.join_loss(part / (2 * shard.total))
     if resolved == "streaming":
         from ecgfast.streaming import nt_xent_streaming
 
-        return nt_xent_streaming(z1, z2, temperature)
+        return nt_xent_streaming(z1, z2, temperature, shard=shard)
     if resolved == "triton":
         try:
             from ecgfast.kernels.ntxent import nt_xent_triton
@@ -93,7 +107,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
         if z1.dtype != z2.dtype:
             dtype = torch.promote_types(z1.dtype, z2.dtype)
             z1, z2 = z1.to(dtype), z2.to(dtype)
-        return nt_xent_triton(z1, z2, temperature, input_precision=_fp32_dot_precision())
+        return nt_xent_triton(z1, z2, temperature, input_precision=_fp32_dot_precision(),
+                              shard=shard)
     raise AssertionError(f"unhandled backend {resolved!r}")  # pragma: no cover
 
 

@@ -8,11 +8,13 @@ the gathered tensor, so the gradient of ``sum_k L_k`` with respect to those rows
 of every rank's gradient for that slice. Returning only the local slice of the local
 gradient (lightly issue #1528) drops the other ranks' terms.
 
-With :func:`ecgfast.losses.nt_xent` (``gather_distributed=True``) every rank computes the
-loss of the whole global batch, so the value on each rank equals the single-process loss on
-the concatenated batch; the gradient reaching this rank's embeddings is ``world_size`` times
-the single-process gradient of those rows, and DistributedDataParallel's average over
-ranks turns that into exactly the single-process parameter gradient.
+With :func:`ecgfast.losses.nt_xent` (``gather_distributed=True``) each rank computes the loss
+terms of its own anchor rows against every rank's embeddings (a :class:`RowShard` of the
+global batch), so the work per rank is 1/world_size of the single-process loss, not all of
+it. The value returned on every rank is the loss of the whole global batch (one scalar
+all-reduce); the gradient reaching this rank's embeddings is ``world_size`` times the
+single-process gradient of those rows, and DistributedDataParallel's average over ranks
+turns that into exactly the single-process parameter gradient.
 
 Training-loop helpers (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)::
 
@@ -38,27 +40,39 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _row_counts(n_local: int, device: torch.device, group) -> list[int]:
+    """Every rank's row count, in rank order (one small all-gather)."""
+    world = dist.get_world_size(group)
+    n = torch.tensor([n_local], dtype=torch.int64, device=device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n, group=group)
+    return [int(c.item()) for c in counts]
+
+
+def _all_gather_rows(x: torch.Tensor, counts: list[int], group) -> torch.Tensor:
+    """Concatenate ``x`` (counts[rank], ...) from every rank, in rank order (no autograd).
+
+    Row counts may differ between ranks: pad to the largest, gather, trim.
+    """
+    x = x.contiguous()
+    n_max = max(counts)
+    padded = x
+    if x.shape[0] < n_max:
+        padded = torch.cat([x, x.new_zeros((n_max - x.shape[0],) + tuple(x.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded, group=group)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)], dim=0)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, group):
-        world = dist.get_world_size(group)
+        counts = _row_counts(x.shape[0], x.device, group)
         rank = dist.get_rank(group)
-        x = x.contiguous()
-        # Row counts may differ between ranks: gather them, pad to the largest, trim.
-        n_local = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
-        counts = [torch.zeros_like(n_local) for _ in range(world)]
-        dist.all_gather(counts, n_local, group=group)
-        counts = [int(c.item()) for c in counts]
-        n_max = max(counts)
-        padded = x
-        if x.shape[0] < n_max:
-            padded = torch.cat([x, x.new_zeros((n_max - x.shape[0],) + tuple(x.shape[1:]))])
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded, group=group)
         ctx.group = group
         ctx.start = sum(counts[:rank])
         ctx.count = counts[rank]
-        return torch.cat([p[:c] for p, c in zip(parts, counts)], dim=0)
+        return _all_gather_rows(x, counts, group)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -79,6 +93,85 @@ def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
     if dist.get_world_size(group) == 1:
         return x
     return _GatherWithGrad.apply(x, group)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowShard:
+    """The anchor rows one process computes NT-Xent terms for, and how shards are joined.
+
+    The global batch has ``total`` pairs: view 1 is rows ``[0, total)`` and view 2 rows
+    ``[total, 2 total)`` of ``x = cat(z1_all, z2_all)``. This process owns rows
+    ``[start, start + count)`` of each view (its own embeddings; ``counts`` holds every
+    rank's count in rank order). A backend given a shard computes the loss terms of those
+    2 * count anchor rows against all 2 * total columns, joins the per-row log-sum-exps and
+    the loss over ranks (:meth:`gather_rows`, :meth:`all_sum`), and returns the gradient of
+    the global loss for its own rows, times :attr:`grad_scale`. ``RowShard.whole(n)`` is
+    one process owning everything: no communication, scale 1.
+    """
+
+    start: int
+    count: int
+    total: int
+    counts: tuple[int, ...] = ()
+    group: object = None
+
+    @classmethod
+    def whole(cls, n: int) -> RowShard:
+        return cls(0, n, n)
+
+    @classmethod
+    def of_process_group(cls, n_local: int, device: torch.device, group=None) -> RowShard:
+        """This rank's shard: row counts gathered from every rank of ``group``."""
+        counts = _row_counts(n_local, device, group)
+        rank = dist.get_rank(group)
+        return cls(sum(counts[:rank]), n_local, sum(counts), tuple(counts), group)
+
+    @property
+    def world_size(self) -> int:
+        return max(1, len(self.counts))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def grad_scale(self) -> float:
+        """The factor on this rank's gradient: world_size, which DDP's average divides out."""
+        return float(self.world_size)
+
+    def row_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The owned rows of ``x``: ``(start, start + count)`` in view 1, the same in view 2."""
+        a = self.start
+        return (a, a + self.count), (self.total + a, self.total + a + self.count)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(count, ...) from every rank -> (total, ...) in rank order (no autograd)."""
+        if not self.distributed:
+            return x
+        return _all_gather_rows(x, list(self.counts), self.group)
+
+    def gather_rows(self, v: torch.Tensor) -> torch.Tensor:
+        """Per-anchor values (2 count, ...) ordered [view 1; view 2] -> (2 total, ...) in the
+        global row order of ``x``."""
+        if not self.distributed:
+            return v
+        return torch.cat([self.gather(v[: self.count]), self.gather(v[self.count :])])
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
+        if not self.distributed:
+            return t
+        t = t.detach().clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+        return t
+
+    def join_loss(self, part: torch.Tensor) -> torch.Tensor:
+        """From this rank's share of the loss (differentiable) to the global loss value with
+        ``grad_scale`` times the share's gradient (the eager backend's join)."""
+        if not self.distributed:
+            return part
+        scaled = part * self.grad_scale
+        return scaled + (self.all_sum(part) - scaled).detach()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,24 +61,26 @@ def nt_xent(
         temperature: tau > 0.
         backend: "auto" | "eager" | "streaming" | "triton" (see :mod:`ecgfast.dispatch`).
         gather_distributed: under an initialised ``torch.distributed`` process group,
-            all-gather both views from every rank (with an exact backward, see
-            :func:`ecgfast.distributed.gather_with_grad`) and return the loss of the whole
-            global batch: every rank's embeddings are negatives for every anchor, and the
-            value equals one process computing the loss on the concatenated batch. With
-            DistributedDataParallel (which averages gradients over ranks) the parameter
-            gradients are exactly those of that single process. A no-op without a process
-            group.
+            all-gather both views from every rank and return the loss of the whole global
+            batch: every rank's embeddings are negatives for every anchor, and the value
+            equals one process computing the loss on the concatenated batch. Each rank
+            computes only its own anchor rows' terms (1/world_size of the work, see
+            :class:`ecgfast.distributed.RowShard`). With DistributedDataParallel (which
+            averages gradients over ranks) the parameter gradients are exactly those of
+            that single process. A no-op without a process group.
 
     Returns:
         fp32 (or fp64 for fp64 inputs) scalar, the mean over the 2N rows of
         ``logsumexp_{j != i}(s_ij) - s_{i,pos}`` with ``s = z z^T / tau``.
     """
     _check_embeddings(z1, z2, temperature)
+    shard = None
     if gather_distributed:
-        from ecgfast.distributed import gather_with_grad
+        from ecgfast.distributed import RowShard, is_distributed
 
-        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    return dispatch.nt_xent(z1, z2, float(temperature), backend)
+        if is_distributed():
+            shard = RowShard.of_process_group(z1.shape[0], z1.device)
+    return dispatch.nt_xent(z1, z2, float(temperature), backend, shard)
 
 
 class NTXentLoss(nn.Module):

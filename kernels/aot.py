@@ -78,7 +78,8 @@ def _ntxent_specs() -> list[KernelSpec]:
 
     d = 128  # the projection width the production configs are tuned for
     rows = k.ROWWISE_BLOCK_M
-    common = {"n_rows": "i32", "half": "i32", "D": "i32", "stride_xm": "i32"}
+    common = {"n_rows": "i32", "half": "i32", "row_start": "i32", "row_count": "i32",
+              "D": "i32", "stride_xm": "i32"}
     fwd_sig = {"X": "*{dtype}", "RNORM": "*fp32", "LSE": "*fp32", "POS": "*fp32", **common,
                "scale_log2": "fp32"}
     bwd_sig = {"X": "*{dtype}", "RNORM": "*fp32", "LSE": "*fp32", "DZ": "*fp32",

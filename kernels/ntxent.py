@@ -125,12 +125,18 @@ def _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
 
 
 @triton.jit
-def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, D, stride_xm, scale_log2,
+def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, row_start, row_count, D, stride_xm,
+                       scale_log2,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    row0 = tl.program_id(0) * BLOCK_M
+    # this program's anchor rows: view program_id(1), local rows [local0, local0 + BLOCK_M)
+    # of the owned range [row_start, row_start + row_count) of that view
+    view = tl.program_id(1)
+    local0 = tl.program_id(0) * BLOCK_M
+    local = local0 + tl.arange(0, BLOCK_M)
+    row0 = view * half + row_start + local0
     rows = row0 + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
+    row_ok = local < row_count
     # s in base 2: s2_ij = x_i . x_j * (r_i * log2(e) / tau) * r_j
     row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
     pos_col = tl.where(rows < half, rows + half, rows - half)
@@ -156,19 +162,23 @@ def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, D, stride_xm, scale_log
         l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
         m_i = m_new
     lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
-    tl.store(LSE + rows, lse, mask=row_ok)
-    tl.store(POS + rows, pos_i * 0.6931471805599453, mask=row_ok)
+    out = view * row_count + local
+    tl.store(LSE + out, lse, mask=row_ok)
+    tl.store(POS + out, pos_i * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
-def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, D, stride_xm,
-                       stride_dzm, scale_log2, grad_scale,
+def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_count, D,
+                       stride_xm, stride_dzm, scale_log2, grad_scale,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        BLOCK_DOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        UPCAST: tl.constexpr):
-    row0 = tl.program_id(0) * BLOCK_M
+    view = tl.program_id(2)  # anchor rows as in the forward kernel
+    local0 = tl.program_id(0) * BLOCK_M
+    local = local0 + tl.arange(0, BLOCK_M)
+    row0 = view * half + row_start + local0
     rows = row0 + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
+    row_ok = local < row_count
     offs_d = tl.program_id(1) * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
     d_ok = offs_d < D
     row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
@@ -187,7 +197,7 @@ def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, D, stride_xm,
         s2 = acc * row_scale[:, None] * col_r[None, :]
         # Only tiles on the diagonal or the padded edges are masked. Masked before exp:
         # s_ii - lse_i or 0 - lse_j could overflow (fp16) and meet a zero z_j (NaN).
-        if ((n0 + BLOCK_N > n_rows) | (row0 + BLOCK_M > n_rows)
+        if ((n0 + BLOCK_N > n_rows) | (local0 + BLOCK_M > row_count)
                 | ((n0 + BLOCK_N > row0) & (n0 < row0 + BLOCK_M))):
             valid = row_ok[:, None] & col_ok[None, :] & (rows[:, None] != cols[None, :])
             s2 = tl.where(valid, s2, float("-inf"))
@@ -201,7 +211,8 @@ def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, D, stride_xm,
         zc = (xc.to(tl.float32) * col_r[:, None]).to(xc.dtype)
         acc_dz = _dot(a.to(xc.dtype), zc, acc_dz, INPUT_PRECISION, UPCAST)
     g = tl.load(GRAD).to(tl.float32) * grad_scale  # upstream grad / (2N tau)
-    tl.store(DZ + rows[:, None] * stride_dzm + offs_d[None, :], acc_dz * g,
+    out = view * row_count + local
+    tl.store(DZ + out[:, None] * stride_dzm + offs_d[None, :], acc_dz * g,
              mask=row_ok[:, None] & d_ok[None, :])
 
 
@@ -258,61 +269,82 @@ _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class TritonNTXent(torch.autograd.Function):
-    """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32)."""
+    """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32).
+
+    ``shard`` None: this process holds the whole batch. Otherwise this rank's
+    :class:`~ecgfast.distributed.RowShard`, with ``z1_all``, ``z2_all`` the gathered batch
+    (no grad): the kernels run on its own anchor rows only, the LSE values are all-gathered
+    and the loss all-reduced; the backward needs no communication (its column term reads
+    every row's LSE) and returns ``grad_scale`` times the own rows' gradient.
+    """
 
     @staticmethod
-    def forward(ctx, z1, z2, temperature: float, input_precision: str, tiles: dict | None):
-        x = torch.cat([z1, z2], dim=0)  # (2N, D) in the input dtype; O(N D), never O(N^2)
+    def forward(ctx, z1, z2, temperature: float, input_precision: str, tiles: dict | None,
+                shard=None, z1_all=None, z2_all=None):
+        from ecgfast.distributed import RowShard
+
+        shard = RowShard.whole(z1.shape[0]) if shard is None else shard
+        # (2N, D) in the input dtype; O(N D), never O(N^2)
+        x = torch.cat([z1, z2] if z1_all is None else [z1_all, z2_all], dim=0)
         two_n, d = x.shape
         upcast = _interpreting() and x.dtype == torch.bfloat16
         rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
-        lse = torch.empty_like(rnorm)
-        pos = torch.empty_like(rnorm)
+        lse = torch.empty(2 * shard.count, dtype=torch.float32, device=x.device)
+        pos = torch.empty_like(lse)
         block_k = _block_k(d, _family(x.dtype))
         _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
             x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
-        cfg = _pick(FWD_CONFIGS, _family(x.dtype), two_n, tiles)
-        grid = (triton.cdiv(two_n, cfg["BLOCK_M"]),)
+        cfg = _pick(FWD_CONFIGS, _family(x.dtype), 2 * shard.count, tiles)
+        grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), 2)
         _ntxent_fwd_kernel[grid](
-            x, rnorm, lse, pos, two_n, two_n // 2, d, x.stride(0),
+            x, rnorm, lse, pos, two_n, two_n // 2, shard.start, shard.count, d, x.stride(0),
             LOG2E / temperature, BLOCK_K=block_k, INPUT_PRECISION=input_precision,
             UPCAST=upcast, **cfg)
-        ctx.save_for_backward(x, rnorm, lse)
+        ctx.save_for_backward(x, rnorm, shard.gather_rows(lse))
         ctx.temperature = temperature
         ctx.input_precision = input_precision
-        ctx.n = z1.shape[0]
+        ctx.shard = shard
         ctx.tiles = tiles
-        return (lse - pos).mean()
+        return shard.all_sum((lse - pos).sum()) / two_n
 
     @staticmethod
     def backward(ctx, grad_loss):
         x, rnorm, lse = ctx.saved_tensors
+        shard = ctx.shard
         two_n, d = x.shape
         upcast = _interpreting() and x.dtype == torch.bfloat16
-        dz = torch.empty((two_n, d), dtype=torch.float32, device=x.device)
-        cfg = _pick(BWD_CONFIGS, _family(x.dtype), two_n, ctx.tiles)
+        dz = torch.empty((2 * shard.count, d), dtype=torch.float32, device=x.device)
+        cfg = _pick(BWD_CONFIGS, _family(x.dtype), 2 * shard.count, ctx.tiles)
         block_d = _block_dout(d)
-        grid = (triton.cdiv(two_n, cfg["BLOCK_M"]), triton.cdiv(d, block_d))
+        grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), triton.cdiv(d, block_d), 2)
         grad = grad_loss.detach().reshape(1).to(torch.float32).contiguous()
         _ntxent_bwd_kernel[grid](
-            x, rnorm, lse, dz, grad, two_n, two_n // 2, d, x.stride(0),
-            dz.stride(0), LOG2E / ctx.temperature, 1.0 / (two_n * ctx.temperature),
+            x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
+            x.stride(0), dz.stride(0), LOG2E / ctx.temperature,
+            shard.grad_scale / (two_n * ctx.temperature),
             BLOCK_K=_block_k(d, _family(x.dtype)), BLOCK_DOUT=block_d,
             INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
-        dx = torch.empty((two_n, d), dtype=x.dtype, device=x.device)
-        _normalize_bwd_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
-            x, rnorm, dz, dx, two_n, d, x.stride(0), dz.stride(0), dx.stride(0),
+        if shard.count != shard.total:  # the own rows of x and r
+            (a1, b1), (a2, b2) = shard.row_ranges()
+            x = torch.cat([x[a1:b1], x[a2:b2]])
+            rnorm = torch.cat([rnorm[a1:b1], rnorm[a2:b2]])
+        dx = torch.empty((2 * shard.count, d), dtype=x.dtype, device=x.device)
+        _normalize_bwd_kernel[(triton.cdiv(2 * shard.count, ROWWISE_BLOCK_M),)](
+            x, rnorm, dz, dx, 2 * shard.count, d, x.stride(0), dz.stride(0), dx.stride(0),
             BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_d)
-        n = ctx.n
-        return dx[:n], dx[n:], None, None, None
+        n = shard.count
+        return dx[:n], dx[n:], None, None, None, None, None, None
 
 
 def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
-                   input_precision: str = "ieee", tiles: dict | None = None) -> torch.Tensor:
+                   input_precision: str = "ieee", tiles: dict | None = None,
+                   shard=None) -> torch.Tensor:
     """NT-Xent with the Triton kernels. z1, z2: (N, D) fp32/bf16/fp16 on a CUDA device (or
     CPU under TRITON_INTERPRET=1). ``input_precision``: "ieee" or "tf32" (fp32 inputs).
     ``tiles``: optional ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the
-    production configs, for tests. Returns the fp32 mean over the 2N rows."""
+    production configs, for tests. ``shard``: this rank's
+    :class:`~ecgfast.distributed.RowShard` of a distributed batch (None: all is here).
+    Returns the fp32 mean over the 2N rows (of the global batch)."""
     if tiles is not None:
         for key in ("BLOCK_M", "BLOCK_N"):
             v = tiles.get(key)
@@ -329,4 +361,10 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
                              "needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
     if z1.dtype != z2.dtype:
         raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
-    return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles)
+    z1_all = z2_all = None
+    if shard is not None and shard.distributed:
+        z1_all, z2_all = shard.gather(z1.detach()), shard.gather(z2.detach())
+    else:
+        shard = None
+    return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles, shard,
+                              z1_all, z2_all)

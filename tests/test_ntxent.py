@@ -289,3 +289,29 @@ def test_gather_distributed_is_a_no_op_without_a_process_group():
     b = NTXentLoss(0.3, gather_distributed=True)(z1, z2)
     torch.testing.assert_close(a, nt_xent_reference(z1, z2, 0.3))
     torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("n,cuts", [(1, (1,)), (7, (3, 4, 7)), (10, (1, 9, 10))])
+def test_rows_reference_of_a_partition_sums_to_the_reference(n, cuts):
+    """Each rank's share (its anchor rows in both views, against all 2N columns) adds up to
+    2N times the loss, and its gradient is the rows' share of the gradient."""
+    from ecgfast.ops import nt_xent_rows_reference
+
+    seed = zlib.crc32(repr((n, cuts)).encode())
+    z1, z2 = make_views(n, 24, torch.float64, "contiguous", seed)
+    z1.requires_grad_()
+    z2.requires_grad_()
+    full = nt_xent_reference(z1, z2, 0.2)
+    full_grads = torch.autograd.grad(full, (z1, z2))
+    shares, grads, start = [], [], 0
+    for stop in cuts:
+        part = nt_xent_rows_reference(z1, z2, 0.2, start, stop - start)
+        shares.append(part)
+        grads.append(torch.autograd.grad(part / (2 * n), (z1, z2)))
+        start = stop
+    torch.testing.assert_close(sum(shares) / (2 * n), full, rtol=1e-12, atol=1e-12)
+    for i in range(2):
+        torch.testing.assert_close(sum(g[i] for g in grads), full_grads[i], rtol=1e-10,
+                                   atol=1e-12)
+    if len(cuts) > 1:  # a share alone is not the whole loss
+        assert abs(shares[0].item() / (2 * n) - full.item()) > 1e-3

@@ -12,13 +12,14 @@ from ecgfast.ops.encoder import (
     se_excitation,
     se_residual_pool,
 )
-from ecgfast.ops.ntxent import nt_xent_reference
+from ecgfast.ops.ntxent import nt_xent_reference, nt_xent_rows_reference
 
 __all__ = [
     "activation",
     "conv_act_dropout",
     "encoder_block",
     "nt_xent_reference",
+    "nt_xent_rows_reference",
     "se_excitation",
     "se_residual_pool",
 ]

@@ -1,4 +1,4 @@
-"""Reference NT-Xent (SimCLR) loss: builds the full 2N x 2N similarity matrix."""
+"""Reference NT-Xent (SimCLR) loss: builds the similarity matrix in full."""
 
 from __future__ import annotations
 
@@ -23,10 +23,27 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
     with one positive per anchor.
     """
     n = z1.shape[0]
+    return nt_xent_rows_reference(z1, z2, temperature, 0, n) / (2 * n)
+
+
+def nt_xent_rows_reference(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, start: int, count: int
+) -> torch.Tensor:
+    """The sum of the NT-Xent terms of some anchor rows, against every row.
+
+    The anchors are rows ``[start, start + count)`` of each view (2 * count rows of
+    ``concat(z1, z2)``); each term is ``logsumexp_{j != i} s_ij - s_{i,pos}`` over all 2N
+    columns, as in :func:`nt_xent_reference`, which is this with every row divided by 2N.
+    The (2 count x 2N) logits are built in full. Used for one rank's share of a
+    distributed batch (:class:`ecgfast.distributed.RowShard`).
+    """
+    n = z1.shape[0]
     dtype = torch.promote_types(z1.dtype, torch.float32)
     z = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)
-    logits = (z @ z.T) / temperature
-    diagonal = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(diagonal, float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, positive)
+    own = torch.arange(start, start + count, device=z.device)
+    rows = torch.cat([own, own + n])
+    logits = (z[rows] @ z.T) / temperature
+    self_column = torch.zeros_like(logits, dtype=torch.bool)
+    self_column[torch.arange(2 * count, device=z.device), rows] = True
+    logits = logits.masked_fill(self_column, float("-inf"))
+    return F.cross_entropy(logits, (rows + n) % (2 * n), reduction="sum")
