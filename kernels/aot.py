@@ -97,7 +97,8 @@ def _ntxent_specs() -> list[KernelSpec]:
                    {"BLOCK_K": k._block_k(d)}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
                    divisible=("D", "stride_xm")),
     ]
-    for family, dtypes in (("16bit", ("bf16", "fp16")), ("fp32", ("fp32-tf32", "fp32-ieee"))):
+    for family, dtypes in (("16bit", ("bf16", "fp16")), ("fp32", ("fp32-tf32",)),
+                           ("fp32-ieee", ("fp32-ieee",))):
         block_k = k._block_k(d, family)
         specs += [
             KernelSpec("ntxent_fwd", k._ntxent_fwd_kernel, fwd_sig,

@@ -44,14 +44,19 @@ NORM_EPS = 1e-12
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
-#: Production configs per input-dtype family ("16bit": bf16/fp16, "fp32"): the first for
-#: 2N < 8192, the second (bigger row tile) from 2N >= 8192. BLOCK_K (the D chunk of the
-#: x x^T dot) is next_pow2(clamp(D, 16, BLOCK_K_MAX)); BLOCK_DOUT (dz columns per
-#: program) next_pow2(clamp(D, 16, 128)). Compiled for sm_80 and sm_90 at D = 128 by
+#: Production configs per family ("16bit": bf16/fp16, "fp32": fp32 with tf32 dots,
+#: "fp32-ieee": fp32 with exact dots on the FMA units): the first for 2N < 8192, the second
+#: (bigger row tile) from 2N >= 8192. BLOCK_K (the D chunk of the x x^T dot) is
+#: next_pow2(clamp(D, 16, BLOCK_K_MAX)); BLOCK_DOUT (dz columns per program)
+#: next_pow2(clamp(D, 16, 128)). Compiled for sm_80 and sm_90 at D = 128 by
 #: ``python -m ecgfast.kernels.aot`` (checked in tests/kernels/test_aot.py): no register
-#: spills. The fp32 backward keeps BLOCK_N = 16 and 8 warps: with BLOCK_N = 32, fp32
-#: "ieee" (FMA) spilled 8-24 bytes on sm_80, and 64 x 16 with 4 warps spilled 24 bytes
-#: with tf32 on sm_80.
+#: spills with Triton 3.6.0, 3.8.0 and 3.9.0 (the choice was made compiling candidates
+#: with all three; register allocation differs between versions). The fp32 backward keeps
+#: BLOCK_N = 16 and 8 warps: with BLOCK_N = 32, "ieee" spilled 8-24 bytes on sm_80, and
+#: 64 x 16 with 4 warps spilled 24 bytes with tf32 on sm_80. "ieee" has its own tiles:
+#: the tf32 ones spilled 16 bytes in "ieee" (forward 64 x 64 and 128 x 64 with three
+#: stages on sm_80 with Triton 3.6; backward 128 x 16 on sm_90 with 3.6 and 64 x 16 on
+#: sm_90 with 3.9); a narrower forward tile and single-stage backward loops do not.
 FWD_CONFIGS = {
     "16bit": [
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
@@ -60,6 +65,10 @@ FWD_CONFIGS = {
     "fp32": [
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+    ],
+    "fp32-ieee": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
     ],
 }
 BWD_CONFIGS = {
@@ -71,8 +80,12 @@ BWD_CONFIGS = {
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=8, num_stages=2),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 16}, num_warps=8, num_stages=2),
     ],
+    "fp32-ieee": [
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=8, num_stages=1),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 16}, num_warps=8, num_stages=1),
+    ],
 }
-BLOCK_K_MAX = {"16bit": 64, "fp32": 32}
+BLOCK_K_MAX = {"16bit": 64, "fp32": 32, "fp32-ieee": 32}
 #: Rows per program of the row-wise kernels (_rnorm_kernel, _normalize_bwd_kernel).
 ROWWISE_BLOCK_M = 16
 #: Small fixed config used under TRITON_INTERPRET=1 (numpy, CPU): the smallest legal tiles.
@@ -241,8 +254,10 @@ def _normalize_bwd_kernel(X, RNORM, DZ, DX, n_rows, D, stride_xm, stride_dzm,
                  dx.to(DX.dtype.element_ty), mask=mask)
 
 
-def _family(dtype) -> str:
-    return "fp32" if dtype == torch.float32 else "16bit"
+def _family(dtype, input_precision: str) -> str:
+    if dtype != torch.float32:
+        return "16bit"
+    return "fp32-ieee" if input_precision == "ieee" else "fp32"
 
 
 def _block_k(d: int, family: str = "16bit") -> int:
@@ -291,10 +306,11 @@ class TritonNTXent(torch.autograd.Function):
         rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
         lse = torch.empty(2 * shard.count, dtype=torch.float32, device=x.device)
         pos = torch.empty_like(lse)
-        block_k = _block_k(d, _family(x.dtype))
+        family = _family(x.dtype, input_precision)
+        block_k = _block_k(d, family)
         _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
             x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
-        cfg = _pick(FWD_CONFIGS, _family(x.dtype), 2 * shard.count, tiles)
+        cfg = _pick(FWD_CONFIGS, family, 2 * shard.count, tiles)
         grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), 2)
         _ntxent_fwd_kernel[grid](
             x, rnorm, lse, pos, two_n, two_n // 2, shard.start, shard.count, d, x.stride(0),
@@ -314,7 +330,8 @@ class TritonNTXent(torch.autograd.Function):
         two_n, d = x.shape
         upcast = _interpreting() and x.dtype == torch.bfloat16
         dz = torch.empty((2 * shard.count, d), dtype=torch.float32, device=x.device)
-        cfg = _pick(BWD_CONFIGS, _family(x.dtype), 2 * shard.count, ctx.tiles)
+        family = _family(x.dtype, ctx.input_precision)
+        cfg = _pick(BWD_CONFIGS, family, 2 * shard.count, ctx.tiles)
         block_d = _block_dout(d)
         grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), triton.cdiv(d, block_d), 2)
         grad = grad_loss.detach().reshape(1).to(torch.float32).contiguous()
@@ -322,7 +339,7 @@ class TritonNTXent(torch.autograd.Function):
             x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
             x.stride(0), dz.stride(0), LOG2E / ctx.temperature,
             shard.grad_scale / (two_n * ctx.temperature),
-            BLOCK_K=_block_k(d, _family(x.dtype)), BLOCK_DOUT=block_d,
+            BLOCK_K=_block_k(d, family), BLOCK_DOUT=block_d,
             INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
         if shard.count != shard.total:  # the own rows of x and r
             (a1, b1), (a2, b2) = shard.row_ranges()
