@@ -1,4 +1,6 @@
-"""Render pytest-benchmark JSON files as Markdown tables for benchmarks/README.md.
+"""Render result files as Markdown tables for benchmarks/README.md: pytest-benchmark JSON,
+and the ahead-of-time compilation reports (``aot-triton-*.json``, one row per kernel,
+dtype, configuration and target).
 
     python benchmarks/report.py benchmarks/results/encoder-cpu.json
 """
@@ -24,6 +26,8 @@ def _fmt(fmt, value):
 def render(path: str) -> str:
     with open(path) as f:
         data = json.load(f)
+    if "rows" in data:
+        return render_aot(path, data)
     machine = data.get("machine_info", {})
     lines = [
         (
@@ -43,6 +47,27 @@ def render(path: str) -> str:
         ]
         median = b["stats"]["median"]
         lines.append(f"| `{b['name']}` | {median * 1e3:.1f} ms | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_aot(path: str, data: dict) -> str:
+    """One AOT report: the version and host, then a row per compile."""
+    lines = [
+        f"`{path}`: Triton {data['triton']}, {data['measured']}, {data['host']}",
+        "",
+        (
+            "| kernel | dtype | config | target | warps | stages | registers | spill (B) "
+            "| LDL/STL | shared (B) | MMA |"
+        ),
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        mma = ", ".join(r["mma_instructions"]) if r["tensor_core"] else "no"
+        lines.append(
+            f"| {r['kernel']} | {r['dtype']} | {r['config']} | {r['target']} "
+            f"| {r['num_warps']} | {r['num_stages']} | {r['registers']} | {r['stack_bytes']} "
+            f"| {r['local_loads']}/{r['local_stores']} | {r['shared_bytes']} | {mma} |"
+        )
     return "\n".join(lines)
 
 

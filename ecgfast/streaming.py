@@ -125,7 +125,7 @@ class StreamingNTXent(torch.autograd.Function):
                         dz[r0:r1].addmm_(p, z[c0:c1])
                         dz[c0:c1].addmm_(p.T, z[r0:r1])
                     else:  # other ranks own the rows of the column term: exp(s_ij - lse_j)
-                        p = torch.exp(s - lse[r0:r1, None])
+                        p = torch.sub(s, lse[r0:r1, None]).exp_()  # two tiles alive
                         p.add_(s.sub_(lse[None, c0:c1]).exp_())
                         dz[out : out + r1 - r0].addmm_(p, z[c0:c1])
                     del s, p
