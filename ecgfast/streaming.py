@@ -133,8 +133,8 @@ class StreamingNTXent(torch.autograd.Function):
         scale = grad_loss.to(lse.dtype) * (shard.grad_scale * inv_tau / two_n)
         dz.mul_(scale)
         # Normalisation backward: dx = (dz - z (z . dz)) * rnorm, for the own rows.
-        zo = z[own]
-        dx = (dz - zo * (zo * dz).sum(dim=1, keepdim=True)).mul_(rnorm[own])
+        zo, ro = (z, rnorm) if whole else (z[own], rnorm[own])
+        dx = (dz - zo * (zo * dz).sum(dim=1, keepdim=True)).mul_(ro)
         n = shard.count
         grad_z1 = dx[:n].to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
         grad_z2 = dx[n:].to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
