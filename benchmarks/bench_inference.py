@@ -54,7 +54,7 @@ BATCHES = (1, 256)
 ROUNDS = {1: 60, 256: 5}
 PRETRAIN_EPOCHS = 2
 PAUSE_S = 0.1  # before every interleaved call: longer than spinning threads spin (~60 ms)
-PROBE_SPLITS = 20
+PROBE_SPLITS = 40  # the change INT8 - fp32 varies with the splits: 20 were too few (run I)
 VARIANTS = [
     "torch_eager_fp32",
     "ort_fp32",
