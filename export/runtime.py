@@ -120,10 +120,12 @@ class OnnxEncoder:
             per physical core).
         spin: let idle intra-op threads spin-wait for the next operator instead of
             sleeping (onnxruntime's own default). Off by default, because spinning threads
-            take the cores from PyTorch or a data pipeline in the same process; turn it on
-            for latency-bound serving where onnxruntime has the cores to itself (2-core
-            VM, batch 1 after 100 ms idle: 16 to 29 % lower latency in three runs; the
-            threads then spin for about 60 ms after each call; benchmarks/README.md).
+            take the cores from PyTorch or a data pipeline in the same process (they spin
+            for about 60 ms after each call). Measure before turning it on for
+            latency-bound serving where onnxruntime has the cores to itself: at batch 1
+            after 100 ms idle it gave 16 to 29 % lower latency in three runs on a 2-core
+            AVX2 VM, but was slower than the default in three runs on a 2-core AVX-512 VM
+            (benchmarks/README.md).
         row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
             thread count through a copy of the graph whose block 1 works on the signal
             folded into two rows (:func:`ecgfast.export.graph.fold_rows`: same sums, but
