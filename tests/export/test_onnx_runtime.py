@@ -220,3 +220,43 @@ def test_cuda_io_binding_matches_cpu(runtime, exported):  # pragma: no cover - G
     assert out.is_cuda and out.shape == (9, 128)
     np.testing.assert_allclose(out.cpu().numpy(), ref, atol=1e-3 * np.abs(ref).max())
     np.testing.assert_allclose(enc.embed(x.numpy()), ref, atol=1e-3 * np.abs(ref).max())
+
+
+def test_cuda_usable_checks_each_requirement_quietly(monkeypatch, capsys):
+    """cuda_usable's decisions with stand-ins for onnxruntime and torch.cuda: the CUDA
+    provider must be listed, PyTorch must see a GPU and initialise it, and the CUDA
+    libraries must preload; what preloading prints is swallowed."""
+    import types
+
+    from ecgfast.export import runtime
+
+    state = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "gpu": True,
+             "init_fails": False, "preload_fails": False, "preloaded": 0}
+
+    def preload_dlls():
+        print("loading libcudnn... (a message onnxruntime would print)")
+        sys.stderr.write("warning: a message on stderr\n")
+        if state["preload_fails"]:
+            raise OSError("libcudnn.so.9: cannot open shared object file")
+        state["preloaded"] += 1
+
+    fake_ort = types.SimpleNamespace(get_available_providers=lambda: state["providers"],
+                                     preload_dlls=preload_dlls)
+    monkeypatch.setattr(runtime, "_ort", lambda: fake_ort)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: state["gpu"])
+
+    def init():
+        if state["init_fails"]:
+            raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setattr(torch.cuda, "init", init)
+    assert cuda_usable() is True and state["preloaded"] == 1
+    for key, value in (("providers", ["CPUExecutionProvider"]), ("gpu", False),
+                       ("init_fails", True), ("preload_fails", True)):
+        saved = state[key]
+        state[key] = value
+        assert cuda_usable() is False, key
+        state[key] = saved
+    assert cuda_usable() is True
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "", out
