@@ -82,13 +82,17 @@ class StreamingNTXent(torch.autograd.Function):
         two_n = z.shape[0]
         zt = z.T.contiguous()  # (D, 2N): contiguous right operand for every tile
         inv_tau = 1.0 / temperature
-        parts = []
+        # this shard's rows, [view 1; view 2]; written in place strip by strip (small
+        # tensors kept alive between the tiles fragmented the heap: RSS grew by GiBs)
+        lse = torch.empty(2 * shard.count, dtype=z.dtype, device=z.device)
+        positive = torch.empty_like(lse)
+        out = 0
         for a, b in shard.row_ranges():
             for r0 in range(a, b, block_rows):
-                parts.append(_strip_lse(z, zt, r0, min(r0 + block_rows, b), inv_tau,
-                                        block_cols))
-        lse = torch.cat([p[0] for p in parts])  # this shard's rows, [view 1; view 2]
-        positive = torch.cat([p[1] for p in parts])
+                r1 = min(r0 + block_rows, b)
+                _strip_lse(z, zt, r0, r1, inv_tau, block_cols, lse[out : out + r1 - r0],
+                           positive[out : out + r1 - r0])
+                out += r1 - r0
         loss = shard.all_sum((lse - positive).sum()) / two_n
         ctx.save_for_backward(*keys, shard.gather_rows(lse))
         ctx.temperature = temperature
@@ -141,14 +145,13 @@ class StreamingNTXent(torch.autograd.Function):
         return grad_z1, grad_z2, None, None, None, None, None, None
 
 
-def _strip_lse(z, zt, r0: int, r1: int, inv_tau: float, block_cols: int):
+def _strip_lse(z, zt, r0: int, r1: int, inv_tau: float, block_cols: int, lse, positive):
     """LSE and positive logit of rows [r0, r1) of ``s`` (global row indices), online over
-    ``block_cols``-column tiles."""
+    ``block_cols``-column tiles, written into ``lse`` and ``positive`` (r1 - r0 each)."""
     two_n, half = z.shape[0], z.shape[0] // 2
     zr = z[r0:r1] * inv_tau
     rows = torch.arange(r1 - r0, device=z.device)
     pos_index = (torch.arange(r0, r1, device=z.device) + half) % two_n
-    positive = torch.empty(r1 - r0, dtype=z.dtype, device=z.device)
     m = torch.full((r1 - r0,), float("-inf"), dtype=z.dtype, device=z.device)
     l_sum = torch.zeros_like(m)
     for c0 in range(0, two_n, block_cols):
@@ -164,7 +167,7 @@ def _strip_lse(z, zt, r0: int, r1: int, inv_tau: float, block_cols: int):
         l_sum = l_sum * torch.exp(m - m_safe) + s.sub_(m_safe[:, None]).exp_().sum(1)
         m = m_new
         del s
-    return m + torch.log(l_sum), positive
+    torch.add(m, torch.log(l_sum), out=lse)
 
 
 def nt_xent_streaming(
