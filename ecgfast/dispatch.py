@@ -90,9 +90,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
     if resolved == "eager":
         if shard is None:
             return ops.nt_xent_reference(z1, z2, temperature)
-        from ecgfast.distributed import gather_with_grad
-
-        keys = gather_with_grad(z1, shard.group), gather_with_grad(z2, shard.group)
+        keys = shard.gather_with_grad(z1), shard.gather_with_grad(z2)
         part = ops.nt_xent_rows_reference(*keys, temperature, shard.start, shard.count)
         return shard.join_loss(part / (2 * shard.total))
     if resolved == "streaming":

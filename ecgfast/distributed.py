@@ -66,8 +66,9 @@ def _all_gather_rows(x: torch.Tensor, counts: list[int], group) -> torch.Tensor:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, group):
-        counts = _row_counts(x.shape[0], x.device, group)
+    def forward(ctx, x: torch.Tensor, group, counts: list[int] | None = None):
+        if counts is None:
+            counts = _row_counts(x.shape[0], x.device, group)
         rank = dist.get_rank(group)
         ctx.group = group
         ctx.start = sum(counts[:rank])
@@ -78,7 +79,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad[ctx.start : ctx.start + ctx.count], None
+        return grad[ctx.start : ctx.start + ctx.count], None, None
 
 
 def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
@@ -144,11 +145,38 @@ class RowShard:
         a = self.start
         return (a, a + self.count), (self.total + a, self.total + a + self.count)
 
+    @property
+    def owns_all(self) -> bool:
+        """This process owns every row (rows of ``x`` and own rows coincide, in order)."""
+        return self.count == self.total
+
+    def own_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """The owned rows of a (2 total, ...) tensor in the row order of ``x``, as
+        (2 count, ...) [view 1; view 2]: ``t`` itself when this process owns every row."""
+        if self.owns_all:
+            return t
+        (a1, b1), (a2, b2) = self.row_ranges()
+        return torch.cat([t[a1:b1], t[a2:b2]])
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """(count, ...) from every rank -> (total, ...) in rank order (no autograd)."""
         if not self.distributed:
             return x
         return _all_gather_rows(x, list(self.counts), self.group)
+
+    def gather_views(self, z1: torch.Tensor, z2: torch.Tensor):
+        """The global batch's two views without grad, ``(z1_all, z2_all)``; ``(None, None)``
+        when not distributed (the local views are the global ones)."""
+        if not self.distributed:
+            return None, None
+        return self.gather(z1.detach()), self.gather(z2.detach())
+
+    def gather_with_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`gather_with_grad` with this shard's known row counts (no extra
+        all-gather of the counts)."""
+        if not self.distributed:
+            return x
+        return _GatherWithGrad.apply(x, self.group, list(self.counts))
 
     def gather_rows(self, v: torch.Tensor) -> torch.Tensor:
         """Per-anchor values (2 count, ...) ordered [view 1; view 2] -> (2 total, ...) in the

@@ -110,13 +110,10 @@ class StreamingNTXent(torch.autograd.Function):
         two_n, half = z.shape[0], z.shape[0] // 2
         zt = z.T.contiguous()
         inv_tau = 1.0 / ctx.temperature
-        (a1, b1), (a2, b2) = shard.row_ranges()
-        whole = shard.count == shard.total  # own rows are all rows, in order
-        own = torch.cat([torch.arange(a1, b1), torch.arange(a2, b2)]).to(z.device)
-        # the positive one-hot's row and column terms: -2 z_{p(i)}
-        dz = z[(own + half) % two_n].mul_(-2.0)
+        # the positive one-hot's row and column terms: -2 z_{p(i)}, for the own rows
+        dz = shard.own_rows(torch.roll(z, half, dims=0)).mul_(-2.0)
         out = 0
-        for a, b in ((a1, b1), (a2, b2)):
+        for a, b in shard.row_ranges():
             for r0 in range(a, b, block_rows):
                 r1 = min(r0 + block_rows, b)
                 zr = z[r0:r1] * inv_tau
@@ -124,7 +121,7 @@ class StreamingNTXent(torch.autograd.Function):
                     c1 = min(c0 + block_cols, two_n)
                     s = torch.mm(zr, zt[:, c0:c1])  # tile of s, recomputed
                     s.diagonal(offset=r0 - c0).fill_(float("-inf"))  # global i == j
-                    if whole:  # P_IJ = exp(s_IJ - lse_I) once; the column term as P^T z
+                    if shard.owns_all:  # P_IJ = exp(s_IJ - lse_I) once; the column term as P^T z
                         p = s.sub_(lse[r0:r1, None]).exp_()
                         dz[r0:r1].addmm_(p, z[c0:c1])
                         dz[c0:c1].addmm_(p.T, z[r0:r1])
@@ -137,7 +134,7 @@ class StreamingNTXent(torch.autograd.Function):
         scale = grad_loss.to(lse.dtype) * (shard.grad_scale * inv_tau / two_n)
         dz.mul_(scale)
         # Normalisation backward: dx = (dz - z (z . dz)) * rnorm, for the own rows.
-        zo, ro = (z, rnorm) if whole else (z[own], rnorm[own])
+        zo, ro = shard.own_rows(z), shard.own_rows(rnorm)
         dx = (dz - zo * (zo * dz).sum(dim=1, keepdim=True)).mul_(ro)
         n = shard.count
         grad_z1 = dx[:n].to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
@@ -193,11 +190,7 @@ def nt_xent_streaming(
     Returns:
         Scalar, fp32 (fp64 for fp64 inputs): mean over the 2N rows (of the global batch).
     """
-    z1_all = z2_all = None
-    if shard is not None and shard.distributed:
-        z1_all, z2_all = shard.gather(z1.detach()), shard.gather(z2.detach())
-    else:
-        shard = None
+    z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
     two_n = 2 * (z1.shape[0] if z1_all is None else z1_all.shape[0])
     block_rows = default_block_rows(two_n) if block_rows is None else block_rows
     block_cols = default_block_cols(two_n) if block_cols is None else block_cols

@@ -341,10 +341,7 @@ class TritonNTXent(torch.autograd.Function):
             shard.grad_scale / (two_n * ctx.temperature),
             BLOCK_K=_block_k(d, family), BLOCK_DOUT=block_d,
             INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
-        if shard.count != shard.total:  # the own rows of x and r
-            (a1, b1), (a2, b2) = shard.row_ranges()
-            x = torch.cat([x[a1:b1], x[a2:b2]])
-            rnorm = torch.cat([rnorm[a1:b1], rnorm[a2:b2]])
+        x, rnorm = shard.own_rows(x), shard.own_rows(rnorm)
         dx = torch.empty((2 * shard.count, d), dtype=x.dtype, device=x.device)
         _normalize_bwd_kernel[(triton.cdiv(2 * shard.count, ROWWISE_BLOCK_M),)](
             x, rnorm, dz, dx, 2 * shard.count, d, x.stride(0), dz.stride(0), dx.stride(0),
@@ -378,10 +375,6 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
                              "needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
     if z1.dtype != z2.dtype:
         raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
-    z1_all = z2_all = None
-    if shard is not None and shard.distributed:
-        z1_all, z2_all = shard.gather(z1.detach()), shard.gather(z2.detach())
-    else:
-        shard = None
+    z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
     return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles, shard,
                               z1_all, z2_all)
