@@ -22,8 +22,9 @@ its own rows I also gives the column term, ``(P^T)_IJ = exp(s_IJ - lse_J)``::
     dL/dz_i  = g / (2N tau) * sum_j (exp(s_ij - lse_i) + exp(s_ij - lse_j) - 2 [j == p(i)]) z_j
 
 That costs a second exp per element, so one process holding the whole batch keeps the
-``P^T z`` form: on the 2-core dev VM the two-exp form made forward + backward 1.15x-1.38x
-slower (five runs, 2N = 4096 and 8192, D = 128).
+``P^T z`` form: on the 2-core dev VM the two-exp form made forward + backward slower in 9
+of 10 comparisons (five runs at 2N = 4096 and 8192, D = 128; median 1.30x, range
+0.86x-1.38x).
 
 Extra memory is O(block_rows * block_cols + N * D): a few tiles and a handful of (2N, D)
 buffers, never O(N^2). Works on any device; the math runs in fp32 (fp64 for fp64 inputs).
