@@ -1,208 +1,273 @@
-"""The one place that picks a backend for each fused op.
+"""The one place a backend is chosen for each fused op.
 
-Models and losses call the functions here; only this module imports ``ecgfast.kernels``
-(lazily), so a machine without Triton or a GPU runs the eager references.
+Every backend of an op takes the same inputs and is described by a :class:`Backend`
+declared next to its code (module attribute ``BACKEND``): the function that runs it, the
+devices and dtypes it supports (:class:`Capabilities`) and the op-specific limits it
+cannot run under (``limits``, returning reasons). This module knows where each backend
+lives (:data:`_MODULES`), imports it lazily (so a machine without Triton or a GPU runs
+the references), orders the backends for ``"auto"``, formats the reasons a backend was
+refused, and makes the few global choices a backend must not make for itself:
 
-Backends:
-    "eager"      the plain-PyTorch reference in :mod:`ecgfast.ops`.
-    "streaming"  plain PyTorch that never materialises the large intermediate (NT-Xent).
-    "triton"     Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1).
-    "auto"       the fastest backend available for the tensors at hand.
+- whether Triton runs in its interpreter (:func:`triton_interpreting`, the only reader
+  of ``TRITON_INTERPRET``);
+- the fp32 ``tl.dot`` precision of every Triton op (:func:`fp32_dot_precision`, read from
+  PyTorch's own setting for the matching cuBLAS/cuDNN op);
+- whether code is being traced (:func:`tracing`): ONNX export, ``torch.jit`` and
+  ``torch.compile`` get backends that declare ``traceable``.
+
+Backend names: "eager" (the plain-PyTorch reference in :mod:`ecgfast.ops`), "streaming"
+(plain PyTorch that never materialises the large intermediate), "triton" (Triton kernels
+on CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), "auto" (the first backend
+of :func:`auto_order` that can run on the inputs). An explicit backend that cannot run
+is an error naming every reason, never a silent substitution.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from ecgfast import ops
+import torch
 
 BACKENDS = ("auto", "eager", "streaming", "triton")
 
-# What exists for each op today. A backend listed in BACKENDS but not here is refused
-# with an error that says so, never silently replaced.
-_AVAILABLE = {
-    "nt_xent": ("auto", "eager", "streaming", "triton"),
-    "encoder_block": ("auto", "eager", "triton"),
+#: Where each op's backends live; each module defines ``BACKEND``.
+_MODULES = {
+    "nt_xent": {
+        "eager": "ecgfast.ops.ntxent",
+        "streaming": "ecgfast.streaming",
+        "triton": "ecgfast.kernels.ntxent",
+    },
+    "encoder_block": {
+        "eager": "ecgfast.ops.encoder",
+        "triton": "ecgfast.kernels.encoder_block",
+    },
 }
+
+#: "auto" uses the streaming NT-Xent on non-CUDA devices from this many rows (2N) up.
+NT_XENT_STREAMING_MIN_ROWS = 4096
+
+
+# ------------------------------------------------------------------ global choices
+
+
+def triton_interpreting() -> bool:
+    """True when Triton kernels run in its interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def tracing() -> bool:
+    """True under ``torch.jit`` tracing, ``torch.compile`` or ONNX export."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export())
+
+
+def fp32_dot_precision(kind: str) -> str:
+    """The fp32 ``tl.dot`` mode, "tf32" or "ieee", that PyTorch would use itself.
+
+    ``kind`` "matmul" follows ``torch.backends.cuda.matmul`` (cuBLAS), "conv" follows
+    ``torch.backends.cudnn.conv`` (cuDNN). Read through the ``fp32_precision`` API where
+    PyTorch has it (the legacy ``allow_tf32`` getters raise once that API is in use, and
+    its getter already resolves inheritance from the global setting), else through the
+    legacy flags.
+    """
+    if kind == "matmul":
+        node, legacy = torch.backends.cuda.matmul, "allow_tf32"
+    elif kind == "conv":
+        node = getattr(torch.backends.cudnn, "conv", None)
+        legacy = "allow_tf32"
+    else:
+        raise ValueError(f"kind must be 'matmul' or 'conv', got {kind!r}")
+    precision = getattr(node, "fp32_precision", None) if node is not None else None
+    if precision is not None:
+        return "tf32" if precision == "tf32" else "ieee"
+    flags = torch.backends.cuda.matmul if kind == "matmul" else torch.backends.cudnn
+    return "tf32" if getattr(flags, legacy) else "ieee"
+
+
+# ------------------------------------------------------------------ declarations
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports.
+
+    Attributes:
+        devices: device types it runs on (``None``: any, "meta" included).
+        dtypes: floating dtypes of its input tensors.
+        triton: Triton kernels: CUDA tensors, or CPU ones under the interpreter.
+        traceable: runs under tracing/compile/export (see :func:`tracing`).
+    """
+
+    devices: tuple[str, ...] | None = None
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16,
+                                       torch.float16)
+    triton: bool = False
+    traceable: bool = True
+
+    def reasons(self, x: torch.Tensor) -> list[str]:
+        """Why a backend with these capabilities cannot take ``x`` (empty when it can)."""
+        out = []
+        device = x.device.type
+        if self.triton:
+            if device != "cuda" and not (device == "cpu" and triton_interpreting()):
+                out.append(f"it needs CUDA tensors, got {x.device} (TRITON_INTERPRET=1 runs "
+                           "the kernels on CPU tensors, for tests)")
+        elif self.devices is not None and device not in self.devices:
+            out.append(f"it runs on {'/'.join(self.devices)} tensors, got {x.device}")
+        if x.dtype not in self.dtypes:
+            names = [str(d).removeprefix("torch.") for d in self.dtypes]
+            names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            out.append(f"it takes {names} inputs, got {x.dtype}")
+        if not self.traceable and tracing():
+            out.append("it cannot run under tracing, torch.compile or ONNX export")
+        return out
+
+
+def _no_limits(*args, **kwargs) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend of one op: ``run(*inputs)`` with the op's common signature.
+
+    ``limits(*inputs)`` returns op-specific reasons it cannot run (beyond the device and
+    dtype of the first tensor input, which :attr:`capabilities` covers).
+    """
+
+    op: str
+    name: str
+    run: Callable
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    limits: Callable[..., list[str]] = _no_limits
+
+    def not_supported_reasons(self, *inputs) -> list[str]:
+        return self.capabilities.reasons(inputs[0]) + list(self.limits(*inputs))
+
+
+class BackendUnavailable(ValueError):
+    """A backend cannot run: not installed, or not for these inputs."""
+
+
+# ------------------------------------------------------------------ lookup
+
+
+def available(op: str) -> tuple[str, ...]:
+    """Backend names ``op`` accepts ("auto" first)."""
+    return ("auto", *_MODULES[op])
 
 
 def check_backend(op: str, backend: str, argname: str = "backend") -> str:
     """Validate a backend name for ``op`` and return it; raise ValueError otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"{argname} must be one of {BACKENDS}, got {backend!r}")
-    if backend not in _AVAILABLE[op]:
-        raise ValueError(
-            f"{argname}={backend!r} is not available for {op} in this version of ecgfast "
-            f"(available: {_AVAILABLE[op]})"
-        )
+    if backend not in available(op):
+        raise ValueError(f"{argname}={backend!r} is not available for {op} in this version of "
+                         f"ecgfast (available: {available(op)})")
     return backend
 
 
-#: "auto" uses the streaming NT-Xent on non-CUDA devices from this many rows (2N) up.
-NT_XENT_STREAMING_MIN_ROWS = 4096
-_NT_XENT_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+def load(op: str, name: str) -> Backend:
+    """The :class:`Backend` ``name`` of ``op``; BackendUnavailable if it cannot be imported."""
+    check_backend(op, name)
+    try:
+        module = importlib.import_module(_MODULES[op][name])
+    except ImportError as err:  # pragma: no cover - triton is a Linux dependency
+        raise BackendUnavailable(f"{op} backend {name!r} is unavailable: {err}") from err
+    return module.BACKEND
 
 
-def _triton_interpreting() -> bool:
-    import os
+def auto_order(op: str, x: torch.Tensor, n_rows: int | None = None) -> tuple[str, ...]:
+    """Backends "auto" tries for ``op`` on inputs like ``x``, fastest first.
 
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def resolve_nt_xent_backend(backend: str, z: torch.Tensor, n_total: int | None = None) -> str:
-    """Concrete backend for NT-Xent on embeddings like ``z`` (one view, N rows; ``n_total``
-    rows over all ranks of a distributed batch, default N).
-
-    "auto": "triton" for CUDA tensors in fp32/bf16/fp16 (fp64 goes to "streaming"),
-    "streaming" elsewhere when 2N >= ``NT_XENT_STREAMING_MIN_ROWS``, "eager" otherwise.
-    An explicit "triton" on a non-CUDA tensor is refused unless TRITON_INTERPRET=1.
+    NT-Xent (``n_rows``: 2N over all ranks): triton, streaming, eager on CUDA; on other
+    devices streaming first from 2N >= :data:`NT_XENT_STREAMING_MIN_ROWS` rows, eager
+    first below. Encoder block: triton then eager on CUDA, eager elsewhere.
     """
-    check_backend("nt_xent", backend)
-    if backend == "auto":
-        if z.is_cuda:
-            return "triton" if z.dtype in _NT_XENT_TRITON_DTYPES else "streaming"
-        n = z.shape[0] if n_total is None else n_total
-        return "streaming" if 2 * n >= NT_XENT_STREAMING_MIN_ROWS else "eager"
-    if backend == "triton":
-        if not z.is_cuda and not _triton_interpreting():
-            raise ValueError(
-                f"backend='triton' needs CUDA tensors, but the embeddings are on {z.device} "
-                "(use backend='streaming' or 'eager' on the CPU; TRITON_INTERPRET=1 runs the "
-                "kernels on the CPU for tests)"
-            )
-        if z.dtype not in _NT_XENT_TRITON_DTYPES:
-            raise ValueError(
-                f"backend='triton' takes float32, bfloat16 or float16 embeddings, got {z.dtype} "
-                "(use backend='streaming' for float64)"
-            )
-    return backend
+    if op == "nt_xent":
+        if x.is_cuda:
+            return ("triton", "streaming", "eager")
+        big = (n_rows if n_rows is not None else 2 * x.shape[0]) >= NT_XENT_STREAMING_MIN_ROWS
+        return ("streaming", "eager") if big else ("eager", "streaming")
+    if op == "encoder_block":
+        return ("triton", "eager") if x.is_cuda else ("eager",)
+    raise ValueError(f"unknown op {op!r}")
+
+
+_AUTO_WARNED: set[str] = set()
+
+
+def _refusal(backend: str, op: str, reasons: list[str]) -> str:
+    return f"backend={backend!r} cannot run {op}: " + "; ".join(reasons)
+
+
+def select(op: str, requested: str, *inputs, n_rows: int | None = None) -> Backend:
+    """The backend that runs ``op`` on ``inputs`` (the op's common arguments).
+
+    An explicit name is returned if it can run, else BackendUnavailable with every reason.
+    Under :func:`tracing` a backend that is not traceable is replaced by "eager" (the
+    same maths). "auto" returns the first of :func:`auto_order` that can run; skipping
+    a CUDA-preferred backend warns once per reason.
+    """
+    check_backend(op, requested)
+    if requested != "auto":
+        try:
+            backend = load(op, requested)
+        except BackendUnavailable:
+            if tracing():
+                return load(op, "eager")
+            raise
+        if not backend.capabilities.traceable and tracing():
+            return load(op, "eager")
+        reasons = backend.not_supported_reasons(*inputs)
+        if reasons:
+            raise BackendUnavailable(_refusal(requested, op, reasons))
+        return backend
+    order = auto_order(op, inputs[0], n_rows)
+    skipped = []
+    for name in order:
+        try:
+            backend = load(op, name)
+        except BackendUnavailable as err:
+            skipped.append(str(err))
+            continue
+        reasons = backend.not_supported_reasons(*inputs)
+        if not reasons:
+            if skipped and inputs[0].is_cuda and not tracing():
+                message = f"{op} backend 'auto' falls back to {name}: " + " | ".join(skipped)
+                if message not in _AUTO_WARNED:
+                    _AUTO_WARNED.add(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return backend
+        skipped.append(_refusal(name, op, reasons))
+    raise BackendUnavailable(f"no backend can run {op}: " + " | ".join(skipped))
+
+
+def resolve(op: str, requested: str, *inputs, n_rows: int | None = None) -> str:
+    """Name of the backend :func:`select` picks (for tests and logs)."""
+    return select(op, requested, *inputs, n_rows=n_rows).name
+
+
+# ------------------------------------------------------------------ the ops
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str,
             shard=None) -> torch.Tensor:
-    """Dispatch NT-Xent; arguments already validated by :func:`ecgfast.losses.nt_xent`.
+    """NT-Xent with the chosen backend; arguments validated by :func:`ecgfast.losses.nt_xent`.
 
     ``shard``: this rank's :class:`ecgfast.distributed.RowShard` when the batch is spread
     over ranks (every backend then computes its own anchor rows against the gathered
     batch and returns the global loss), None otherwise.
     """
-    resolved = resolve_nt_xent_backend(backend, z1, None if shard is None else shard.total)
-    if resolved == "eager":
-        if shard is None:
-            return ops.nt_xent_reference(z1, z2, temperature)
-        keys = shard.gather_with_grad(z1), shard.gather_with_grad(z2)
-        part = ops.nt_xent_rows_reference(*keys, temperature, shard.start, shard.count)
-        return shard.join_loss(part / (2 * shard.total))
-    if resolved == "streaming":
-        from ecgfast.streaming import nt_xent_streaming
-
-        return nt_xent_streaming(z1, z2, temperature, shard=shard)
-    if resolved == "triton":
-        try:
-            from ecgfast.kernels.ntxent import nt_xent_triton
-        except ImportError as err:  # pragma: no cover - triton is a Linux dependency
-            raise ValueError(f"backend='triton' is unavailable: cannot import Triton ({err})") from err
-        if z1.dtype != z2.dtype:
-            dtype = torch.promote_types(z1.dtype, z2.dtype)
-            z1, z2 = z1.to(dtype), z2.to(dtype)
-        return nt_xent_triton(z1, z2, temperature, input_precision=_fp32_dot_precision(),
-                              shard=shard)
-    raise AssertionError(f"unhandled backend {resolved!r}")  # pragma: no cover
-
-
-def _fp32_dot_precision() -> str:
-    """The fp32 ``tl.dot`` mode for NT-Xent: PyTorch's own choice for fp32 CUDA matmuls.
-
-    "tf32" when ``torch.backends.cuda.matmul`` allows TF32, else "ieee" (PyTorch's default).
-    """
-    matmul = torch.backends.cuda.matmul
-    precision = getattr(matmul, "fp32_precision", None)
-    if precision in ("tf32", "ieee"):
-        return precision
-    return "tf32" if matmul.allow_tf32 else "ieee"
-
-
-_ENCODER_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_ENCODER_AUTO_WARNED: set = set()
-
-
-def _encoder_triton_refusal(x: torch.Tensor | None, block=None) -> str | None:
-    """Why the Triton encoder cannot run on ``x`` (None when it can)."""
-    if x is None:
-        return None
-    if not x.is_cuda and not _triton_interpreting():
-        return (f"backend='triton' needs CUDA tensors, but the input is on {x.device} (use "
-                "backend='eager' or 'auto' on the CPU; TRITON_INTERPRET=1 runs the kernels on "
-                "the CPU for tests)")
-    if x.dtype not in _ENCODER_TRITON_DTYPES:
-        return (f"backend='triton' takes float32, bfloat16 or float16 inputs, got {x.dtype} "
-                "(use backend='eager')")
-    if block is not None and block.activation == "leaky_relu" and block.negative_slope < 0:
-        return (f"backend='triton' needs negative_slope >= 0, got {block.negative_slope} "
-                "(use backend='eager')")
-    return None
-
-
-def resolve_encoder_backend(backend: str, x: torch.Tensor | None = None, block=None) -> str:
-    """Concrete backend for the encoder blocks on inputs like ``x``.
-
-    "auto": "triton" for CUDA tensors in fp32/bf16/fp16 when Triton imports, "eager"
-    otherwise (a one-time warning when a CUDA input cannot take the kernels). Tracing
-    (ONNX export, torch.jit) and torch.compile always get "eager", the same maths.
-    An explicit "triton" that cannot run raises ValueError naming the reason.
-    """
-    check_backend("encoder_block", backend)
-    if backend == "eager" or x is None:
-        return "eager" if backend == "auto" else backend
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return "eager"
-    refusal = _encoder_triton_refusal(x, block)
-    if backend == "auto":
-        if not x.is_cuda:
-            return "eager"
-        if refusal is None:
-            try:
-                import ecgfast.kernels.encoder_block  # noqa: F401
-            except ImportError as err:  # pragma: no cover - triton is a Linux dependency
-                refusal = f"Triton cannot be imported ({err})"
-        if refusal is not None:
-            if refusal not in _ENCODER_AUTO_WARNED:
-                import warnings
-
-                _ENCODER_AUTO_WARNED.add(refusal)
-                warnings.warn(f"encoder backend 'auto' falls back to eager: {refusal}",
-                              RuntimeWarning, stacklevel=3)
-            return "eager"
-        return "triton"
-    if refusal is not None:
-        raise ValueError(refusal)
-    return backend
+    n_rows = None if shard is None else 2 * shard.total
+    chosen = select("nt_xent", backend, z1, z2, temperature, shard, n_rows=n_rows)
+    return chosen.run(z1, z2, temperature, shard)
 
 
 def encoder_block(block, x: torch.Tensor, backend: str) -> torch.Tensor:
     """Run one :class:`ecgfast.layers.EncoderBlock` on ``x`` with the chosen backend."""
-    resolved = resolve_encoder_backend(backend, x, block)
-    if resolved == "triton":
-        try:
-            from ecgfast.kernels.encoder_block import encoder_block_triton
-        except ImportError as err:  # pragma: no cover - triton is a Linux dependency
-            raise ValueError(f"backend='triton' is unavailable: cannot import Triton ({err})") from err
-        return encoder_block_triton(block, x)
-    if resolved == "eager":
-        return ops.encoder_block(
-            x,
-            block.conv1.weight,
-            block.conv1.bias,
-            block.conv2.weight,
-            block.conv2.bias,
-            block.se.parameters_tuple() if block.se is not None else None,
-            (block.shortcut.weight, block.shortcut.bias) if block.shortcut is not None else None,
-            residual=block.residual,
-            act=block.activation,
-            negative_slope=block.negative_slope,
-            p=block.dropout,
-            training=block.training,
-            pool_size=block.pool_size,
-            pool_stride=block.pool_stride,
-        )
-    raise AssertionError(f"unhandled backend {resolved!r}")  # pragma: no cover
+    return select("encoder_block", backend, x, block).run(x, block)

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import torch
 
+from ecgfast.dispatch import Backend
+
 #: Same eps as ``torch.nn.functional.normalize``.
 NORM_EPS = 1e-12
 
@@ -200,3 +202,10 @@ def nt_xent_streaming(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return StreamingNTXent.apply(z1, z2, float(temperature), block_rows, block_cols, shard,
                                  z1_all, z2_all)
+
+
+def _run(z1, z2, temperature, shard=None):
+    return nt_xent_streaming(z1, z2, temperature, shard=shard)
+
+
+BACKEND = Backend("nt_xent", "streaming", _run)

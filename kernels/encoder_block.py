@@ -23,6 +23,7 @@ import torch
 from ecgfast.kernels.conv1d import conv1d_act_dropout
 from ecgfast.kernels.se_residual_pool import se_residual_pool
 
+from ecgfast.dispatch import Backend, Capabilities
 from ecgfast.ops.encoder import se_excitation
 
 
@@ -47,3 +48,17 @@ def encoder_block_triton(block, x: torch.Tensor) -> torch.Tensor:
               else (None, None))
     return se_residual_pool(f, a, x if block.residual else None, sw, sb,
                             pool_size=block.pool_size, pool_stride=block.pool_stride)
+
+
+def _limits(x, block) -> list[str]:
+    if block.activation == "leaky_relu" and block.negative_slope < 0:
+        return [f"it needs negative_slope >= 0, got {block.negative_slope}"]
+    return []
+
+
+BACKEND = Backend(
+    "encoder_block", "triton", lambda x, block: encoder_block_triton(block, x),
+    Capabilities(dtypes=(torch.float32, torch.bfloat16, torch.float16), triton=True,
+                 traceable=False),
+    _limits,
+)

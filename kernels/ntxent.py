@@ -40,6 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ecgfast.dispatch import Backend, Capabilities, fp32_dot_precision
+
 NORM_EPS = 1e-12
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -378,3 +380,15 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
     z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
     return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles, shard,
                               z1_all, z2_all)
+
+
+def _run(z1, z2, temperature, shard=None):
+    if z1.dtype != z2.dtype:
+        dtype = torch.promote_types(z1.dtype, z2.dtype)
+        z1, z2 = z1.to(dtype), z2.to(dtype)
+    return nt_xent_triton(z1, z2, temperature, input_precision=fp32_dot_precision("matmul"),
+                          shard=shard)
+
+
+BACKEND = Backend("nt_xent", "triton", _run,
+                  Capabilities(dtypes=tuple(_SUPPORTED), triton=True))

@@ -234,9 +234,12 @@ def test_module_matches_function_and_repr():
 def test_auto_resolution(monkeypatch):
     small = torch.randn(2047, 4)
     big = torch.randn(2048, 4)
-    assert dispatch.resolve_nt_xent_backend("auto", small) == "eager"
-    assert dispatch.resolve_nt_xent_backend("auto", big) == "streaming"
-    assert dispatch.resolve_nt_xent_backend("streaming", small) == "streaming"
+    def resolve(backend, z):
+        return dispatch.resolve("nt_xent", backend, z, z, 0.5, None)
+
+    assert resolve("auto", small) == "eager"
+    assert resolve("auto", big) == "streaming"
+    assert resolve("streaming", small) == "streaming"
 
 
 def test_triton_dot_precision_follows_pytorch(monkeypatch):
@@ -244,9 +247,9 @@ def test_triton_dot_precision_follows_pytorch(monkeypatch):
     before = matmul.allow_tf32
     try:
         matmul.allow_tf32 = False
-        assert dispatch._fp32_dot_precision() == "ieee"
+        assert dispatch.fp32_dot_precision("matmul") == "ieee"
         matmul.allow_tf32 = True
-        assert dispatch._fp32_dot_precision() == "tf32"
+        assert dispatch.fp32_dot_precision("matmul") == "tf32"
     finally:
         matmul.allow_tf32 = before
 
@@ -275,10 +278,10 @@ def test_errors_name_the_argument(monkeypatch):
         NTXentLoss(backend="fast")
     # triton on CPU tensors without the interpreter: refused, naming the device.
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="backend='triton' needs CUDA tensors.*cpu"):
+    with pytest.raises(ValueError, match="backend='triton' cannot run nt_xent: it needs CUDA tensors, got cpu"):
         nt_xent(z, z, backend="triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with pytest.raises(ValueError, match="backend='triton' takes float32, bfloat16 or float16"):
+    with pytest.raises(ValueError, match="backend='triton' cannot run nt_xent: it takes float32, bfloat16 or float16 inputs"):
         nt_xent(z.double(), z.double(), backend="triton")
 
 

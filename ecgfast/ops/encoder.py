@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ecgfast.dispatch import Backend
+
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
@@ -187,3 +189,17 @@ def encoder_block(
         pool_size=pool_size,
         pool_stride=pool_stride,
     )
+
+
+def _run_block(x: torch.Tensor, block) -> torch.Tensor:
+    return encoder_block(
+        x, block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias,
+        block.se.parameters_tuple() if block.se is not None else None,
+        (block.shortcut.weight, block.shortcut.bias) if block.shortcut is not None else None,
+        residual=block.residual, act=block.activation, negative_slope=block.negative_slope,
+        p=block.dropout, training=block.training, pool_size=block.pool_size,
+        pool_stride=block.pool_stride,
+    )
+
+
+BACKEND = Backend("encoder_block", "eager", _run_block)

@@ -423,24 +423,24 @@ def test_triton_backend_refusals(monkeypatch):
     block = ECGEncoder(EncoderConfig(backend="triton", **SMALL)).blocks[0]
     x = torch.randn(1, 1, 64)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="backend='triton' needs CUDA tensors.*cpu"):
-        dispatch.resolve_encoder_backend("triton", x, block)
-    assert dispatch.resolve_encoder_backend("auto", x, block) == "eager"
+    with pytest.raises(ValueError, match="backend='triton' cannot run encoder_block: it needs CUDA tensors, got cpu"):
+        dispatch.resolve("encoder_block", "triton", x, block)
+    assert dispatch.resolve("encoder_block", "auto", x, block) == "eager"
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(ValueError, match="float32, bfloat16 or float16 inputs, got torch.float64"):
-        dispatch.resolve_encoder_backend("triton", x.double(), block)
+        dispatch.resolve("encoder_block", "triton", x.double(), block)
     leaky = ECGEncoder(EncoderConfig(backend="triton", activation="leaky_relu",
                                      negative_slope=-0.2, **SMALL)).blocks[0]
     with pytest.raises(ValueError, match="negative_slope >= 0"):
-        dispatch.resolve_encoder_backend("triton", x, leaky)
+        dispatch.resolve("encoder_block", "triton", x, leaky)
     # the CPU interpreter is for tests: "auto" never picks it
-    assert dispatch.resolve_encoder_backend("auto", x, block) == "eager"
-    assert dispatch.resolve_encoder_backend("triton", x, block) == "triton"
+    assert dispatch.resolve("encoder_block", "auto", x, block) == "eager"
+    assert dispatch.resolve("encoder_block", "triton", x, block) == "triton"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the auto fallback warning is CUDA-only")
 def test_auto_falls_back_with_one_warning_on_cuda():
-    dispatch._ENCODER_AUTO_WARNED.clear()
+    dispatch._AUTO_WARNED.clear()
     model = ECGEncoder(EncoderConfig(backend="auto", **SMALL)).cuda().double()
     x = torch.randn(2, 1, 300, device="cuda", dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="falls back to eager"):
@@ -450,4 +450,4 @@ def test_auto_falls_back_with_one_warning_on_cuda():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(x)
-    assert dispatch.resolve_encoder_backend("auto", x.float()) == "triton"
+    assert dispatch.resolve("encoder_block", "auto", x.float(), model.blocks[0]) == "triton"
