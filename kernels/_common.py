@@ -1,0 +1,39 @@
+"""What every Triton kernel file shares: interpreter-aware buffers, the fp32 dot mode,
+the launch device. Op-specific code stays in the op's own file."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ecgfast.dispatch import fp32_dot_precision, triton_interpreting
+
+
+def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1`` (decided in :mod:`ecgfast.dispatch`)."""
+    return triton_interpreting()
+
+
+def buffer_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of a kernel's output buffers: fp32 for bf16 under the CPU interpreter.
+
+    The interpreter casts fp32 -> bf16 by truncation (the GPU rounds to nearest even), which
+    biases every stored value; there the kernels store fp32 and PyTorch rounds.
+    """
+    return torch.float32 if interpreting() and dtype == torch.bfloat16 else dtype
+
+
+def dot_input_precision(dtype: torch.dtype, kind: str) -> str:
+    """``tl.dot`` input precision for inputs of ``dtype``: PyTorch's fp32 choice for the
+    matching ``kind`` ("matmul" or "conv", see :func:`ecgfast.dispatch.fp32_dot_precision`),
+    "ieee" under the interpreter (numpy has no tf32) and for 16-bit inputs (ignored there)."""
+    if dtype != torch.float32 or interpreting():
+        return "ieee"
+    return fp32_dot_precision(kind)
+
+
+def launch_device(x: torch.Tensor):
+    """Context that makes ``x``'s CUDA device current for a launch (Triton launches on the
+    current device); a no-op for CPU tensors."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
