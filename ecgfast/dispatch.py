@@ -91,6 +91,12 @@ def fp32_dot_precision(kind: str) -> str:
 # ------------------------------------------------------------------ declarations
 
 
+def dtype_names(dtypes) -> str:
+    """``(float32, bfloat16, float16)`` -> "float32, bfloat16 or float16" (for messages)."""
+    names = [str(d).removeprefix("torch.") for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend supports.
@@ -119,9 +125,7 @@ class Capabilities:
         elif self.devices is not None and device not in self.devices:
             out.append(f"it runs on {'/'.join(self.devices)} tensors, got {x.device}")
         if x.dtype not in self.dtypes:
-            names = [str(d).removeprefix("torch.") for d in self.dtypes]
-            names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-            out.append(f"it takes {names} inputs, got {x.dtype}")
+            out.append(f"it takes {dtype_names(self.dtypes)} inputs, got {x.dtype}")
         if not self.traceable and tracing():
             out.append("it cannot run under tracing, torch.compile or ONNX export")
         return out

@@ -22,27 +22,27 @@ its own rows I also gives the column term, ``(P^T)_IJ = exp(s_IJ - lse_J)``::
     dL/dz_i  = g / (2N tau) * sum_j (exp(s_ij - lse_i) + exp(s_ij - lse_j) - 2 [j == p(i)]) z_j
 
 That costs a second exp per element, so one process holding the whole batch keeps the
-``P^T z`` form: on the 2-core dev VM the two-exp form made forward + backward slower in 9
-of 10 comparisons (five runs at 2N = 4096 and 8192, D = 128; median 1.30x, range
-0.86x-1.38x).
+``P^T z`` form (one exp per element; the measured cost of the two-exp form is in
+benchmarks/README.md, "Streaming NT-Xent: design measurements").
 
 Extra memory is O(block_rows * block_cols + N * D): a few tiles and a handful of (2N, D)
-buffers, never O(N^2). Works on any device; the math runs in fp32 (fp64 for fp64 inputs).
+buffers, never O(N^2). Works on any device ("meta" included: no data-dependent shapes, no
+host synchronisation); the math runs in fp32 (fp64 for fp64 inputs).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ecgfast.dispatch import Backend
+from ecgfast.dispatch import Backend, Capabilities
 
 #: Same eps as ``torch.nn.functional.normalize``.
 NORM_EPS = 1e-12
 
-#: Default tile: 256 rows x 16384 columns (16 MiB of fp32). Rows: enough for efficient
-#: matmuls (32-row strips of 131072 columns ran about 1.6x slower per row than 256-row ones
-#: on the 2-core dev VM). Columns: whole rows up to 2N = 16384, where 4096- and 1024-column
-#: tiles were slower on that VM (more passes per element, no cache benefit seen).
+#: Default tile: 256 rows x 16384 columns (16 MiB of fp32). Rows: strips tall enough for
+#: efficient matmuls; columns: whole rows up to 2N = 16384, as narrower tiles only add
+#: passes over each row (the timings behind both: benchmarks/README.md, "Streaming NT-Xent:
+#: design measurements").
 DEFAULT_BLOCK_ROWS = 256
 DEFAULT_BLOCK_COLS = 16384
 
@@ -150,17 +150,18 @@ def _strip_lse(z, zt, r0: int, r1: int, inv_tau: float, block_cols: int, lse, po
     ``block_cols``-column tiles, written into ``lse`` and ``positive`` (r1 - r0 each)."""
     two_n, half = z.shape[0], z.shape[0] // 2
     zr = z[r0:r1] * inv_tau
-    rows = torch.arange(r1 - r0, device=z.device)
     pos_index = (torch.arange(r0, r1, device=z.device) + half) % two_n
     m = torch.full((r1 - r0,), float("-inf"), dtype=z.dtype, device=z.device)
     l_sum = torch.zeros_like(m)
     for c0 in range(0, two_n, block_cols):
         c1 = min(c0 + block_cols, two_n)
         s = torch.mm(zr, zt[:, c0:c1])  # tile (B, C) of s
-        # positive logits that fall in this tile, taken from the same product
+        # positive logits that fall in this tile, taken from the same product; a gather
+        # and a select rather than boolean indexing (no data-dependent shape, no sync)
         col = pos_index - c0
         inside = (col >= 0) & (col < c1 - c0)
-        positive[inside] = s[rows[inside], col[inside]]
+        picked = s.gather(1, col.clamp(0, c1 - c0 - 1)[:, None]).squeeze(1)
+        positive.copy_(torch.where(inside, picked, positive))
         s.diagonal(offset=r0 - c0).fill_(float("-inf"))  # global i == j
         m_new = torch.maximum(m, s.amax(dim=1))
         m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
@@ -208,4 +209,5 @@ def _run(z1, z2, temperature, shard=None):
     return nt_xent_streaming(z1, z2, temperature, shard=shard)
 
 
-BACKEND = Backend("nt_xent", "streaming", _run)
+#: Any device ("meta" included) and the default floating dtypes (fp32, fp64, bf16, fp16).
+BACKEND = Backend("nt_xent", "streaming", _run, Capabilities(devices=None))

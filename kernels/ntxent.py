@@ -21,12 +21,12 @@ Kernels, in launch order:
   The output D is split over grid axis 1 in BLOCK_DOUT chunks (one chunk for D <= 128).
 - ``_normalize_bwd_kernel``: ``dx_i = r_i (dz_i - z_i (z_i . dz_i))``, cast to the input dtype.
 
-Dtypes: x in fp32, bf16 or fp16, read natively; every ``tl.dot`` accumulates in fp32. The
-``x x^T`` dot takes the raw inputs (exact products for bf16/fp16); the backward's second dot
-takes ``P`` (values in [-2, 2]) and the normalised ``z`` in the input dtype.
-``input_precision`` ("ieee" or "tf32") selects the fp32 dot mode; it is ignored for
-bf16/fp16. Every ``tl.dot`` operand is at least 16 wide on each axis (D is padded with
-masked loads up to BLOCK_K >= 16).
+Dtypes: x in fp32, bf16 or fp16 (:data:`BACKEND`), read natively; every ``tl.dot``
+accumulates in fp32. The ``x x^T`` dot takes the raw inputs (exact products for bf16/fp16);
+the backward's second dot takes ``P`` (values in [-2, 2]) and the normalised ``z`` in the
+input dtype. ``input_precision`` ("ieee" or "tf32") selects the fp32 dot mode (through
+dispatch: PyTorch's matmul setting); it is ignored for bf16/fp16. Every ``tl.dot`` operand
+is at least 16 wide on each axis (D is padded with masked loads up to BLOCK_K >= 16).
 
 Production configurations (``FWD_CONFIGS``, ``BWD_CONFIGS``) are listed next to the kernels
 and are what :mod:`ecgfast.kernels.aot` compiles for sm_80 and sm_90.
@@ -34,13 +34,12 @@ and are what :mod:`ecgfast.kernels.aot` compiles for sm_80 and sm_90.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from ecgfast.dispatch import Backend, Capabilities, fp32_dot_precision
+from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_names
+from ecgfast.kernels._common import dot_input_precision, interpreting, launch_device
 
 NORM_EPS = 1e-12
 LOG2E = 1.4426950408889634
@@ -50,15 +49,12 @@ LN2 = 0.6931471805599453
 #: "fp32-ieee": fp32 with exact dots on the FMA units): the first for 2N < 8192, the second
 #: (bigger row tile) from 2N >= 8192. BLOCK_K (the D chunk of the x x^T dot) is
 #: next_pow2(clamp(D, 16, BLOCK_K_MAX)); BLOCK_DOUT (dz columns per program)
-#: next_pow2(clamp(D, 16, 128)). Compiled for sm_80 and sm_90 at D = 128 by
-#: ``python -m ecgfast.kernels.aot`` (checked in tests/kernels/test_aot.py): no register
-#: spills with Triton 3.6.0, 3.8.0 and 3.9.0 (the choice was made compiling candidates
-#: with all three; register allocation differs between versions). The fp32 backward keeps
-#: BLOCK_N = 16 and 8 warps: with BLOCK_N = 32, "ieee" spilled 8-24 bytes on sm_80, and
-#: 64 x 16 with 4 warps spilled 24 bytes with tf32 on sm_80. "ieee" has its own tiles:
-#: the tf32 ones spilled 16 bytes in "ieee" (forward 64 x 64 and 128 x 64 with three
-#: stages on sm_80 with Triton 3.6; backward 128 x 16 on sm_90 with 3.6 and 64 x 16 on
-#: sm_90 with 3.9); a narrower forward tile and single-stage backward loops do not.
+#: next_pow2(clamp(D, 16, 128)). Chosen among candidates compiled for sm_80 and sm_90 at
+#: D = 128 with several Triton versions as ones that spill no registers with any of them
+#: (register allocation differs between versions; "ieee" keeps fp32 operands in registers,
+#: hence its narrower tiles and single-stage backward loops). tests/kernels/test_aot.py
+#: checks them; the versions and the candidates that spilled are in benchmarks/README.md
+#: ("Ahead-of-time compilation").
 FWD_CONFIGS = {
     "16bit": [
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
@@ -92,10 +88,6 @@ BLOCK_K_MAX = {"16bit": 64, "fp32": 32, "fp32-ieee": 32}
 ROWWISE_BLOCK_M = 16
 #: Small fixed config used under TRITON_INTERPRET=1 (numpy, CPU): the smallest legal tiles.
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -276,13 +268,10 @@ def _pick(configs, family: str, n_rows: int, override: dict | None) -> dict:
     """Fixed production choice: the bigger row tile only when there are rows to fill it."""
     if override is not None:
         return dict(override, num_warps=4, num_stages=1)
-    if _interpreting():
+    if interpreting():
         return dict(INTERPRET_CONFIG, num_warps=4, num_stages=1)
     cfg = configs[family][1] if n_rows >= 8192 else configs[family][0]
     return dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-
-_SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class TritonNTXent(torch.autograd.Function):
@@ -304,20 +293,21 @@ class TritonNTXent(torch.autograd.Function):
         # (2N, D) in the input dtype; O(N D), never O(N^2)
         x = torch.cat([z1, z2] if z1_all is None else [z1_all, z2_all], dim=0)
         two_n, d = x.shape
-        upcast = _interpreting() and x.dtype == torch.bfloat16
+        upcast = interpreting() and x.dtype == torch.bfloat16
         rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
         lse = torch.empty(2 * shard.count, dtype=torch.float32, device=x.device)
         pos = torch.empty_like(lse)
         family = _family(x.dtype, input_precision)
         block_k = _block_k(d, family)
-        _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
-            x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
         cfg = _pick(FWD_CONFIGS, family, 2 * shard.count, tiles)
         grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), 2)
-        _ntxent_fwd_kernel[grid](
-            x, rnorm, lse, pos, two_n, two_n // 2, shard.start, shard.count, d, x.stride(0),
-            LOG2E / temperature, BLOCK_K=block_k, INPUT_PRECISION=input_precision,
-            UPCAST=upcast, **cfg)
+        with launch_device(x):
+            _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
+                x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
+            _ntxent_fwd_kernel[grid](
+                x, rnorm, lse, pos, two_n, two_n // 2, shard.start, shard.count, d,
+                x.stride(0), LOG2E / temperature, BLOCK_K=block_k,
+                INPUT_PRECISION=input_precision, UPCAST=upcast, **cfg)
         ctx.save_for_backward(x, rnorm, shard.gather_rows(lse))
         ctx.temperature = temperature
         ctx.input_precision = input_precision
@@ -330,24 +320,25 @@ class TritonNTXent(torch.autograd.Function):
         x, rnorm, lse = ctx.saved_tensors
         shard = ctx.shard
         two_n, d = x.shape
-        upcast = _interpreting() and x.dtype == torch.bfloat16
+        upcast = interpreting() and x.dtype == torch.bfloat16
         dz = torch.empty((2 * shard.count, d), dtype=torch.float32, device=x.device)
         family = _family(x.dtype, ctx.input_precision)
         cfg = _pick(BWD_CONFIGS, family, 2 * shard.count, ctx.tiles)
         block_d = _block_dout(d)
         grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), triton.cdiv(d, block_d), 2)
         grad = grad_loss.detach().reshape(1).to(torch.float32).contiguous()
-        _ntxent_bwd_kernel[grid](
-            x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
-            x.stride(0), dz.stride(0), LOG2E / ctx.temperature,
-            shard.grad_scale / (two_n * ctx.temperature),
-            BLOCK_K=_block_k(d, family), BLOCK_DOUT=block_d,
-            INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
-        x, rnorm = shard.own_rows(x), shard.own_rows(rnorm)
+        own_x, own_rnorm = shard.own_rows(x), shard.own_rows(rnorm)
         dx = torch.empty((2 * shard.count, d), dtype=x.dtype, device=x.device)
-        _normalize_bwd_kernel[(triton.cdiv(2 * shard.count, ROWWISE_BLOCK_M),)](
-            x, rnorm, dz, dx, 2 * shard.count, d, x.stride(0), dz.stride(0), dx.stride(0),
-            BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_d)
+        with launch_device(x):
+            _ntxent_bwd_kernel[grid](
+                x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
+                x.stride(0), dz.stride(0), LOG2E / ctx.temperature,
+                shard.grad_scale / (two_n * ctx.temperature),
+                BLOCK_K=_block_k(d, family), BLOCK_DOUT=block_d,
+                INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
+            _normalize_bwd_kernel[(triton.cdiv(2 * shard.count, ROWWISE_BLOCK_M),)](
+                own_x, own_rnorm, dz, dx, 2 * shard.count, d, own_x.stride(0), dz.stride(0),
+                dx.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_d)
         n = shard.count
         return dx[:n], dx[n:], None, None, None, None, None, None
 
@@ -355,40 +346,52 @@ class TritonNTXent(torch.autograd.Function):
 def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
                    input_precision: str = "ieee", tiles: dict | None = None,
                    shard=None) -> torch.Tensor:
-    """NT-Xent with the Triton kernels. z1, z2: (N, D) fp32/bf16/fp16 on a CUDA device (or
-    CPU under TRITON_INTERPRET=1). ``input_precision``: "ieee" or "tf32" (fp32 inputs).
-    ``tiles``: optional ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the
-    production configs, for tests. ``shard``: this rank's
-    :class:`~ecgfast.distributed.RowShard` of a distributed batch (None: all is here).
-    Returns the fp32 mean over the 2N rows (of the global batch)."""
+    """NT-Xent with the Triton kernels. z1, z2: (N, D) of one dtype that :data:`BACKEND`
+    takes (fp32/bf16/fp16), on a CUDA device (or CPU under TRITON_INTERPRET=1).
+    ``input_precision``: "ieee" or "tf32" (fp32 inputs). ``tiles``: optional
+    ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the production configs,
+    for tests. ``shard``: this rank's :class:`~ecgfast.distributed.RowShard` of a
+    distributed batch (None: all is here). Returns the fp32 mean over the 2N rows (of the
+    global batch). Checks the kernel-only arguments, and each view against
+    :data:`BACKEND`'s capabilities (dispatch's path, :func:`_run`, skips both checks).
+    """
+    if input_precision not in ("ieee", "tf32"):
+        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}")
     if tiles is not None:
         for key in ("BLOCK_M", "BLOCK_N"):
             v = tiles.get(key)
             if not isinstance(v, int) or v < 16 or v & (v - 1):
                 raise ValueError(f"tiles[{key!r}] must be a power of two >= 16, got {v!r}")
-    if input_precision not in ("ieee", "tf32"):
-        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}")
+    capabilities = BACKEND.capabilities
     for name, z in (("z1", z1), ("z2", z2)):
-        if z.dtype not in _SUPPORTED:
-            raise TypeError(f"triton NT-Xent: {name} must be float32, bfloat16 or float16, "
-                            f"got {z.dtype}")
-        if z.device.type != "cuda" and not _interpreting():
-            raise ValueError(f"triton NT-Xent: {name} is on {z.device}; the Triton backend "
-                             "needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
+        if z.dtype not in capabilities.dtypes:
+            raise TypeError(f"triton NT-Xent: {name} must be "
+                            f"{dtype_names(capabilities.dtypes)}, got {z.dtype}")
+        reasons = capabilities.reasons(z)
+        if reasons:
+            raise BackendUnavailable(f"triton NT-Xent cannot take {name}: " + "; ".join(reasons))
     if z1.dtype != z2.dtype:
         raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
+    return _apply(z1, z2, temperature, input_precision, tiles, shard)
+
+
+def _apply(z1, z2, temperature, input_precision, tiles, shard):
     z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
     return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles, shard,
                               z1_all, z2_all)
 
 
 def _run(z1, z2, temperature, shard=None):
+    """The dispatch entry: inputs already validated by :func:`ecgfast.losses.nt_xent` and
+    accepted by :data:`BACKEND`; mixed dtypes are promoted, the fp32 dot mode follows
+    PyTorch's matmul setting."""
     if z1.dtype != z2.dtype:
         dtype = torch.promote_types(z1.dtype, z2.dtype)
         z1, z2 = z1.to(dtype), z2.to(dtype)
-    return nt_xent_triton(z1, z2, temperature, input_precision=fp32_dot_precision("matmul"),
-                          shard=shard)
+    return _apply(z1, z2, temperature, dot_input_precision(z1.dtype, "matmul"), None, shard)
 
 
+#: CUDA tensors (CPU ones under the interpreter) in fp32, bf16 or fp16.
 BACKEND = Backend("nt_xent", "triton", _run,
-                  Capabilities(dtypes=tuple(_SUPPORTED), triton=True))
+                  Capabilities(dtypes=(torch.float32, torch.bfloat16, torch.float16),
+                               triton=True))

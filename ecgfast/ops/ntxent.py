@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ecgfast.dispatch import Backend
+from ecgfast.dispatch import Backend, Capabilities
 
 
 def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,4 +62,5 @@ def nt_xent_eager(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
     return shard.join_loss(part / (2 * shard.total))
 
 
-BACKEND = Backend("nt_xent", "eager", nt_xent_eager)
+#: Any device ("meta" included) and the default floating dtypes (fp32, fp64, bf16, fp16).
+BACKEND = Backend("nt_xent", "eager", nt_xent_eager, Capabilities(devices=None))

@@ -168,3 +168,17 @@ def test_grid_covers_every_requirement():
     assert seen["n"] == {1, 2, 7, 64, 300} and seen["d"] == set(DS)
     assert seen["tau"] == set(TAUS) and seen["dtype"] == set(DTYPES)
     assert seen["layout"] == set(LAYOUTS)
+
+
+def test_kernel_function_refuses_what_the_backend_does_not_take(monkeypatch):
+    """nt_xent_triton checks its views against the backend's declared capabilities: the
+    device rule (CUDA, or CPU under the interpreter) names the view and the device."""
+    z = torch.randn(4, 16)
+    with pytest.raises(ValueError, match="triton NT-Xent cannot take z1: it needs CUDA "
+                                         "tensors, got meta"):
+        nt_xent_triton(z.to("meta"), z.to("meta"), 0.5)
+    if not ON_GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="triton NT-Xent cannot take z1: it needs CUDA "
+                                         "tensors, got cpu"):
+        nt_xent_triton(z, z, 0.5)
