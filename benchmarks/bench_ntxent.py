@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from common import PeakMemory, device_info, gemm_rate
+from common import PeakMemory, device_info, same_run_gemm_rate, sync
 
 from ecgfast.losses import nt_xent
 
@@ -32,7 +32,6 @@ CUDA_SIZES = (8192, 65536, 262144)
 ROUNDS = {1024: 20, 8192: 5, 16384: 3, CPU_LARGE: 1}
 
 _RESULTS: dict[tuple[str, str, int], dict] = {}
-_GEMM: dict[str, float] = {}
 
 
 def floors(two_n: int, d: int = D, bytes_per_value: int = 4) -> dict:
@@ -43,17 +42,6 @@ def floors(two_n: int, d: int = D, bytes_per_value: int = 4) -> dict:
     }
 
 
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _gemm(device: str) -> float:
-    if device not in _GEMM:
-        _GEMM[device] = gemm_rate(device)
-    return _GEMM[device]
-
-
 def _run(benchmark, device, backend, two_n, dtype):
     torch.manual_seed(0)
     z1 = torch.randn(two_n // 2, D, device=device, dtype=dtype, requires_grad=True)
@@ -62,7 +50,7 @@ def _run(benchmark, device, backend, two_n, dtype):
     def step():
         z1.grad = z2.grad = None
         nt_xent(z1, z2, TAU, backend=backend).backward()
-        _sync(device)
+        sync(device)
 
     rounds = ROUNDS.get(two_n, 3)
     if rounds > 1:
@@ -88,7 +76,7 @@ def _run(benchmark, device, backend, two_n, dtype):
         "peak_memory_bytes": pm.peak_bytes,
         **fl,
         "flops_per_s_at_floor": fl["flop_floor"] / median,
-        "gemm_flops_per_s": _gemm(device),
+        "gemm_flops_per_s": same_run_gemm_rate(device),
     }
     info["fraction_of_gemm"] = info["flops_per_s_at_floor"] / info["gemm_flops_per_s"]
     benchmark.extra_info.update(info)

@@ -1,15 +1,25 @@
-"""Shared measurement helpers for the benchmark suites.
+"""Shared measurement helpers for the benchmark suites (one copy of each).
 
 Every suite records, next to its timings: the device (:func:`device_info`), the fp32 GEMM
-rate measured in the same run (:func:`gemm_rate`), and peak memory (:class:`PeakMemory`).
+rate measured in the same run (:func:`gemm_rate`, once per process:
+:func:`same_run_gemm_rate`), and peak memory (:class:`PeakMemory`); :func:`sync` waits for
+the device, :func:`free_port` gives multi-process suites a localhost port.
+
+The suites import this as ``common`` (``benchmarks`` is on pytest's ``pythonpath``, see
+pyproject.toml; a suite run as a script has its own folder on ``sys.path``) and run only
+when asked for::
+
+    python -m pytest benchmarks/bench_encoder.py --benchmark-json benchmarks/results/encoder-cpu.json
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
+import socket
 import statistics
 import threading
 import time
@@ -53,18 +63,33 @@ def gemm_rate(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 
     b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for i in range(repeats + 3):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
 
 
-def _sync(device) -> None:
+@functools.cache
+def same_run_gemm_rate(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """:func:`gemm_rate` measured once per process and device/dtype, for every result of a
+    run to be compared against the same figure."""
+    return gemm_rate(device, dtype)
+
+
+def sync(device) -> None:
+    """Wait for the work queued on ``device`` (a no-op off CUDA)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a process group's MASTER_PORT)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _rss_bytes() -> int:

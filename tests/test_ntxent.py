@@ -1,9 +1,10 @@
-"""NT-Xent: the streaming backend and the public API against the eager reference.
+"""NT-Xent: the public API, the eager reference and the streaming backend.
 
 Every comparison is against :func:`ecgfast.ops.nt_xent_reference` evaluated in float64 on
 the same input values (upcast), with a random upstream gradient, over awkward shapes,
-every input dtype and contiguous/strided layouts. The Triton kernels have their own file
-(tests/kernels/test_ntxent_triton.py).
+every input dtype and contiguous/strided layouts (helpers: tests/ntxent_helpers.py). The
+Triton kernels have their own file (tests/kernels/test_ntxent_triton.py), the
+distributed loss too (tests/test_ntxent_distributed.py).
 """
 
 from __future__ import annotations
@@ -14,26 +15,24 @@ import zlib
 
 import pytest
 import torch
+from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+    DS,
+    LAYOUTS,
+    TAUS,
+    assert_matches,
+    gradient_scale,
+    make_views,
+    one_thread,
+    reference_and_grads,
+    run_backend,
+)
 
 from ecgfast import dispatch
 from ecgfast.losses import NTXentLoss, nt_xent
 from ecgfast.ops import nt_xent_reference
 from ecgfast.streaming import default_block_cols, default_block_rows, nt_xent_streaming
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of small matmuls: one intra-op thread is faster on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 NS = (1, 2, 7, 64, 300)
-DS = (1, 16, 24, 128, 200)
-TAUS = (0.01, 0.07, 0.5)
-LAYOUTS = ("contiguous", "strided", "transposed")
 
 #: (loss rtol, gradient tolerance relative to the largest reference gradient entry).
 #: The streaming backend computes in fp32 for fp32/bf16/fp16 inputs, so the loss is fp32
@@ -47,79 +46,86 @@ STREAMING_TOL = {
 }
 
 
-def make_views(n, d, dtype, layout, seed, scale=1.0):
-    """Two (n, d) views in ``dtype`` with the requested memory layout (fresh random values)."""
-    g = torch.Generator().manual_seed(seed)
 
-    def rand(*shape):
-        return (torch.randn(*shape, generator=g) * scale).to(dtype)
-
-    def one():
-        if layout == "contiguous":
-            return rand(n, d)
-        if layout == "strided":  # every other row and column of a bigger tensor
-            return rand(2 * n, 2 * d + 1)[::2, 1::2]
-        if layout == "transposed":
-            return rand(d, n).T
-        raise ValueError(layout)  # pragma: no cover
-
-    z1, z2 = one(), one()
-    if layout != "contiguous" and n > 1 and d > 1:
-        assert not z1.is_contiguous()
-    return z1, z2
+# ----------------------------------------------------------------------------- small cases
 
 
-def reference_and_grads(z1, z2, tau, upstream):
-    a = z1.detach().double().requires_grad_()
-    b = z2.detach().double().requires_grad_()
-    loss = nt_xent_reference(a, b, tau)
-    ga, gb = torch.autograd.grad(loss * upstream, (a, b))
-    return loss.detach(), ga, gb
+def _hand_nt_xent(z1, z2, tau):
+    """Loop over rows; nothing shared with the implementation but the formula."""
+    z = torch.cat([z1, z2]).double()
+    z = z / z.norm(dim=1, keepdim=True)
+    n2 = z.shape[0]
+    n = n2 // 2
+    total = 0.0
+    for i in range(n2):
+        pos = (i + n) % n2
+        denom = sum(math.exp(float(z[i] @ z[k]) / tau) for k in range(n2) if k != i)
+        total += -math.log(math.exp(float(z[i] @ z[pos]) / tau) / denom)
+    return total / n2
 
 
-def run_backend(fn, z1, z2, tau, upstream):
-    a = z1.detach().clone().requires_grad_() if z1.is_contiguous() else _same_strides(z1)
-    b = z2.detach().clone().requires_grad_() if z2.is_contiguous() else _same_strides(z2)
-    loss = fn(a, b, tau)
-    ga, gb = torch.autograd.grad(loss * upstream, (a, b))
-    return loss.detach(), ga, gb
+def test_nt_xent_small_case_by_hand():
+    # 2 pairs in 2-D, cosines easy to check: z1 = [e1, e2], z2 = [e1, -e2]
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z2 = torch.tensor([[3.0, 0.0], [0.0, -1.0]])
+    tau = 0.5
+    # row e1 (i=0): others e2 (cos 0), e1 (pos, cos 1), -e2 (cos 0)
+    # loss_0 = log(e^0 + e^2 + e^0) - 2; the same for every row by symmetry, except
+    # row e2 (i=1): others e1 (0), e1 (0), -e2 (pos, cos -1) -> log(1 + 1 + e^-2) + 2
+    l_a = math.log(2 + math.exp(2)) - 2
+    l_b = math.log(2 + math.exp(-2)) + 2
+    expected = (2 * l_a + 2 * l_b) / 4
+    assert nt_xent(z1, z2, tau).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(_hand_nt_xent(z1, z2, tau), rel=1e-9)
 
 
-def _same_strides(z):
-    """A leaf with the same (non-contiguous) strides as ``z``."""
-    out = torch.empty_strided(z.shape, z.stride(), dtype=z.dtype)
-    out.copy_(z)
-    return out.requires_grad_()
+@pytest.mark.parametrize("n,d,tau", [(1, 3, 0.5), (5, 8, 0.1), (13, 3, 0.07)])
+def test_nt_xent_matches_loop(n, d, tau):
+    g = torch.Generator().manual_seed(n * 100 + d)
+    z1, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    assert nt_xent(z1, z2, tau).item() == pytest.approx(_hand_nt_xent(z1, z2, tau), rel=1e-5)
 
 
-def gradient_scale(z1, z2, tau, upstream):
-    """Natural size of a gradient entry: g / (2N tau min_i ||x_i||).
-
-    ``dL/dz_i`` (before the normalisation's backward) is a sum of unit vectors weighted by
-    probabilities, times g / (2N tau); the normalisation divides it by ||x_i||. Errors are
-    measured against this, not against the largest reference entry, because the projection
-    ``dz - z (z . dz)`` can cancel to (exactly) zero, e.g. for D = 1.
-    """
-    x = torch.cat([z1, z2]).double()
-    min_norm = torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12).min().item()
-    return abs(upstream) / (x.shape[0] * tau * min_norm)
+def test_nt_xent_single_pair_is_zero_and_scale_invariant():
+    z1, z2 = torch.randn(1, 4), torch.randn(1, 4)
+    assert nt_xent(z1, z2).item() == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    assert nt_xent(a, b).item() == pytest.approx(nt_xent(3 * a, 0.2 * b).item(), rel=1e-5)
 
 
-def assert_matches(got, ref, loss_rtol, grad_tol, what, grad_scale):
-    """Loss within ``loss_rtol * max(|ref|, 1)``; each gradient entry within
-    ``grad_tol * max(grad_scale, max |ref grad|)``."""
-    loss, ga, gb = got
-    rloss, rga, rgb = ref
-    assert loss.dtype == torch.promote_types(ga.dtype, torch.float32)
-    assert torch.isfinite(loss), f"{what}: loss not finite"
-    err = abs(loss.double().item() - rloss.item())
-    assert err <= loss_rtol * max(abs(rloss.item()), 1.0), f"{what}: loss {loss.item()} vs {rloss.item()}"
-    for name, g, r in (("dz1", ga, rga), ("dz2", gb, rgb)):
-        assert g.shape == r.shape
-        assert bool(torch.isfinite(g).all()), f"{what}: {name} not finite"
-        scale = max(grad_scale, rga.abs().max().item(), rgb.abs().max().item())
-        gerr = (g.double() - r).abs().max().item()
-        assert gerr <= grad_tol * scale, f"{what}: {name} max error {gerr:.3e} vs scale {scale:.3e}"
+def test_nt_xent_module_and_grad():
+    z1 = torch.randn(4, 8, requires_grad=True)
+    z2 = torch.randn(4, 8, requires_grad=True)
+    loss = NTXentLoss(0.2)(z1, z2)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert z1.grad is not None and torch.isfinite(z1.grad).all()
+
+
+def test_nt_xent_half_inputs_give_fp32():
+    z = torch.randn(4, 8)
+    assert nt_xent(z.half(), z.flip(0).half()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "z1,z2,tau,exc,match",
+    [
+        (torch.randn(4, 8), torch.randn(5, 8), 0.5, ValueError, "same shape"),
+        (torch.randn(4), torch.randn(4), 0.5, ValueError, "z1 must be"),
+        (torch.randn(4, 8), torch.randn(4, 8), 0.0, ValueError, "temperature"),
+        (torch.randn(4, 8), torch.randn(4, 8), -1.0, ValueError, "temperature"),
+        (torch.full((4, 8), float("nan")), torch.randn(4, 8), 0.5, ValueError, "z1 contains NaN"),
+        (torch.ones(4, 8, dtype=torch.int32), torch.ones(4, 8, dtype=torch.int32), 0.5, TypeError, "floating"),
+    ],
+)
+def test_nt_xent_bad_input(z1, z2, tau, exc, match):
+    with pytest.raises(exc, match=match):
+        nt_xent(z1, z2, tau)
+
+
+def test_nt_xent_unavailable_backend_is_named():
+    with pytest.raises(ValueError, match="backend"):
+        nt_xent(torch.randn(2, 3), torch.randn(2, 3), backend="nope")
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -318,3 +324,4 @@ def test_rows_reference_of_a_partition_sums_to_the_reference(n, cuts):
                                    atol=1e-12)
     if len(cuts) > 1:  # a share alone is not the whole loss
         assert abs(shares[0].item() / (2 * n) - full.item()) > 1e-3
+

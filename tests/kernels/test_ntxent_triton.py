@@ -6,7 +6,7 @@ for N in {1, 2, 7} (tau and layout rotating), plus hand-picked awkward larger ca
 tiles that do not divide 2N or D. Values and both gradients, random upstream gradient.
 
 Stated tolerances (loss: relative to max(|loss|, 1); gradients: relative to the natural
-gradient size, see tests/test_ntxent.py::gradient_scale):
+gradient size, see tests/ntxent_helpers.py::gradient_scale):
 
 - fp32, input_precision="ieee": 1e-5 and 1e-5.
 - fp16: loss 1e-5 (the x x^T dot takes the fp16 inputs: exact products, fp32 sums);
@@ -21,22 +21,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_ntxent import (  # noqa: F401 - _one_thread is an autouse fixture
+from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     DS,
     LAYOUTS,
     TAUS,
-    _one_thread,
     assert_matches,
     gradient_scale,
     make_views,
+    one_thread,
     reference_and_grads,
     run_backend,
 )

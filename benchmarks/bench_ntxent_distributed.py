@@ -10,12 +10,12 @@ are negatives) forward + backward, two ways, interleaved round by round:
 - ``sharded``: ``nt_xent(z1, z2, gather_distributed=True)``, each rank computing only its
   own anchor rows' terms (:class:`ecgfast.distributed.RowShard`).
 
-Both give the same loss and gradients (tests/test_distributed.py). Recorded per backend
+Both give the same loss and gradients (tests/test_ntxent_distributed.py). Recorded per backend
 ("streaming", "eager") and size: the median time per step on each rank, the slower rank's
 median (what a synchronous step waits for), the ratio gathered / sharded, and each rank's
 peak resident memory above its baseline during one step of each kind.
 
-    python -m pytest benchmarks/bench_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
+    python -m pytest benchmarks/bench_ntxent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
 
 CPU only: NCCL cannot put two ranks on one GPU, and a lent machine has one.
 """
@@ -23,26 +23,19 @@ CPU only: NCCL cannot put two ranks on one GPU, and a lent machine has one.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from common import PeakMemory, device_info
+from common import PeakMemory, device_info, free_port
 
 WORLD = 2
 D = 128
 TAU = 0.5
 #: (backend, global 2N, rounds)
 CASES = [("streaming", 4096, 7), ("streaming", 16384, 3), ("eager", 4096, 7)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, port, backend, two_n, rounds, out_dir):
@@ -98,7 +91,7 @@ def _worker(rank, port, backend, two_n, rounds, out_dir):
 
 @pytest.mark.parametrize("backend,two_n,rounds", CASES)
 def test_distributed_ntxent(benchmark, tmp_path, backend, two_n, rounds):
-    mp.spawn(_worker, args=(_free_port(), backend, two_n, rounds, str(tmp_path)),
+    mp.spawn(_worker, args=(free_port(), backend, two_n, rounds, str(tmp_path)),
              nprocs=WORLD, join=True)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     info: dict = {"backend": backend, "two_n": two_n, "d": D, "world_size": WORLD,
