@@ -41,12 +41,14 @@ def is_distributed() -> bool:
 
 
 def _row_counts(n_local: int, device: torch.device, group) -> list[int]:
-    """Every rank's row count, in rank order (one small all-gather)."""
+    """Every rank's row count, in rank order: one small all-gather, read back to the host
+    once (a synchronisation per call, kept because ranks may hold different numbers of rows,
+    e.g. the last batch of an epoch, and the gather's buffer sizes depend on them)."""
     world = dist.get_world_size(group)
     n = torch.tensor([n_local], dtype=torch.int64, device=device)
     counts = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(counts, n, group=group)
-    return [int(c.item()) for c in counts]
+    return torch.cat(counts).tolist()
 
 
 def _all_gather_rows(x: torch.Tensor, counts: list[int], group) -> torch.Tensor:

@@ -22,7 +22,15 @@ from ecgfast import dispatch
 SSL_ECG_TASK_WEIGHTS = (0.195, 0.195, 0.195, 0.0125, 0.0125, 0.195, 0.195)
 
 
-def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> None:
+def _check_temperature(temperature) -> float:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"nt_xent: temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, check_finite: bool) -> None:
+    """The one check of NT-Xent's inputs (metadata only, unless ``check_finite``)."""
     for name, z in (("z1", z1), ("z2", z2)):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"nt_xent: {name} must be a torch.Tensor, got {type(z).__name__}")
@@ -38,11 +46,23 @@ def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
         )
     if z1.device != z2.device:
         raise ValueError(f"nt_xent: z1 is on {z1.device} but z2 is on {z2.device}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"nt_xent: temperature must be a finite number > 0, got {temperature!r}")
-    for name, z in (("z1", z1), ("z2", z2)):
-        if not bool(torch.isfinite(z).all()):
-            raise ValueError(f"nt_xent: {name} contains NaN or Inf values")
+    if check_finite:  # reads every value back to the host: a debugging aid, off by default
+        for name, z in (("z1", z1), ("z2", z2)):
+            if not bool(torch.isfinite(z).all()):
+                raise ValueError(f"nt_xent: {name} contains NaN or Inf values")
+
+
+def _nt_xent(z1, z2, temperature: float, backend: str, gather_distributed: bool,
+             check_finite: bool) -> torch.Tensor:
+    """:func:`nt_xent` with its settings already checked (``NTXentLoss`` checks them once)."""
+    _check_embeddings(z1, z2, check_finite)
+    shard = None
+    if gather_distributed:
+        from ecgfast.distributed import RowShard, is_distributed
+
+        if is_distributed():
+            shard = RowShard.of_process_group(z1.shape[0], z1.device)
+    return dispatch.nt_xent(z1, z2, temperature, backend, shard)
 
 
 def nt_xent(
@@ -52,6 +72,7 @@ def nt_xent(
     *,
     backend: str = "auto",
     gather_distributed: bool = False,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """NT-Xent loss of two views.
 
@@ -68,44 +89,47 @@ def nt_xent(
             :class:`ecgfast.distributed.RowShard`). With DistributedDataParallel (which
             averages gradients over ranks) the parameter gradients are exactly those of
             that single process. A no-op without a process group.
+        check_finite: raise ValueError naming the view if z1 or z2 holds NaN or Inf. Off by
+            default: it reads the values back to the host (a device synchronisation on
+            every call), and a non-finite loss already shows the problem.
 
     Returns:
         fp32 (or fp64 for fp64 inputs) scalar, the mean over the 2N rows of
         ``logsumexp_{j != i}(s_ij) - s_{i,pos}`` with ``s = z z^T / tau``.
-    """
-    _check_embeddings(z1, z2, temperature)
-    shard = None
-    if gather_distributed:
-        from ecgfast.distributed import RowShard, is_distributed
 
-        if is_distributed():
-            shard = RowShard.of_process_group(z1.shape[0], z1.device)
-    return dispatch.nt_xent(z1, z2, float(temperature), backend, shard)
+    Only the shapes, dtypes and devices of z1 and z2 are checked, never their values
+    (unless ``check_finite``), so the call runs on ``device="meta"`` tensors too.
+    """
+    temperature = _check_temperature(temperature)
+    return _nt_xent(z1, z2, temperature, backend, gather_distributed, check_finite)
 
 
 class NTXentLoss(nn.Module):
-    """Module form of :func:`nt_xent`: ``NTXentLoss(0.5)(z1, z2)``."""
+    """Module form of :func:`nt_xent`: ``NTXentLoss(0.5)(z1, z2)``.
+
+    The settings are checked once, here; each call checks only its tensors. No parameters
+    or buffers (an objective holding one has the same ``state_dict`` keys without it).
+    """
 
     def __init__(
-        self, temperature: float = 0.5, *, backend: str = "auto", gather_distributed: bool = False
+        self, temperature: float = 0.5, *, backend: str = "auto", gather_distributed: bool = False,
+        check_finite: bool = False,
     ):
         super().__init__()
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = _check_temperature(temperature)
         self.backend = dispatch.check_backend("nt_xent", backend)
         self.gather_distributed = bool(gather_distributed)
+        self.check_finite = bool(check_finite)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return nt_xent(
-            z1, z2, self.temperature, backend=self.backend,
-            gather_distributed=self.gather_distributed,
-        )
+        return _nt_xent(z1, z2, self.temperature, self.backend, self.gather_distributed,
+                        self.check_finite)
 
     def extra_repr(self) -> str:
+        debug = ", check_finite=True" if self.check_finite else ""
         return (
             f"temperature={self.temperature}, backend={self.backend!r}, "
-            f"gather_distributed={self.gather_distributed}"
+            f"gather_distributed={self.gather_distributed}{debug}"
         )
 
 

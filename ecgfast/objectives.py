@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgfast.losses import SSL_ECG_TASK_WEIGHTS, nt_xent, transformation_recognition_loss
+from ecgfast.losses import SSL_ECG_TASK_WEIGHTS, NTXentLoss, transformation_recognition_loss
 from ecgfast.models import ECGEncoder, ProjectionHead, TransformationHeads
 from ecgfast.transforms import ContrastiveAugment, make_pretext_batch
 
@@ -32,14 +32,28 @@ def _transform_step(encoder, heads, windows, generator, weights):
     return loss, {"transform_loss": loss.detach(), "transform_acc": acc}
 
 
-def _contrastive_step(encoder, projection, augment, windows, generator, temperature, backend,
-                      gather_distributed):
+def _contrastive_step(encoder, projection, augment, loss_fn, windows, generator):
     v1, v2 = augment.two_views(windows, generator=generator)
     n = v1.shape[0]
     z = projection(encoder(torch.cat([v1, v2])))
-    kwargs = {"gather_distributed": True} if gather_distributed else {}
-    loss = nt_xent(z[:n], z[n:], temperature, backend=backend, **kwargs)
+    loss = loss_fn(z[:n], z[n:])
     return loss, {"contrastive_loss": loss.detach()}
+
+
+def _contrastive_loss(loss, temperature, backend, gather_distributed) -> NTXentLoss:
+    """``loss`` itself, or one NTXentLoss built from the keyword shorthand (not both)."""
+    shorthand = {k: v for k, v in (("temperature", temperature), ("backend", backend),
+                                   ("gather_distributed", gather_distributed)) if v is not None}
+    if loss is None:
+        return NTXentLoss(**shorthand)
+    if not isinstance(loss, NTXentLoss):
+        raise TypeError(f"loss must be an ecgfast.losses.NTXentLoss or None, got "
+                        f"{type(loss).__name__} (temperature, backend and gather_distributed "
+                        "are keyword arguments)")
+    if shorthand:
+        raise ValueError(f"pass either loss or {', '.join(shorthand)}, not both (the loss "
+                         "module holds its own settings)")
+    return loss
 
 
 def _default_heads(encoder: ECGEncoder) -> TransformationHeads:
@@ -66,31 +80,38 @@ class TransformationRecognition(nn.Module):
 
 
 class Contrastive(nn.Module):
-    """SimCLR on ECG: NT-Xent between the projections of two augmented views."""
+    """SimCLR on ECG: NT-Xent between the projections of two augmented views.
+
+    ``loss``: the :class:`~ecgfast.losses.NTXentLoss` to use (default ``NTXentLoss()``,
+    temperature 0.5). ``temperature``, ``backend`` and ``gather_distributed`` are a
+    shorthand for ``loss=NTXentLoss(temperature, backend=..., gather_distributed=...)``
+    (the module is built once, here). The loss holds no parameters, so ``state_dict`` keys
+    are those of ``encoder`` and ``projection``.
+    """
 
     def __init__(self, encoder: ECGEncoder, projection: ProjectionHead | None = None,
-                 augment: ContrastiveAugment | None = None, temperature: float = 0.5,
-                 backend: str = "auto", gather_distributed: bool = False):
+                 augment: ContrastiveAugment | None = None, loss: NTXentLoss | None = None, *,
+                 temperature: float | None = None, backend: str | None = None,
+                 gather_distributed: bool | None = None):
         super().__init__()
         self.encoder = encoder
         self.projection = projection if projection is not None else ProjectionHead(
             encoder.embedding_dim
         )
         self.augment = augment if augment is not None else ContrastiveAugment()
-        self.temperature = temperature
-        self.backend = backend
-        self.gather_distributed = gather_distributed
+        self.loss = _contrastive_loss(loss, temperature, backend, gather_distributed)
 
     def forward(self, windows: torch.Tensor, generator: torch.Generator | None = None):
-        return _contrastive_step(self.encoder, self.projection, self.augment, windows, generator,
-                                 self.temperature, self.backend, self.gather_distributed)
+        return _contrastive_step(self.encoder, self.projection, self.augment, self.loss,
+                                 windows, generator)
 
 
 class Combined(Contrastive):
     """``transform_weight * SSL-ECG loss + contrastive_weight * NT-Xent`` on one encoder.
 
     Holds ``encoder``, ``heads`` and ``projection`` once each, so the weights of all three
-    objectives share their ``state_dict`` key names.
+    objectives share their ``state_dict`` key names. ``contrastive_kwargs`` go to
+    :class:`Contrastive` (``projection``, ``augment``, ``loss`` or its shorthand).
     """
 
     def __init__(self, encoder: ECGEncoder, transform_weight: float = 1.0,
@@ -111,13 +132,15 @@ class Combined(Contrastive):
 def build_objective(name: str, encoder: ECGEncoder, *, temperature: float = 0.5,
                     nt_xent_backend: str = "auto", gather_distributed: bool = False,
                     transform_weight: float = 1.0, contrastive_weight: float = 1.0) -> nn.Module:
-    """The objective called ``name`` ("transform" | "contrastive" | "both") around ``encoder``."""
-    contrastive = {"temperature": temperature, "backend": nt_xent_backend,
-                   "gather_distributed": gather_distributed}
+    """The objective called ``name`` ("transform" | "contrastive" | "both") around ``encoder``
+    (the contrastive ones with one ``NTXentLoss(temperature, backend=nt_xent_backend,
+    gather_distributed=gather_distributed)``)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
     if name == "transform":
         return TransformationRecognition(encoder)
+    loss = NTXentLoss(temperature, backend=nt_xent_backend,
+                      gather_distributed=gather_distributed)
     if name == "contrastive":
-        return Contrastive(encoder, **contrastive)
-    if name == "both":
-        return Combined(encoder, transform_weight, contrastive_weight, **contrastive)
-    raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
+        return Contrastive(encoder, loss=loss)
+    return Combined(encoder, transform_weight, contrastive_weight, loss=loss)

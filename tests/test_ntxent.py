@@ -119,8 +119,9 @@ def test_nt_xent_half_inputs_give_fp32():
     ],
 )
 def test_nt_xent_bad_input(z1, z2, tau, exc, match):
+    # check_finite=True for the NaN case: values are checked only when asked (issue 11)
     with pytest.raises(exc, match=match):
-        nt_xent(z1, z2, tau)
+        nt_xent(z1, z2, tau, check_finite=True)
 
 
 def test_nt_xent_unavailable_backend_is_named():
@@ -266,13 +267,15 @@ def test_errors_name_the_argument(monkeypatch):
         nt_xent(z, torch.randn(5, 8))
     with pytest.raises(ValueError, match="z1 must be"):
         nt_xent(torch.randn(4), z)
+    # Values are checked only when asked (check_finite=True): the check reads them back to
+    # the host, a device synchronisation per call (issue 11; before, always checked).
     bad = z.clone()
     bad[1, 2] = float("nan")
     with pytest.raises(ValueError, match="z2 contains NaN or Inf"):
-        nt_xent(z, bad, backend="streaming")
+        nt_xent(z, bad, backend="streaming", check_finite=True)
     bad[1, 2] = float("inf")
     with pytest.raises(ValueError, match="z1 contains NaN or Inf"):
-        nt_xent(bad, z)
+        nt_xent(bad, z, check_finite=True)
     for tau in (0.0, -0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature"):
             nt_xent(z, z, tau)
@@ -325,3 +328,81 @@ def test_rows_reference_of_a_partition_sums_to_the_reference(n, cuts):
     if len(cuts) > 1:  # a share alone is not the whole loss
         assert abs(shares[0].item() / (2 * n) - full.item()) > 1e-3
 
+
+# ----------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("backend,n", [("eager", 5), ("streaming", 5), ("auto", 5),
+                                       ("auto", 2048)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_meta_tensors_run_forward_and_backward(backend, n, dtype):
+    """Every backend that accepts "meta" tensors runs on them: nothing on the default path
+    reads a value back (a sync or a data-dependent shape would raise here). "auto" picks
+    eager at 2N = 10 and streaming at 2N = 4096."""
+    z1 = torch.empty(n, 24, device="meta", dtype=dtype, requires_grad=True)
+    z2 = torch.empty(n, 24, device="meta", dtype=dtype, requires_grad=True)
+    for loss_fn in (lambda a, b: nt_xent(a, b, 0.1, backend=backend),
+                    NTXentLoss(0.1, backend=backend, gather_distributed=True)):
+        loss = loss_fn(z1, z2)
+        assert loss.device.type == "meta" and loss.shape == () and loss.dtype == torch.float32
+        g1, g2 = torch.autograd.grad(loss, (z1, z2))
+        assert g1.device.type == "meta" and g1.shape == z1.shape and g1.dtype == dtype
+        assert g2.device.type == "meta" and g2.shape == z2.shape
+    assert dispatch.resolve("nt_xent", "auto", z1, z2, 0.1, None) == (
+        "eager" if n == 5 else "streaming")
+
+
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_triton_refuses_meta_tensors_with_the_reason(monkeypatch, interpret):
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    z = torch.empty(4, 8, device="meta")
+    with pytest.raises(ValueError, match="backend='triton' cannot run nt_xent: it needs CUDA "
+                                         "tensors, got meta"):
+        nt_xent(z, z, backend="triton")
+
+
+def test_every_backend_declares_its_devices_and_dtypes():
+    floats = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
+    for name in ("eager", "streaming"):
+        caps = dispatch.load("nt_xent", name).capabilities
+        assert caps.devices is None and set(caps.dtypes) == floats and not caps.triton
+        assert caps.reasons(torch.empty(2, 2, device="meta")) == []
+    pytest.importorskip("triton")
+    caps = dispatch.load("nt_xent", "triton").capabilities
+    assert caps.triton and set(caps.dtypes) == floats - {torch.float64}
+
+
+def test_values_are_checked_only_when_asked():
+    """Default: no finiteness check (no host sync); a NaN input gives a NaN loss."""
+    z = torch.randn(4, 8)
+    bad = z.clone()
+    bad[0, 0] = float("nan")
+    for backend in ("eager", "streaming"):
+        assert torch.isnan(nt_xent(z, bad, backend=backend))
+        assert torch.isnan(NTXentLoss(backend=backend)(bad, z))
+    checked = NTXentLoss(0.3, check_finite=True)
+    assert "check_finite=True" in repr(checked)
+    with pytest.raises(ValueError, match="z1 contains NaN or Inf"):
+        checked(bad, z)
+    torch.testing.assert_close(checked(z, z.flip(0)), nt_xent(z, z.flip(0), 0.3))
+
+
+def test_module_checks_its_settings_once_and_its_tensors_per_call(monkeypatch):
+    from ecgfast import losses
+
+    calls = {"temperature": 0, "embeddings": 0}
+    for key, name in (("temperature", "_check_temperature"), ("embeddings", "_check_embeddings")):
+        real = getattr(losses, name)
+
+        def counted(*args, _real=real, _key=key):
+            calls[_key] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(losses, name, counted)
+    loss = losses.NTXentLoss(0.2)
+    z1, z2 = torch.randn(5, 6), torch.randn(5, 6)
+    for _ in range(3):
+        loss(z1, z2)
+    assert calls == {"temperature": 1, "embeddings": 3}
+    losses.nt_xent(z1, z2, 0.2)
+    assert calls == {"temperature": 2, "embeddings": 4}
