@@ -157,7 +157,11 @@ def transformation_recognition_loss(
         raise ValueError(f"labels must be ({logits.shape[0]},), got shape {tuple(labels.shape)}")
     targets = F.one_hot(labels.long(), k).to(logits.dtype)
     per_head = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=0)
-    w = torch.as_tensor(weights, dtype=per_head.dtype, device=per_head.device)
+    if isinstance(weights, torch.Tensor):
+        w = torch.as_tensor(weights, dtype=per_head.dtype, device=per_head.device)
+    else:  # filled on the device from scalars: a blocking host-to-device copy (what
+        # torch.as_tensor of a sequence does) waits for the device stream on every call
+        w = torch.stack([per_head.new_full((), float(v)) for v in weights])
     return (per_head * w).sum()
 
 
