@@ -90,9 +90,9 @@ class Contrastive(nn.Module):
     """
 
     def __init__(self, encoder: ECGEncoder, projection: ProjectionHead | None = None,
-                 augment: ContrastiveAugment | None = None, loss: NTXentLoss | None = None, *,
-                 temperature: float | None = None, backend: str | None = None,
-                 gather_distributed: bool | None = None):
+                 augment: ContrastiveAugment | None = None, temperature: float | None = None,
+                 backend: str | None = None, gather_distributed: bool | None = None, *,
+                 loss: NTXentLoss | None = None):
         super().__init__()
         self.encoder = encoder
         self.projection = projection if projection is not None else ProjectionHead(

@@ -56,7 +56,9 @@ def test_loss_settings_are_checked_once_when_the_objective_is_built():
     with pytest.raises(ValueError, match="pass either loss or temperature, not both"):
         Contrastive(encoder, loss=NTXentLoss(), temperature=0.2)
     with pytest.raises(TypeError, match="loss must be an ecgfast.losses.NTXentLoss"):
-        Contrastive(encoder, None, None, 0.5)
+        Contrastive(encoder, loss=0.5)
+    # the positional form of the earlier API (temperature 4th) still means the temperature
+    assert Contrastive(encoder, None, None, 0.3).loss.temperature == 0.3
     with pytest.raises(ValueError, match="objective must be one of"):
         build_objective("simclr", encoder)
 
