@@ -9,9 +9,9 @@ machine. Each result's ``extra_info`` holds the device, median seconds per step,
 model FLOP/s and its fraction of the GEMM rate measured in the same run, and the peak memory
 of one step. Run:
 
-    python -m pytest benchmarks/bench_block.py --benchmark-json benchmarks/results/block-<machine>.json
+    python -m pytest benchmarks/bench_encoder_block.py --benchmark-json benchmarks/results/block-<machine>.json
 
-``python benchmarks/bench_block.py`` prints the modelled bytes and FLOPs per block (the
+``python benchmarks/bench_encoder_block.py`` prints the modelled bytes and FLOPs per block (the
 table in benchmarks/README.md), no timing.
 """
 
