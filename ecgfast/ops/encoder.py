@@ -193,19 +193,19 @@ def grad_like(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 
 class _Conv1dWeightGradAsConv(torch.autograd.Function):
-    """``F.conv1d(x, weight, bias)`` (stride 1, no padding) with a faster CPU backward.
+    """``F.conv1d(x, weight, bias)`` (stride 1, no padding) with a CPU backward built
+    from forward convolutions.
 
-    PyTorch's CPU backward of a long, narrow Conv1d spends most of its time in the
-    weight gradient (several times the forward). The weight gradient is itself a
-    convolution, of the input with the output gradient over the batch axis:
-    ``dW[o, i, k] = sum_{b, t} g[b, o, t] x[b, i, t + k]`` is
-    ``conv1d(x^T, g^T)`` with batch and channels swapped, which runs at forward speed.
-    The input gradient is a plain convolution of the zero-padded output gradient with
-    the time-flipped, channel-transposed kernel, also faster on the CPU than aten's
-    transposed convolution for these kernel sizes. Same maths, same results up to float
-    rounding (tested against aten's backward). The weight gradient is returned in the
-    weight's layout (:func:`grad_like`). :func:`ecgfast.dispatch.conv_grad_as_conv`
-    decides when it is used.
+    The weight gradient is itself a convolution, of the input with the output gradient
+    over the batch axis: ``dW[o, i, k] = sum_{b, t} g[b, o, t] x[b, i, t + k]`` is
+    ``conv1d(x^T, g^T)`` with batch and channels swapped. The input gradient is a plain
+    convolution of the zero-padded output gradient with the time-flipped,
+    channel-transposed kernel. Why: aten's CPU Conv1d backward is slow in the weight
+    gradient for the encoder's long, narrow convolutions, and forward convolutions are
+    its fast path (the measured effect: benchmarks/README.md, "Encoder"). Same maths,
+    same results up to float rounding (tested against aten's backward). The weight
+    gradient is returned in the weight's layout (:func:`grad_like`);
+    :func:`ecgfast.dispatch.conv_grad_as_conv` decides when this backward is used.
     """
 
     @staticmethod
