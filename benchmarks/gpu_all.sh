@@ -10,8 +10,8 @@
 # machine run them as separate calls if they do not fit in one):
 #   tests      the whole test suite with TRITON_INTERPRET unset: the Triton kernels are
 #              compiled for the GPU, not interpreted (tests.log, tests.xml)
-#   gpu        the CUDA cases of bench_ntxent, bench_block and bench_encoder, with the GPU's
-#              GEMM rate (ntxent-gpu.json, block-gpu.json, encoder-gpu.json)
+#   gpu        the CUDA cases of bench_ntxent, bench_encoder_block and bench_encoder, with the GPU's
+#              GEMM rate (ntxent-gpu.json, encoder_block-gpu.json, encoder-gpu.json)
 #   inference  bench_inference on the host CPU: onnxruntime fp32 and INT8 against torch
 #              eager on a many-core CPU, usually with AVX-512/VNNI (inference-host.json)
 # Also written: env.txt (GPU, driver, CPU flags, library versions) and bench.log, all into
@@ -92,7 +92,7 @@ for step in "${steps[@]}"; do
         ;;
     gpu)
         bench ntxent ntxent-gpu.json 240 -k cuda
-        bench block block-gpu.json 150 -k cuda
+        bench encoder_block encoder_block-gpu.json 150 -k cuda
         bench encoder encoder-gpu.json 150 -k cuda
         ;;
     inference)

@@ -13,7 +13,8 @@ refused, and makes the few global choices a backend must not make for itself:
 - the fp32 ``tl.dot`` precision of every Triton op (:func:`fp32_dot_precision`, read from
   PyTorch's own setting for the matching cuBLAS/cuDNN op);
 - whether code is being traced (:func:`tracing`): ONNX export, ``torch.jit`` and
-  ``torch.compile`` get backends that declare ``traceable``.
+  ``torch.compile`` get backends that declare ``traceable``;
+- which autograd path the eager encoder conv takes on the CPU (:func:`conv_grad_as_conv`).
 
 Backend names: "eager" (the plain-PyTorch reference in :mod:`ecgfast.ops`), "streaming"
 (plain PyTorch that never materialises the large intermediate), "triton" (Triton kernels
@@ -272,6 +273,18 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
     return chosen.run(z1, z2, temperature, shard)
 
 
-def encoder_block(block, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """Run one :class:`ecgfast.layers.EncoderBlock` on ``x`` with the chosen backend."""
-    return select("encoder_block", backend, x, block).run(x, block)
+def encoder_block(x: torch.Tensor, params, spec, training: bool, backend: str) -> torch.Tensor:
+    """One encoder block with the chosen backend, ``(x, params, spec, training)`` as
+    :func:`ecgfast.ops.encoder.encoder_block` takes them (a
+    :class:`~ecgfast.ops.encoder.BlockParams` and a :class:`~ecgfast.ops.encoder.BlockSpec`)."""
+    chosen = select("encoder_block", backend, x, params, spec, training)
+    return chosen.run(x, params, spec, training)
+
+
+def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the eager conv uses the CPU backward that computes the weight gradient as a
+    convolution (:class:`ecgfast.ops.encoder._Conv1dWeightGradAsConv`, faster than aten's
+    CPU Conv1d backward for the encoder's long, narrow convolutions): CPU tensors, a
+    gradient needed, and not under :func:`tracing` (exporters see plain ``conv1d``)."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled()
+            and (weight.requires_grad or x.requires_grad) and not tracing())

@@ -1,8 +1,10 @@
-"""Building blocks of the encoder: squeeze-excitation and the residual conv block.
+"""Building blocks of the encoder: the residual conv block and its SE parameters.
 
-The modules own the parameters (so ``state_dict`` keys are the same for every backend);
-the maths runs through :mod:`ecgfast.dispatch`, which picks the eager reference in
-:mod:`ecgfast.ops` or a fused kernel.
+The modules own the parameters (so ``state_dict`` keys are the same for every backend)
+and hold the block's :class:`~ecgfast.ops.encoder.BlockSpec`; the maths runs through
+:func:`ecgfast.dispatch.encoder_block`, which picks the eager reference in
+:mod:`ecgfast.ops` or a fused kernel and passes it plain tensors
+(:class:`~ecgfast.ops.encoder.BlockParams`).
 """
 
 from __future__ import annotations
@@ -11,35 +13,20 @@ import torch
 from torch import nn
 
 from ecgfast import dispatch
-from ecgfast.ops.encoder import ACTIVATIONS, se_excitation
+from ecgfast.ops.encoder import BlockParams, BlockSpec
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel attention: ``a = sigmoid(W2 relu(W1 mean_t(f)))``, ``out = a * f``.
+    """The parameters of the squeeze-excitation MLP, ``a = sigmoid(W2 relu(W1 mean_t(f)))``.
 
-    Args:
-        channels: C.
-        reduction: r; the hidden width is ``max(1, C // r)``.
-
-    Forward: f (B, C, L) -> (B, C, L). :meth:`weights` gives a (B, C).
+    A parameter holder (``fc1``: C -> hidden, ``fc2``: hidden -> C, both with bias); the
+    maths is :func:`ecgfast.ops.encoder.se_excitation`, run by the block's backend.
     """
 
-    def __init__(self, channels: int, reduction: int = 8):
+    def __init__(self, channels: int, hidden: int):
         super().__init__()
-        if reduction < 1:
-            raise ValueError(f"se_reduction must be >= 1, got {reduction}")
-        hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
-
-    def parameters_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
-
-    def weights(self, f: torch.Tensor) -> torch.Tensor:
-        return se_excitation(f, *self.parameters_tuple())
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return f * self.weights(f).unsqueeze(-1)
 
 
 class EncoderBlock(nn.Module):
@@ -56,6 +43,12 @@ class EncoderBlock(nn.Module):
         pool_size: MaxPool1d size (stride ``pool_stride``), or None for a global max
             over time.
         backend: "auto" | "eager" | "triton" (see :mod:`ecgfast.dispatch`).
+
+    The options are validated by :meth:`BlockSpec.build` (the check
+    :class:`~ecgfast.models.EncoderConfig` uses) and kept as :attr:`spec`. ``conv1``,
+    ``conv2``, ``shortcut`` (``nn.Conv1d``) and ``se`` (:class:`SqueezeExcitation`) hold
+    the parameters under their usual ``state_dict`` keys; the block never calls their
+    forward (``conv1(x)`` still computes the plain 'same' convolution).
 
     Forward: x (B, C_in, L) -> (B, C, (L - pool_size) // pool_stride + 1), or (B, C)
     with the global max.
@@ -78,32 +71,39 @@ class EncoderBlock(nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.spec = spec = BlockSpec.build(
+            in_channels, out_channels, kernel_size, residual=residual, attention=attention,
+            se_reduction=se_reduction, dropout=dropout, activation=activation,
+            negative_slope=negative_slope, pool_size=pool_size, pool_stride=pool_stride)
+        self.backend = dispatch.check_backend("encoder_block", backend)
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, padding="same")
         self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding="same")
-        self.se = SqueezeExcitation(out_channels, se_reduction) if attention else None
-        self.shortcut = (
-            nn.Conv1d(in_channels, out_channels, 1) if residual and in_channels != out_channels
-            else None
-        )
-        self.residual = residual
-        self.activation = activation
-        self.negative_slope = negative_slope
-        self.dropout = dropout
-        self.pool_size = pool_size
-        self.pool_stride = pool_stride
-        self.backend = dispatch.check_backend("encoder_block", backend)
+        self.se = SqueezeExcitation(out_channels, spec.se_hidden) if spec.attention else None
+        self.shortcut = nn.Conv1d(in_channels, out_channels, 1) if spec.projection else None
+
+    # the spec's options under the names the block's users read
+    residual = property(lambda self: self.spec.residual)
+    activation = property(lambda self: self.spec.activation)
+    negative_slope = property(lambda self: self.spec.negative_slope)
+    dropout = property(lambda self: self.spec.dropout)
+    pool_size = property(lambda self: self.spec.pool_size)
+    pool_stride = property(lambda self: self.spec.pool_stride)
 
     def out_length(self, length: int) -> int:
-        if self.pool_size is None:
-            return 1
-        return (length - self.pool_size) // self.pool_stride + 1
+        return self.spec.out_length(length)
+
+    def block_params(self) -> BlockParams:
+        """This block's parameters as the op's :class:`BlockParams` (no copies)."""
+        se, sc = self.se, self.shortcut
+        return BlockParams(
+            self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias,
+            *((se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias) if se is not None
+              else (None,) * 4),
+            *((sc.weight, sc.bias) if sc is not None else (None, None)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dispatch.encoder_block(self, x, self.backend)
+        return dispatch.encoder_block(x, self.block_params(), self.spec, self.training,
+                                      self.backend)
 
     def extra_repr(self) -> str:
         pool = "global max" if self.pool_size is None else f"maxpool({self.pool_size}, {self.pool_stride})"

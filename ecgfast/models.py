@@ -22,7 +22,7 @@ from torch import nn
 
 from ecgfast import dispatch
 from ecgfast.layers import EncoderBlock
-from ecgfast.ops.encoder import ACTIVATIONS, activation
+from ecgfast.ops.encoder import BlockSpec, activation, check_block_options
 
 RESIDUAL_PRESETS = {
     "none": (False, False, False),
@@ -79,18 +79,13 @@ class EncoderConfig:
             and all(isinstance(r, bool) for r in residual)
         ):
             raise ValueError(f"residual must be a preset name or a 3-tuple of bools, got {residual!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.se_reduction < 1:
-            raise ValueError(f"se_reduction must be >= 1, got {self.se_reduction}")
         if len(self.filters) != 3 or len(self.kernel_sizes) != 3:
             raise ValueError("filters and kernel_sizes must have one entry per block (3)")
         for name in ("filters", "kernel_sizes"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if self.pool_size < 1 or self.pool_stride < 1:
-            raise ValueError("pool_size and pool_stride must be >= 1")
+        check_block_options(activation=self.activation, dropout=self.dropout,
+                            pool_size=self.pool_size, pool_stride=self.pool_stride,
+                            se_reduction=self.se_reduction)
         dispatch.check_backend("encoder_block", self.backend)
 
     @property
@@ -98,6 +93,21 @@ class EncoderConfig:
         if isinstance(self.residual, str):
             return RESIDUAL_PRESETS[self.residual]
         return self.residual
+
+    def block_options(self, i: int) -> dict:
+        """Keyword arguments of block ``i`` (0, 1, 2) for :class:`~ecgfast.layers.EncoderBlock`
+        and :meth:`~ecgfast.ops.encoder.BlockSpec.build`; block 3 pools globally."""
+        channels = (self.in_channels, *self.filters)
+        return {"in_channels": channels[i], "out_channels": channels[i + 1],
+                "kernel_size": self.kernel_sizes[i], "residual": self.residual_blocks[i],
+                "attention": self.attention, "se_reduction": self.se_reduction,
+                "dropout": self.dropout, "activation": self.activation,
+                "negative_slope": self.negative_slope,
+                "pool_size": self.pool_size if i < 2 else None, "pool_stride": self.pool_stride}
+
+    def block_specs(self) -> tuple[BlockSpec, BlockSpec, BlockSpec]:
+        """The three blocks' :class:`~ecgfast.ops.encoder.BlockSpec`."""
+        return tuple(BlockSpec.build(**self.block_options(i)) for i in range(3))
 
     @classmethod
     def ssl_ecg(cls, **overrides) -> EncoderConfig:
@@ -134,23 +144,8 @@ class ECGEncoder(nn.Module):
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else EncoderConfig()
-        channels = (config.in_channels, *config.filters)
         self.blocks = nn.ModuleList(
-            EncoderBlock(
-                channels[i],
-                channels[i + 1],
-                config.kernel_sizes[i],
-                residual=config.residual_blocks[i],
-                attention=config.attention,
-                se_reduction=config.se_reduction,
-                dropout=config.dropout,
-                activation=config.activation,
-                negative_slope=config.negative_slope,
-                pool_size=config.pool_size if i < 2 else None,
-                pool_stride=config.pool_stride,
-                backend=config.backend,
-            )
-            for i in range(3)
+            EncoderBlock(**config.block_options(i), backend=config.backend) for i in range(3)
         )
 
     @property

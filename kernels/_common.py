@@ -37,3 +37,13 @@ def launch_device(x: torch.Tensor):
     """Context that makes ``x``'s CUDA device current for a launch (Triton launches on the
     current device); a no-op for CPU tensors."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+#: Input dtypes of the encoder kernels (fp32 accumulation inside).
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_kernel_dtype(t: torch.Tensor, name: str) -> None:
+    """ValueError naming ``name`` unless ``t`` has one of :data:`KERNEL_DTYPES`."""
+    if t.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -218,7 +217,9 @@ def compile_one(spec: KernelSpec, dtype: str, config: AOTConfig, target: str) ->
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    from ecgfast.dispatch import triton_interpreting
+
+    if triton_interpreting():
         raise RuntimeError("AOT compilation needs TRITON_INTERPRET unset (run in a fresh "
                            "process: python -m ecgfast.kernels.aot)")
     ptr_dtype, precision = _split_dtype(dtype)

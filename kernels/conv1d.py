@@ -37,26 +37,29 @@ Under TRITON_INTERPRET=1 (CPU tests) bf16 outputs are staged in fp32 buffers and
 by PyTorch: the interpreter casts fp32 -> bf16 by truncation, the GPU to nearest even.
 
 Dtypes: x and W in fp32, bf16 or fp16 (the same dtype); accumulation in fp32; y in x's
-dtype; the SE partial sums in fp32. ``tl.dot`` ``input_precision``: "tf32" for fp32 when
-``torch.backends.cudnn.allow_tf32`` is set (PyTorch's default for cuDNN convolutions, so
-the eager model computes the same way), "ieee" otherwise; ignored for bf16/fp16.
+dtype; the SE partial sums in fp32. ``tl.dot`` ``input_precision`` for fp32: PyTorch's
+cuDNN convolution setting (:func:`ecgfast.kernels._common.dot_input_precision` with
+"conv"), so the eager model computes the same way; ignored for bf16/fp16.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ecgfast.kernels._common import (
+    buffer_dtype,
+    check_kernel_dtype,
+    dot_input_precision,
+    interpreting,
+    launch_device,
+)
+from ecgfast.ops.encoder import grad_like
+
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 #: The dropout RNG offset is an int32 flat index into y.
 MAX_NUMEL = 2**31 - 1
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def conv_config(c_in: int, c_out: int, k: int, length: int = 2560, ieee_fp32: bool = False,
@@ -72,7 +75,7 @@ def conv_config(c_in: int, c_out: int, k: int, length: int = 2560, ieee_fp32: bo
     """
     direct = c_in == 1
     block_co = min(128, max(16, triton.next_power_of_2(c_out)))
-    if _interpreting() if interpret is None else interpret:
+    if interpreting() if interpret is None else interpret:
         return {"BLOCK_CO": block_co,
                 "BLOCK_T": min(4096, max(16, triton.next_power_of_2(length))),
                 "BLOCK_R": min(128, max(16, triton.next_power_of_2(c_in * k))),
@@ -167,28 +170,19 @@ def _act_dropout_bwd_kernel(GY, GSUM, Y, GZ, seed, p_drop, drop_scale, negative_
     tl.store(GZ + n, g.to(GZ.dtype.element_ty), mask=ok)
 
 
-def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype of the kernel's output buffers: fp32 for bf16 under the CPU interpreter.
-
-    The interpreter casts fp32 -> bf16 by truncation (the GPU rounds to nearest even), which
-    biases every stored value; there the kernels store fp32 and PyTorch rounds.
-    """
-    return torch.float32 if _interpreting() and dtype == torch.bfloat16 else dtype
-
-
-def _input_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not _interpreting():
-        return "tf32"
-    return "ieee"
+def slope_supported(act: str, negative_slope: float) -> bool:
+    """The backward reads the activation's slope off the output's sign: leaky_relu needs
+    ``negative_slope >= 0``."""
+    return act != "leaky_relu" or negative_slope >= 0
 
 
 def _check(x, weight, bias, act, negative_slope, p):
+    """Arguments of the public :func:`conv1d_act_dropout` (the encoder block's backend is
+    checked once by dispatch instead)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ValueError(f"x must be a (batch, C_in, length) tensor, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"x must be float32, bfloat16 or float16 for the Triton conv, "
-                         f"got {x.dtype}")
+    check_kernel_dtype(x, "x (the Triton conv's input)")
     if weight.dim() != 3 or weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight must be (C_out, C_in={x.shape[1]}, K), got "
                          f"{tuple(weight.shape)}")
@@ -201,7 +195,7 @@ def _check(x, weight, bias, act, negative_slope, p):
         raise ValueError("x, weight and bias must be on the same device")
     if act not in ACT_CODES:
         raise ValueError(f"act must be one of {tuple(ACT_CODES)}, got {act!r}")
-    if act == "leaky_relu" and negative_slope < 0:
+    if not slope_supported(act, negative_slope):
         raise ValueError(f"negative_slope must be >= 0 for the Triton conv (its backward reads "
                          f"the activation's slope off the output's sign), got {negative_slope}")
     if not 0.0 <= p < 1.0:
@@ -217,25 +211,26 @@ def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
     c_out, _, k = weight.shape
     x = x.contiguous()
     weight = weight.contiguous()
-    precision = _input_precision(x.dtype)
+    precision = dot_input_precision(x.dtype, "conv")
     cfg = conv_config(c_in, c_out, k, length,
                       ieee_fp32=x.dtype == torch.float32 and precision == "ieee")
-    y = torch.empty((bsz, c_out, length), device=x.device, dtype=_buffer_dtype(x.dtype))
+    y = torch.empty((bsz, c_out, length), device=x.device, dtype=buffer_dtype(x.dtype))
     n_tblocks = triton.cdiv(length, cfg["BLOCK_T"])
     part = (torch.empty((bsz, c_out, n_tblocks), device=x.device, dtype=torch.float32)
             if write_sums else y)
     grid = (n_tblocks, triton.cdiv(c_out, cfg["BLOCK_CO"]), bsz)
-    _conv1d_fwd_kernel[grid](
-        x, weight, bias if bias is not None else weight, y, part,
-        seed, p, 1.0 / (1.0 - p), negative_slope,
-        c_out, length, c_in * k, k, (k - 1) // 2, n_tblocks, x.stride(0), x.stride(1),
-        BLOCK_CO=cfg["BLOCK_CO"], BLOCK_T=cfg["BLOCK_T"],
-        BLOCK_R=cfg["BLOCK_R"], DIRECT=cfg["DIRECT"], HAS_BIAS=bias is not None,
-        ACT=ACT_CODES[act], DROPOUT=p > 0, WRITE_SUMS=write_sums,
-        INPUT_PRECISION=precision,
-        UPCAST=_interpreting() and x.dtype != torch.float32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    with launch_device(x):
+        _conv1d_fwd_kernel[grid](
+            x, weight, bias if bias is not None else weight, y, part,
+            seed, p, 1.0 / (1.0 - p), negative_slope,
+            c_out, length, c_in * k, k, (k - 1) // 2, n_tblocks, x.stride(0), x.stride(1),
+            BLOCK_CO=cfg["BLOCK_CO"], BLOCK_T=cfg["BLOCK_T"],
+            BLOCK_R=cfg["BLOCK_R"], DIRECT=cfg["DIRECT"], HAS_BIAS=bias is not None,
+            ACT=ACT_CODES[act], DROPOUT=p > 0, WRITE_SUMS=write_sums,
+            INPUT_PRECISION=precision,
+            UPCAST=interpreting() and x.dtype != torch.float32,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
     sums = part.sum(dim=-1) if write_sums else None
     return y.to(x.dtype), sums
 
@@ -248,16 +243,17 @@ BWD_BLOCK_INTERPRET = 2**15
 
 def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
     numel = y.numel()
-    gz = torch.empty_like(y, dtype=_buffer_dtype(y.dtype))
-    block = BWD_BLOCK_INTERPRET if _interpreting() else BWD_BLOCK
+    gz = torch.empty_like(y, dtype=buffer_dtype(y.dtype))
+    block = BWD_BLOCK_INTERPRET if interpreting() else BWD_BLOCK
     grid = (triton.cdiv(numel, block),)
-    _act_dropout_bwd_kernel[grid](
-        gy.contiguous() if gy is not None else y,
-        gsums.contiguous().float() if gsums is not None else y,
-        y, gz, seed, p, 1.0 / (1.0 - p), negative_slope, y.shape[-1], numel,
-        BLOCK=block, ACT=ACT_CODES[act], DROPOUT=p > 0, HAS_GY=gy is not None,
-        HAS_GSUM=gsums is not None, num_warps=4,
-    )
+    with launch_device(y):
+        _act_dropout_bwd_kernel[grid](
+            gy.contiguous() if gy is not None else y,
+            gsums.contiguous().float() if gsums is not None else y,
+            y, gz, seed, p, 1.0 / (1.0 - p), negative_slope, y.shape[-1], numel,
+            BLOCK=block, ACT=ACT_CODES[act], DROPOUT=p > 0, HAS_GY=gy is not None,
+            HAS_GSUM=gsums is not None, num_warps=4,
+        )
     return gz.to(y.dtype)
 
 
@@ -296,7 +292,14 @@ class Conv1dActDropout(torch.autograd.Function):
             False, [0], 1, [need_x, need_w, need_b and has_bias])
         if need_x and xin is not x:
             gx = gx[..., pad_left:pad_left + x.shape[-1]]
+        if need_w:
+            gw = grad_like(gw, weight)
         return gx, gw, gb, None, None, None, None, None
+
+
+def draw_seed(p: float) -> int:
+    """A dropout seed from torch's default CPU generator (no device sync), 0 when p == 0."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if p > 0 else 0
 
 
 def conv1d_act_dropout(x, weight, bias, *, act="relu", negative_slope=0.2, p=0.0,
@@ -310,6 +313,6 @@ def conv1d_act_dropout(x, weight, bias, *, act="relu", negative_slope=0.2, p=0.0
     """
     _check(x, weight, bias, act, negative_slope, p)
     if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if p > 0 else 0
+        seed = draw_seed(p)
     return Conv1dActDropout.apply(x, weight, bias, act, float(negative_slope), float(p),
                                   int(seed), bool(write_sums))

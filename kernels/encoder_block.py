@@ -1,64 +1,77 @@
 """One encoder block on the Triton backend: three fused kernels and the tiny SE MLP.
 
-``pool(SE(F(x)) + W_s x)`` as :func:`ecgfast.ops.encoder.encoder_block` computes it, in
-launch order:
+``encoder_block_triton(x, params, spec, training)`` computes ``pool(SE(F(x)) + W_s x)``
+as :func:`ecgfast.ops.encoder.encoder_block` does, from the same inputs (plain tensors
+in a :class:`~ecgfast.ops.encoder.BlockParams`, a :class:`~ecgfast.ops.encoder.BlockSpec`),
+in launch order:
 
-1. :func:`ecgfast.kernels.conv1d.conv1d_act_dropout`: conv1 + bias + act + dropout -> h.
+1. :class:`ecgfast.kernels.conv1d.Conv1dActDropout`: conv1 + bias + act + dropout -> h.
 2. the same for conv2 -> f, with the per-(sample, channel) sums of f for the SE squeeze
    written by the conv epilogue (so f is not read again for the mean).
 3. the excitation MLP on the (B, C) means, in PyTorch (the reference
    :func:`ecgfast.ops.encoder.se_excitation` applied to the means as a length-1 signal).
-4. :func:`ecgfast.kernels.se_residual_pool.se_residual_pool`: SE scale, 1x1 shortcut or
+4. :class:`ecgfast.kernels.se_residual_pool.SEResidualPool`: SE scale, 1x1 shortcut or
    identity, max pool (or global max), writing only the pooled output and an int8 argmax.
 
 Dropout seeds come from torch's default CPU generator (one draw per conv per call), so
 ``torch.manual_seed`` reproduces the masks; backward regenerates them from the seeds.
-The parameters are the module's own (``block.conv1`` ...), so ``state_dict`` and checkpoints
-are the same as for the eager backend.
+
+What the backend supports is declared in :data:`BACKEND` and checked once by
+:mod:`ecgfast.dispatch` (the kernels' public wrappers check their own arguments; this
+path calls the autograd Functions directly).
 """
 
 from __future__ import annotations
 
 import torch
-from ecgfast.kernels.conv1d import conv1d_act_dropout
-from ecgfast.kernels.se_residual_pool import se_residual_pool
+from ecgfast.kernels._common import KERNEL_DTYPES
+from ecgfast.kernels.conv1d import MAX_NUMEL, Conv1dActDropout, draw_seed, slope_supported
+from ecgfast.kernels.se_residual_pool import MAX_POOL_SIZE, SEResidualPool
 
 from ecgfast.dispatch import Backend, Capabilities
-from ecgfast.ops.encoder import se_excitation
+from ecgfast.ops.encoder import BlockParams, BlockSpec, se_excitation
 
 
-def _seed(p: float) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if p > 0 else 0
-
-
-def encoder_block_triton(block, x: torch.Tensor) -> torch.Tensor:
-    """Run :class:`ecgfast.layers.EncoderBlock` ``block`` on x (B, C_in, L) with the kernels."""
-    p = block.dropout if block.training else 0.0
-    act, slope = block.activation, block.negative_slope
-    h, _ = conv1d_act_dropout(x, block.conv1.weight, block.conv1.bias, act=act,
-                              negative_slope=slope, p=p, seed=_seed(p))
-    f, sums = conv1d_act_dropout(h, block.conv2.weight, block.conv2.bias, act=act,
-                                 negative_slope=slope, p=p, seed=_seed(p),
-                                 write_sums=block.se is not None)
+def encoder_block_triton(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
+                         training: bool) -> torch.Tensor:
+    """One block on x (B, C_in, L) with the kernels; arguments as
+    :func:`ecgfast.ops.encoder.encoder_block`."""
+    p = spec.dropout if training else 0.0
+    act, slope = spec.activation, float(spec.negative_slope)
+    h, _ = Conv1dActDropout.apply(x, params.conv1_weight, params.conv1_bias, act, slope, p,
+                                  draw_seed(p), False)
+    f, sums = Conv1dActDropout.apply(h, params.conv2_weight, params.conv2_bias, act, slope,
+                                     p, draw_seed(p), spec.attention)
     a = None
-    if block.se is not None:
+    if spec.attention:
         mean = (sums / f.shape[-1]).to(f.dtype)
-        a = se_excitation(mean.unsqueeze(-1), *block.se.parameters_tuple())
-    sw, sb = ((block.shortcut.weight, block.shortcut.bias) if block.shortcut is not None
-              else (None, None))
-    return se_residual_pool(f, a, x if block.residual else None, sw, sb,
-                            pool_size=block.pool_size, pool_stride=block.pool_stride)
+        a = se_excitation(mean.unsqueeze(-1), *params.se)
+    return SEResidualPool.apply(f, a, x if spec.residual else None, params.shortcut_weight,
+                                params.shortcut_bias, spec.pool_size, spec.pool_stride)
 
 
-def _limits(x, block) -> list[str]:
-    if block.activation == "leaky_relu" and block.negative_slope < 0:
-        return [f"it needs negative_slope >= 0, got {block.negative_slope}"]
-    return []
+def _limits(x: torch.Tensor, params: BlockParams, spec: BlockSpec, training: bool) -> list[str]:
+    reasons = []
+    if any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in params):
+        reasons.append(f"it needs every parameter in x's dtype and device ({x.dtype}, "
+                       f"{x.device})")
+    if not slope_supported(spec.activation, spec.negative_slope):
+        reasons.append(f"it needs negative_slope >= 0 (the conv backward reads the slope off "
+                       f"the output's sign), got {spec.negative_slope}")
+    if spec.pool_size is not None and spec.pool_size > MAX_POOL_SIZE:
+        reasons.append(f"it needs pool_size <= {MAX_POOL_SIZE} (an int8 argmax), "
+                       f"got {spec.pool_size}")
+    numel = x.shape[0] * spec.out_channels * x.shape[-1]
+    if numel > MAX_NUMEL:
+        reasons.append(f"a conv output has {numel} elements, more than its int32 offsets "
+                       f"reach ({MAX_NUMEL}; split the batch)")
+    return reasons
 
 
+#: CUDA tensors (CPU ones under TRITON_INTERPRET=1, for tests), fp32/bf16/fp16; eager
+#: autograd only (not traceable: exporters and torch.compile get the eager reference).
 BACKEND = Backend(
-    "encoder_block", "triton", lambda x, block: encoder_block_triton(block, x),
-    Capabilities(dtypes=(torch.float32, torch.bfloat16, torch.float16), triton=True,
-                 traceable=False),
+    "encoder_block", "triton", encoder_block_triton,
+    Capabilities(dtypes=KERNEL_DTYPES, triton=True, traceable=False),
     _limits,
 )

@@ -36,22 +36,25 @@ the block input) and the int8 argmax, B x C x L_out bytes.
 
 Dtypes: f, x, W_s, b_s in fp32, bf16 or fp16 (one dtype), a in that dtype or fp32; all
 arithmetic in fp32; output in f's dtype. ``tl.dot`` input precision as in
-:mod:`ecgfast.kernels.conv1d` ("tf32" for fp32 when cuDNN may use TF32, else "ieee").
+:mod:`ecgfast.kernels.conv1d` (PyTorch's cuDNN convolution setting for fp32).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ecgfast.kernels._common import (
+    buffer_dtype,
+    check_kernel_dtype,
+    dot_input_precision,
+    interpreting,
+    launch_device,
+)
+from ecgfast.ops.encoder import grad_like
+
 RES_NONE, RES_IDENTITY, RES_PROJECTION = 0, 1, 2
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def pool_config(c: int, c_in: int, length: int = 1277, ieee_fp32: bool = False,
@@ -60,7 +63,7 @@ def pool_config(c: int, c_in: int, length: int = 1277, ieee_fp32: bool = False,
     ``length`` pooled outputs. ``ieee_fp32`` (exact fp32 dots, on the FMA units with the
     operands in registers) uses 16-wide C_in chunks so that sm_80 does not spill."""
     block_cin = min(16 if ieee_fp32 else 64, max(16, triton.next_power_of_2(c_in)))
-    if _interpreting() if interpret is None else interpret:  # numpy on the CPU: big tiles
+    if interpreting() if interpret is None else interpret:  # numpy on the CPU: big tiles
         return {"BLOCK_C": min(128, max(16, triton.next_power_of_2(c))),
                 "BLOCK_T": min(4096, max(16, triton.next_power_of_2(length))),
                 "BLOCK_CIN": block_cin, "num_warps": 4}
@@ -70,7 +73,7 @@ def pool_config(c: int, c_in: int, length: int = 1277, ieee_fp32: bool = False,
 
 def pool_bwd_config(length: int = 1277, interpret: bool | None = None) -> dict:
     """Launch configuration of the (element-wise) backward: BLOCK_C x BLOCK_T tiles."""
-    if _interpreting() if interpret is None else interpret:
+    if interpreting() if interpret is None else interpret:
         return {"BLOCK_C": 128, "BLOCK_T": min(4096, max(16, triton.next_power_of_2(length))),
                 "num_warps": 4}
     return {"BLOCK_C": 16, "BLOCK_T": 128, "num_warps": 4}
@@ -209,24 +212,17 @@ def _se_residual_pool_bwd_kernel(GOUT, ARG, F, A, GF, GY, PART, C, L, L_out, n_t
         tl.store(GF + offs_t, gy.to(GF.dtype.element_ty), mask=mask)
 
 
-def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp32 output buffers for bf16 under the CPU interpreter, which casts fp32 -> bf16 by
-    truncation (the GPU rounds to nearest even); PyTorch rounds afterwards."""
-    return torch.float32 if _interpreting() and dtype == torch.bfloat16 else dtype
-
-
-def _input_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not _interpreting():
-        return "tf32"
-    return "ieee"
+#: The local pool's argmax is an int8 window offset.
+MAX_POOL_SIZE = 127
 
 
 def _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride):
+    """Arguments of the public :func:`se_residual_pool` (the encoder block's backend is
+    checked once by dispatch instead)."""
     if not isinstance(f, torch.Tensor) or f.dim() != 3:
         raise ValueError(f"f must be a (batch, C, length) tensor, got "
                          f"{getattr(f, 'shape', type(f).__name__)}")
-    if f.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"f must be float32, bfloat16 or float16, got {f.dtype}")
+    check_kernel_dtype(f, "f")
     bsz, c, length = f.shape
     if a is not None and (a.shape != (bsz, c) or a.device != f.device):
         raise ValueError(f"a must be (batch, C) = {(bsz, c)} on {f.device}, got "
@@ -249,8 +245,8 @@ def _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride):
                 raise ValueError("shortcut_weight and shortcut_bias must have f's dtype "
                                  f"{f.dtype}")
     if pool_size is not None:
-        if not 1 <= pool_size <= 127 or pool_stride < 1:
-            raise ValueError(f"pool_size must be in [1, 127] and pool_stride >= 1, got "
+        if not 1 <= pool_size <= MAX_POOL_SIZE or pool_stride < 1:
+            raise ValueError(f"pool_size must be in [1, {MAX_POOL_SIZE}] and pool_stride >= 1, got "
                              f"{pool_size}, {pool_stride}")
         if length < pool_size:
             raise ValueError(f"length {length} is shorter than pool_size {pool_size}")
@@ -275,26 +271,28 @@ class SEResidualPool(torch.autograd.Function):
         bs_c = bs if bs is not None else (torch.zeros(c, device=f.device, dtype=f.dtype)
                                           if ws is not None else f)
         l_pool = 1 if pool_size is None else (length - pool_size) // pool_stride + 1
-        precision = _input_precision(f.dtype)
+        precision = dot_input_precision(f.dtype, "conv")
         cfg = pool_config(c, c_in, length if pool_size is None else l_pool,
                           ieee_fp32=f.dtype == torch.float32 and precision == "ieee")
         if pool_size is None:
-            out = torch.empty((bsz, c), device=f.device, dtype=_buffer_dtype(f.dtype))
+            out = torch.empty((bsz, c), device=f.device, dtype=buffer_dtype(f.dtype))
             arg = torch.empty((bsz, c), device=f.device, dtype=torch.int32)
             l_out, pool, n_j = 1, 0, 1
         else:
             l_out = (length - pool_size) // pool_stride + 1
-            out = torch.empty((bsz, c, l_out), device=f.device, dtype=_buffer_dtype(f.dtype))
+            out = torch.empty((bsz, c, l_out), device=f.device, dtype=buffer_dtype(f.dtype))
             arg = torch.empty((bsz, c, l_out), device=f.device, dtype=torch.int8)
             pool, n_j = pool_size, triton.cdiv(l_out, cfg["BLOCK_T"])
         grid = (n_j, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
-        _se_residual_pool_fwd_kernel[grid](
-            f, a_c, x_c, ws2, bs_c, out, arg, c, c_in, length, l_out,
-            POOL=pool, STRIDE=pool_stride, HAS_SE=a is not None, RES=res,
-            PROJ_DOT=c_in > 1, BLOCK_C=cfg["BLOCK_C"], BLOCK_T=cfg["BLOCK_T"],
-            BLOCK_CIN=cfg["BLOCK_CIN"], INPUT_PRECISION=precision,
-            UPCAST=_interpreting() and f.dtype != torch.float32, num_warps=cfg["num_warps"],
-        )
+        with launch_device(f):
+            _se_residual_pool_fwd_kernel[grid](
+                f, a_c, x_c, ws2, bs_c, out, arg, c, c_in, length, l_out,
+                POOL=pool, STRIDE=pool_stride, HAS_SE=a is not None, RES=res,
+                PROJ_DOT=c_in > 1, BLOCK_C=cfg["BLOCK_C"], BLOCK_T=cfg["BLOCK_T"],
+                BLOCK_CIN=cfg["BLOCK_CIN"], INPUT_PRECISION=precision,
+                UPCAST=interpreting() and f.dtype != torch.float32,
+                num_warps=cfg["num_warps"],
+            )
         ctx.save_for_backward(f, a, x, ws, arg)
         ctx.conf = (pool, pool_stride, l_out, bs is not None)
         return out.to(f.dtype)
@@ -311,18 +309,20 @@ class SEResidualPool(torch.autograd.Function):
         # gy gets its own buffer when a shortcut needs it and it differs from gf (SE), or
         # when it would be returned twice (identity shortcut, no SE: gf == gx)
         write_gy = x is not None and (has_se or ws is None)
-        gf = torch.empty_like(f, dtype=_buffer_dtype(f.dtype))
+        gf = torch.empty_like(f, dtype=buffer_dtype(f.dtype))
         gy = torch.empty_like(gf) if write_gy else gf
         n_t = triton.cdiv(length, cfg["BLOCK_T"])
         part = (torch.empty((bsz, c, n_t), device=f.device, dtype=torch.float32)
                 if has_se else gf)
         grid = (n_t, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
-        _se_residual_pool_bwd_kernel[grid](
-            gout.contiguous(), arg, f, a if has_se else f, gf, gy, part, c, length, l_out,
-            n_t, POOL=pool, STRIDE=stride, NQ=triton.cdiv(pool, stride) if pool else 1,
-            HAS_SE=has_se, WRITE_GY=write_gy, BLOCK_C=cfg["BLOCK_C"],
-            BLOCK_T=cfg["BLOCK_T"], num_warps=cfg["num_warps"],
-        )
+        with launch_device(f):
+            _se_residual_pool_bwd_kernel[grid](
+                gout.contiguous(), arg, f, a if has_se else f, gf, gy, part, c, length,
+                l_out, n_t, POOL=pool, STRIDE=stride,
+                NQ=triton.cdiv(pool, stride) if pool else 1, HAS_SE=has_se,
+                WRITE_GY=write_gy, BLOCK_C=cfg["BLOCK_C"], BLOCK_T=cfg["BLOCK_T"],
+                num_warps=cfg["num_warps"],
+            )
         gf, gy = gf.to(f.dtype), gy.to(f.dtype)
         ga = part.sum(-1).to(a.dtype) if has_se and need_a else None
         gx = gws = gbs = None
@@ -334,7 +334,7 @@ class SEResidualPool(torch.autograd.Function):
                 if need_x:
                     gx = torch.matmul(w2.t(), gy)
                 if need_ws:
-                    gws = torch.einsum("bol,bil->oi", gy, x).reshape(ws.shape)
+                    gws = grad_like(torch.einsum("bol,bil->oi", gy, x).reshape(ws.shape), ws)
                 if need_bs and has_bs:
                     gbs = gy.sum(dim=(0, 2))
         return (gf if need_f else None), ga, gx, gws, gbs, None, None

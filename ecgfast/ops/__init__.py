@@ -2,24 +2,31 @@
 
 These functions are the truth that the fused backends (Triton kernels, the streaming
 NT-Xent) are tested against, and the eager backend that models and losses run when no
-faster backend is chosen. Nothing here imports Triton.
+faster backend is chosen. Nothing here imports Triton. The encoder block op takes
+``(x, BlockParams, BlockSpec, training)``, the same inputs as its Triton backend.
 """
 
 from ecgfast.ops.encoder import (
+    BlockParams,
+    BlockSpec,
     activation,
     conv_act_dropout,
     encoder_block,
+    random_block_params,
     se_excitation,
     se_residual_pool,
 )
 from ecgfast.ops.ntxent import nt_xent_reference, nt_xent_rows_reference
 
 __all__ = [
+    "BlockParams",
+    "BlockSpec",
     "activation",
     "conv_act_dropout",
     "encoder_block",
     "nt_xent_reference",
     "nt_xent_rows_reference",
+    "random_block_params",
     "se_excitation",
     "se_residual_pool",
 ]

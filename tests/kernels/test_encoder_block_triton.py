@@ -37,7 +37,13 @@ from ecgfast.kernels.se_residual_pool import se_residual_pool
 
 from ecgfast import dispatch
 from ecgfast.models import RESIDUAL_PRESETS, ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import conv1d_same, conv_act_dropout, se_excitation
+from ecgfast.ops.encoder import (
+    BlockSpec,
+    conv1d_same,
+    conv_act_dropout,
+    random_block_params,
+    se_excitation,
+)
 from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -311,7 +317,7 @@ class _Bf16Rounded(torch.nn.Module):
             if blk.se is not None:  # the fused mean comes from the unrounded conv output;
                 # the excitation MLP runs in bf16 in both (PyTorch on the (B, C) means)
                 mean = f32.mean(-1, keepdim=True).bfloat16()
-                params = [q.bfloat16() for q in blk.se.parameters_tuple()]
+                params = [q.bfloat16() for q in blk.block_params().se]
                 a = se_excitation(mean, *params).float()
             sc = blk.shortcut
             args = (f, a, x if blk.residual else None, None if sc is None else sc.weight,
@@ -419,23 +425,69 @@ def test_state_dict_moves_between_backends():
     b.load_state_dict(a.state_dict())
 
 
+def _block_inputs(block):
+    return block.block_params(), block.spec, block.training
+
+
 def test_triton_backend_refusals(monkeypatch):
     block = ECGEncoder(EncoderConfig(backend="triton", **SMALL)).blocks[0]
     x = torch.randn(1, 1, 64)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="backend='triton' cannot run encoder_block: it needs CUDA tensors, got cpu"):
-        dispatch.resolve("encoder_block", "triton", x, block)
-    assert dispatch.resolve("encoder_block", "auto", x, block) == "eager"
+        dispatch.resolve("encoder_block", "triton", x, *_block_inputs(block))
+    assert dispatch.resolve("encoder_block", "auto", x, *_block_inputs(block)) == "eager"
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(ValueError, match="float32, bfloat16 or float16 inputs, got torch.float64"):
-        dispatch.resolve("encoder_block", "triton", x.double(), block)
+        dispatch.resolve("encoder_block", "triton", x.double(), *_block_inputs(block))
     leaky = ECGEncoder(EncoderConfig(backend="triton", activation="leaky_relu",
                                      negative_slope=-0.2, **SMALL)).blocks[0]
     with pytest.raises(ValueError, match="negative_slope >= 0"):
-        dispatch.resolve("encoder_block", "triton", x, leaky)
+        dispatch.resolve("encoder_block", "triton", x, *_block_inputs(leaky))
     # the CPU interpreter is for tests: "auto" never picks it
-    assert dispatch.resolve("encoder_block", "auto", x, block) == "eager"
-    assert dispatch.resolve("encoder_block", "triton", x, block) == "triton"
+    assert dispatch.resolve("encoder_block", "auto", x, *_block_inputs(block)) == "eager"
+    assert dispatch.resolve("encoder_block", "triton", x, *_block_inputs(block)) == "triton"
+
+
+def test_triton_backend_limits_name_every_reason():
+    """Limits beyond device and dtype: parameters in another dtype, a pool window too large
+    for the int8 argmax; each is named."""
+    spec = BlockSpec(3, 5, 4, pool_size=200, pool_stride=1)
+    params = random_block_params(spec, dtype=torch.float16)
+    x = torch.randn(1, 3, 300)
+    with pytest.raises(ValueError) as err:
+        dispatch.resolve("encoder_block", "triton", x, params, spec, False)
+    assert "every parameter in x's dtype" in str(err.value)
+    assert "pool_size <= 127" in str(err.value)
+    assert dispatch.resolve("encoder_block", "auto", x, params, spec, False) == "eager"
+
+
+BLOCK_SPECS = [
+    BlockSpec(1, 12, 7, residual=True, se_hidden=3, pool_size=5),         # FMA projection
+    BlockSpec(9, 9, 4, activation="leaky_relu", residual=True, pool_size=None),  # identity
+    BlockSpec(6, 20, 3, residual=True, se_hidden=5, pool_size=6, pool_stride=3),
+]
+
+
+@pytest.mark.parametrize("spec", BLOCK_SPECS, ids=lambda s: f"{s.in_channels}-{s.out_channels}")
+def test_block_op_without_a_module(spec):
+    """The block op from plain tensors and a spec (no module): the Triton backend against
+    the reference, output and the gradient of the input and every parameter."""
+    g = torch.Generator().manual_seed(spec.in_channels)
+    params = random_block_params(spec, generator=g, device=DEVICE)
+    x = torch.randn(2, spec.in_channels, 83, generator=g).to(DEVICE)
+    leaves = [x, *(t for t in params if t is not None)]
+    for t in leaves:
+        t.requires_grad_()
+    out = {}
+    for backend in ("eager", "triton"):
+        y = dispatch.encoder_block(x, params, spec, False, backend)
+        gy = torch.ones_like(y)
+        out[backend] = (y, torch.autograd.grad(y, leaves, gy))
+    assert out["triton"][0].shape == (2, spec.out_channels, spec.out_length(83)) or (
+        spec.pool_size is None and out["triton"][0].shape == (2, spec.out_channels))
+    assert rel_err(out["triton"][0], out["eager"][0]) < FP32_TOL * 10
+    for got, want in zip(out["triton"][1], out["eager"][1]):
+        assert rel_err(got, want) < FP32_TOL * 10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the auto fallback warning is CUDA-only")

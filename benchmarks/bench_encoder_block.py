@@ -1,33 +1,47 @@
-"""Encoder forward+backward: eager vs Triton (fused blocks) vs torch.compile.
+"""The encoder block op, forward + backward, per block: eager vs Triton vs torch.compile.
 
-CUDA (when present): batch 256, L = 2560 (10 s at 256 Hz), the default encoder
-(EncoderConfig(): residual everywhere, SE, relu, dropout 0.1), fp32 and bf16; variants
-"eager", "triton" (EncoderConfig(backend="triton")) and "compile" (torch.compile of the
-eager model). CPU: eager vs torch.compile only (the Triton kernels need a GPU; the CPU
-interpreter is for tests), at batch 32 so that a run takes minutes, not hours, on a small
-machine. Each result's ``extra_info`` holds the device, median seconds per step, windows/s,
-model FLOP/s and its fraction of the GEMM rate measured in the same run, and the peak memory
-of one step. Run:
+``dispatch.encoder_block(x, params, spec, True, backend)`` called directly, no module:
+the three :class:`~ecgfast.ops.encoder.BlockSpec` of the default encoder
+(``EncoderConfig().block_specs()``: 1 -> 32 channels, K = 32 at L = 2560; 32 -> 64, K = 16
+at L = 1277; 64 -> 128, K = 8 with the global max at L = 635; residual, SE, relu, dropout
+0.1) with parameters from :func:`~ecgfast.ops.encoder.random_block_params`. The input of
+blocks 2 and 3 needs a gradient, the ECG (block 1's) does not. Variants "eager" (the
+reference), "triton" (the fused kernels) and "compile" (``torch.compile`` of the
+reference). CUDA (when present): batch 256, fp32 and bf16. CPU: batch 32, fp32, eager vs
+compile (the Triton kernels need a GPU; the CPU interpreter is for tests). Each result's
+``extra_info`` holds the device, median seconds per step, windows/s, the block's modelled
+conv FLOP/s (:func:`block_traffic`) and its fraction of the GEMM rate measured in the same
+run, and the peak memory of one step. The whole encoder model: ``bench_encoder.py``. Run:
 
-    python -m pytest benchmarks/bench_block.py --benchmark-json benchmarks/results/block-<machine>.json
+    python -m pytest benchmarks/bench_encoder_block.py --benchmark-json benchmarks/results/encoder_block-<machine>.json
 
-``python benchmarks/bench_block.py`` prints the modelled bytes and FLOPs per block (the
-table in benchmarks/README.md), no timing.
+``python benchmarks/bench_encoder_block.py`` prints the modelled bytes and FLOPs per block
+(the table in benchmarks/README.md), no timing.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from common import PeakMemory, device_info, encoder_flops, gemm_rate
+from common import PeakMemory, device_info, gemm_rate
 
-from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast import dispatch
+from ecgfast.models import EncoderConfig
+from ecgfast.ops.encoder import encoder_block, random_block_params
 
 LENGTH = 2560
 BATCH = {"cuda": 256, "cpu": 32}
 VARIANTS = ("eager", "triton", "compile")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SPECS = EncoderConfig().block_specs()
 _GEMM: dict[tuple[str, torch.dtype], float] = {}
+
+
+def _lengths() -> list[int]:
+    lengths = [LENGTH]
+    for spec in SPECS[:-1]:
+        lengths.append(spec.out_length(lengths[-1]))
+    return lengths
 
 
 def _sync(device):
@@ -35,7 +49,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _skip_reason(device: str, variant: str, dtype: str) -> str | None:
+def skip_reason(device: str, variant: str, dtype: str) -> str | None:
+    """Why ``variant`` ("eager" | "triton" | "compile") in ``dtype`` is not measured on
+    ``device`` here (None: it is); bench_encoder.py uses it too."""
     if device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device: the eager/triton/compile GPU comparison needs one"
     if device == "cpu" and variant == "triton":
@@ -52,21 +68,32 @@ def _skip_reason(device: str, variant: str, dtype: str) -> str | None:
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("block", [1, 2, 3])
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
-def test_encoder_forward_backward(benchmark, device, variant, dtype):
-    reason = _skip_reason(device, variant, dtype)
+def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype):
+    reason = skip_reason(device, variant, dtype)
     if reason:
         pytest.skip(reason)
     torch.manual_seed(0)
-    batch = BATCH[device]
-    config = EncoderConfig(backend="triton" if variant == "triton" else "eager")
-    model = ECGEncoder(config).to(device, DTYPES[dtype]).train()
-    run = torch.compile(model) if variant == "compile" else model
-    x = torch.randn(batch, 1, LENGTH, device=device, dtype=DTYPES[dtype])
+    batch, spec, length = BATCH[device], SPECS[block - 1], _lengths()[block - 1]
+    params = random_block_params(spec, device=device, dtype=DTYPES[dtype])
+    for t in params:
+        if t is not None:
+            t.requires_grad_()
+    x = torch.randn(batch, spec.in_channels, length, device=device, dtype=DTYPES[dtype])
+    x.requires_grad_(block > 1)
+    if variant == "compile":
+        run = torch.compile(encoder_block)
+    else:
+        def run(x, params, spec, training):
+            return dispatch.encoder_block(x, params, spec, training, variant)
 
     def step():
-        model.zero_grad(set_to_none=True)
-        run(x).float().sum().backward()
+        x.grad = None
+        for t in params:
+            if t is not None:
+                t.grad = None
+        run(x, params, spec, True).float().sum().backward()
         _sync(device)
 
     for _ in range(3):  # warm-up: autotuning, torch.compile, allocator
@@ -78,12 +105,15 @@ def test_encoder_forward_backward(benchmark, device, variant, dtype):
     key = (device, DTYPES[dtype])
     if key not in _GEMM:
         _GEMM[key] = gemm_rate(device, DTYPES[dtype])
-    flops = encoder_flops(config, LENGTH)["forward_backward"] * batch
+    pooled = spec.out_length(length)
+    model = block_traffic(spec.in_channels, spec.out_channels, spec.kernel_size, length,
+                          pooled, batch=batch)
+    flops = model["conv_flops_forward"] + model["conv_flops_backward"]
     benchmark.extra_info.update({
-        "device": device_info(), "variant": variant, "dtype": dtype, "batch": batch,
-        "length": LENGTH, "median_s": median, "windows_per_s": batch / median,
-        "model_flops_per_s": flops / median, "gemm_flops_per_s": _GEMM[key],
-        "fraction_of_gemm_rate": flops / median / _GEMM[key],
+        "device": device_info(), "variant": variant, "dtype": dtype, "block": block,
+        "batch": batch, "length": length, "median_s": median,
+        "windows_per_s": batch / median, "model_flops_per_s": flops / median,
+        "gemm_flops_per_s": _GEMM[key], "fraction_of_gemm_rate": flops / median / _GEMM[key],
         "peak_memory_bytes": mem.peak_bytes,
     })
 
