@@ -55,33 +55,21 @@ LN2 = 0.6931471805599453
 #: hence its narrower tiles and single-stage backward loops). tests/kernels/test_aot.py
 #: checks them; the versions and the candidates that spilled are in benchmarks/README.md
 #: ("Ahead-of-time compilation").
+def _configs(*tiles):
+    """``triton.Config`` list from (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+            for m, n, w, st in tiles]
+
+
 FWD_CONFIGS = {
-    "16bit": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-    ],
-    "fp32": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-    ],
-    "fp32-ieee": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-    ],
+    "16bit": _configs((64, 64, 4, 3), (128, 64, 8, 3)),
+    "fp32": _configs((64, 64, 4, 3), (128, 64, 8, 3)),
+    "fp32-ieee": _configs((64, 32, 8, 3), (128, 64, 8, 2)),
 }
 BWD_CONFIGS = {
-    "16bit": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=2),
-    ],
-    "fp32": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=8, num_stages=2),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 16}, num_warps=8, num_stages=2),
-    ],
-    "fp32-ieee": [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=8, num_stages=1),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 16}, num_warps=8, num_stages=1),
-    ],
+    "16bit": _configs((64, 64, 4, 2), (128, 32, 8, 2)),
+    "fp32": _configs((64, 16, 8, 2), (128, 16, 8, 2)),
+    "fp32-ieee": _configs((64, 16, 8, 1), (128, 16, 8, 1)),
 }
 BLOCK_K_MAX = {"16bit": 64, "fp32": 32, "fp32-ieee": 32}
 #: Rows per program of the row-wise kernels (_rnorm_kernel, _normalize_bwd_kernel).
