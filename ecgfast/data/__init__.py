@@ -6,7 +6,8 @@
 - :func:`make_cohort`: a synthetic arousal/valence-labelled cohort of z-scored 10 s
   windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
 - :func:`read_recording` / :class:`Recording`: ``.npy``, ``.csv`` and WFDB files.
-- :func:`preprocess` / :func:`iter_windows` / :class:`Windows`: high-pass 0.8 Hz ->
+- :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
+  :class:`Windows`: high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
   :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
   :func:`window`.
@@ -22,6 +23,7 @@ from ecgfast.data.preprocessing import (
     is_flat,
     iter_windows,
     preprocess,
+    preprocess_subject,
     resample,
     robust_zscore,
     window,
@@ -43,6 +45,7 @@ __all__ = [
     "iter_windows",
     "make_cohort",
     "preprocess",
+    "preprocess_subject",
     "read_recording",
     "resample",
     "robust_zscore",

@@ -29,9 +29,9 @@ Each session also gets its own jitter: heart rate + N(0, 2.5) bpm, heart-rate st
 LF/HF x exp(N(0, 0.15)), a_T x exp(N(0, 0.05)).
 
 Every subject gets the four (arousal, valence) combinations once per four sessions, in
-a random order. The raw sessions go through :func:`ecgfast.data.preprocessing.preprocess`
-(the same chain as real recordings: 0.8 Hz high-pass, resample, robust z-score, 10 s
-windows), with the z-score statistics taken per subject over all of that subject's
+a random order. The raw sessions go through
+:func:`ecgfast.data.preprocessing.preprocess_subject` (the same chain as real recordings:
+0.8 Hz high-pass, resample, robust z-score, 10 s windows), with the z-score statistics taken per subject over all of that subject's
 sessions (the papers' per-person normalisation).
 """
 
@@ -45,12 +45,7 @@ from scipy import signal as sps
 from ecgfast import __version__
 from ecgfast.data.cohort import BINARY_CLASSES, Cohort
 from ecgfast.data.ecgsyn import DEFAULT_MORPHOLOGY, ecgsyn
-from ecgfast.data.preprocessing import (
-    DEFAULT_HIGHPASS_HZ,
-    highpass,
-    preprocess,
-    zscore_stats,
-)
+from ecgfast.data.preprocessing import DEFAULT_HIGHPASS_HZ, preprocess_subject
 
 __all__ = ["DESCRIPTION", "Cohort", "make_cohort", "session_labels"]
 
@@ -187,19 +182,16 @@ def make_cohort(
             _session_signal(subject, a, v, session_seconds, fs, np.random.default_rng([seed, s, j]))
             for j, (a, v) in enumerate(labels)
         ]
-        stats = zscore_stats(
-            np.concatenate([highpass(x, fs) for x in raws]),
+        per_session = preprocess_subject(
+            raws,
+            fs,
+            target_fs=fs,
+            window_seconds=window_seconds,
+            sources=[f"synthetic subject {s} session {session_id + j}" for j in range(len(raws))],
             source=f"synthetic subject {s}",
         )
-        for (a, v), x in zip(labels, raws):
-            w = preprocess(
-                x,
-                fs,
-                target_fs=fs,
-                window_seconds=window_seconds,
-                stats=stats,
-                source=f"synthetic subject {s} session {session_id}",
-            ).windows
+        for (a, v), win in zip(labels, per_session):
+            w = win.windows
             n = w.shape[0]
             parts["windows"].append(w)
             parts["subject"].append(np.full(n, s, dtype=np.int64))
