@@ -119,7 +119,7 @@ def check_range(values, low: float, high: float, where: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise ECGDataError(
-            f"{where}: rating {v[i]!r} (entry {i}) outside the scale [{low:g}, {high:g}]"
+            f"{where}: rating {float(v[i])!r} (entry {i}) outside the scale [{low:g}, {high:g}]"
         )
     return v
 

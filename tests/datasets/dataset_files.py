@@ -111,3 +111,96 @@ def write_wesad(root: Path, subjects=(2, 3, 4), *, python2: bool = True) -> Path
         (d / f"S{s}.pkl").write_bytes(data)
         (d / f"S{s}_readme.txt").write_text("readme\n")
     return root
+
+
+# ---------------------------------------------------------------------- DREAMER, AMIGOS
+
+
+def cell(items, shape=None) -> np.ndarray:
+    """A MATLAB cell array (object ndarray) of ``items``, shape ``shape`` (default 1 x n)."""
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out.reshape(shape if shape is not None else (1, len(items)))
+
+
+#: Per DREAMER subject: clip lengths in seconds and (arousal, valence, dominance) per clip.
+DREAMER_CLIPS = {
+    1: ([42, 55, 61], [(1, 4, 3), (5, 3, 2), (3, 2, 5)]),
+    2: ([48, 40, 66], [(4, 4, 4), (2, 1, 3), (3, 5, 1)]),
+}
+
+
+def dreamer_struct(subjects=DREAMER_CLIPS, fs=256, **overrides) -> dict:
+    data = []
+    for s, (lengths, scores) in subjects.items():
+        clips = []
+        for k, sec in enumerate(lengths):
+            lead1 = toy_ecg(256, sec, offset_s=20 * s + 7 * k)
+            lead2 = -0.5 * toy_ecg(256, sec, offset_s=20 * s + 7 * k + 1)
+            clips.append(np.stack([lead1, lead2], axis=1))
+        baseline = [np.stack([toy_ecg(256, 61, 3)] * 2, axis=1)] * len(lengths)
+        sc = np.array(scores, dtype=np.int64)
+        data.append({
+            "Age": 25, "Gender": "male",
+            "EEG": {"baseline": cell([np.zeros((4, 14))] * len(lengths), (len(lengths), 1))},
+            "ECG": {"baseline": cell(baseline, (len(lengths), 1)),
+                    "stimuli": cell(clips, (len(lengths), 1))},
+            "ScoreArousal": sc[:, 0:1], "ScoreValence": sc[:, 1:2],
+            "ScoreDominance": sc[:, 2:3],
+        })
+    top = {
+        "Data": cell(data), "EEG_SamplingRate": 128, "ECG_SamplingRate": fs,
+        "EEG_Electrodes": cell(["AF3", "F7"]), "noOfSubjects": len(subjects),
+        "noOfVideoSequences": 3, "Disclaimer": "test", "Provider": "test",
+        "Version": "1.0.2", "Acknowledgement": "test",
+    }
+    top.update(overrides)
+    return top
+
+
+def write_dreamer(path: Path, **kwargs) -> Path:
+    from scipy.io import savemat
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"DREAMER": dreamer_struct(**kwargs)})
+    return Path(path)
+
+
+#: Per AMIGOS participant: trial lengths in seconds (0 = empty trial) and ratings rows.
+AMIGOS_TRIALS = {
+    1: ([45, 0, 52, 30], [(7.5, 2.0, 5.0), None, (4.2, 6.3, 8.9), (5.0, 5.01, 1.0)]),
+    7: ([60, 41, 0], [(1.0, 9.0, 5.5), (6.0, 3.5, 4.9), None]),
+}
+
+
+def amigos_mat(trials, ratings, participant: int) -> dict:
+    joined, labels = [], []
+    for k, (sec, row) in enumerate(zip(trials, ratings)):
+        if sec == 0:
+            joined.append(np.zeros((0, 0)))
+            labels.append(np.zeros((0, 0)))
+            continue
+        x = np.random.default_rng([participant, k]).normal(0, 1.0, (int(sec * 128), 17))
+        x[:, 14] = toy_ecg(128, sec, offset_s=13 * participant + 5 * k)
+        x[:, 15] = 0.7 * toy_ecg(128, sec, offset_s=13 * participant + 5 * k + 2)
+        joined.append(x)
+        labels.append(np.array([list(row) + [5.0, 3.0] + [0] * 7], dtype=np.float64))
+    return {
+        "VideoIDs": cell([f"V{k}" for k in range(len(trials))]),
+        "joined_data": cell(joined),
+        "labels_selfassessment": cell(labels),
+        "labels_ext_annotation": cell([np.zeros((2, 3))] * len(trials)),
+    }
+
+
+def write_amigos(root: Path, participants=AMIGOS_TRIALS, *, folders: bool = False) -> Path:
+    from scipy.io import savemat
+
+    root = Path(root)
+    for p, (trials, ratings) in participants.items():
+        name = f"Data_Preprocessed_P{p:02d}"
+        d = root / name if folders else root
+        d.mkdir(parents=True, exist_ok=True)
+        savemat(d / f"{name}.mat", amigos_mat(trials, ratings, p))
+    return root
