@@ -59,7 +59,8 @@ def test_dreamer_windows_labels_scores(dreamer_file, threshold):
         assert c.scores[t].tolist() == exp[t]
         assert c.labels[t].tolist() == lab[t]
     assert c.session.tolist() == sessions
-    assert c.provenance["threshold"] == thr and "> " + f"{thr:g}" in c.provenance["rules"]["valence"]
+    assert c.provenance["threshold"] == thr
+    assert f"> {thr:g}" in c.provenance["rules"]["valence"]
     struct = dreamer_struct()
     per_subject = {
         s + 1: [clip[:, 0] for clip in struct["Data"][0, s]["ECG"]["stimuli"].ravel()]
