@@ -194,22 +194,19 @@ class Cohort:
             if description.dtype.kind != "U" or description.shape != ():
                 raise ECGDataError(f"{path}: 'description' must be a string, got {description!r}")
             provenance["description"] = str(description)
-        where = str(path)
         return _construct(
-            where,
-            windows=arrays["windows"],
-            subject=arrays["subject"],
-            session=arrays["session"],
-            fs=_scalar_fs(arrays["fs"], where),
-            arousal=arrays["arousal"],
-            valence=arrays["valence"],
+            str(path), arrays, arousal=arrays["arousal"], valence=arrays["valence"],
             provenance=provenance,
         )
 
 
-def _construct(where: str, **kwargs) -> Cohort:
+def _construct(where: str, arrays: dict, **fields) -> Cohort:
+    """A Cohort of ``arrays``' windows, subject, session and fs plus ``fields``; any
+    validation error is re-raised naming the file."""
+    fs = _scalar_fs(arrays["fs"], where)
     try:
-        return Cohort(**kwargs)
+        return Cohort(windows=arrays["windows"], subject=arrays["subject"],
+                      session=arrays["session"], fs=fs, **fields)
     except ECGDataError as exc:
         raise ECGDataError(str(exc).replace("Cohort:", f"{where}:", 1)) from None
     except (ValueError, TypeError) as exc:
@@ -261,10 +258,7 @@ def _from_v2(arrays: dict, path: Path) -> Cohort:
         )
     return _construct(
         where,
-        windows=arrays["windows"],
-        subject=arrays["subject"],
-        session=arrays["session"],
-        fs=_scalar_fs(arrays["fs"], where),
+        arrays,
         labels={t: arrays[f"label_{i}"] for i, t in enumerate(tasks)},
         classes=classes,
         scores={s: arrays[f"score_{i}"] for i, s in enumerate(scores)},

@@ -12,7 +12,6 @@ is called.
 from __future__ import annotations
 
 import codecs
-import io
 import math
 import pickle
 from pathlib import Path
@@ -116,9 +115,10 @@ class RefusedGlobal(ECGDataError):
     """A pickle asked for a global that :func:`load_pickle` does not admit."""
 
 
-def load_pickle(path: str | Path, *, max_bytes: int | None = None):
+def load_pickle(path: str | Path):
     """Unpickle ``path`` (Python 2 pickles too: latin-1 strings) admitting only numpy
-    arrays, dtypes, scalars and plain containers.
+    arrays, dtypes, scalars and plain containers. Reads from the file as it goes (no
+    second copy of the file in memory).
 
     Raises:
         ECGDataError: the file is missing, unreadable, truncated or corrupt, or the pickle
@@ -126,15 +126,14 @@ def load_pickle(path: str | Path, *, max_bytes: int | None = None):
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise ECGDataError(f"{path}: file not found") from None
     except OSError as exc:
         raise ECGDataError(f"{path}: cannot read: {exc}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ECGDataError(f"{path}: {len(data)} bytes, more than the {max_bytes} expected")
     try:
-        return _SafeUnpickler(io.BytesIO(data), str(path)).load()
+        with f:
+            return _SafeUnpickler(f, str(path)).load()
     except ECGDataError:
         raise
     except RecursionError:

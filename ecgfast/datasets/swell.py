@@ -32,12 +32,11 @@ from ecgfast.datasets._common import (
     BINARY,
     DatasetInfo,
     SubjectData,
-    Trial,
-    binarise,
     build_cohort,
     check_range,
     check_root,
     dataset_error,
+    rated_trial,
     threshold_rule,
 )
 from ecgfast.datasets.tables import read_numeric, read_rows
@@ -185,9 +184,8 @@ def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
                 skipped += 1
                 continue
             scores = {"arousal": info["arousal"], "valence": info["valence"]}
-            labels = {"condition": info["condition"],
-                      **{t: binarise(v, threshold) for t, v in scores.items()}}
-            trials.append(Trial(read_ecg(path), f"{path}: ECG", labels=labels, scores=scores))
+            trials.append(rated_trial(read_ecg(path), f"{path}: ECG", scores, threshold,
+                                      condition=info["condition"]))
         if not trials:
             raise ECGDataError(f"participant {sid}: none of {[str(p) for _, p in files[sid]]} "
                                f"has a labelled block in {sheet}")

@@ -14,16 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data import ECGDataError
+from ecgfast.data.readers import _is_number
 
 _DELIMITERS = (",", ";", "\t")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _text(path: Path) -> str:
