@@ -14,6 +14,8 @@ import numpy as np
 
 from ecgfast.data.errors import ECGDataError
 
+_CHUNK = 1 << 20
+
 
 def read_npy(f, n_bytes: int, where: str) -> np.ndarray:
     """The array in the binary stream ``f`` holding ``n_bytes`` bytes of ``.npy`` data.
@@ -45,8 +47,13 @@ def read_npy(f, n_bytes: int, where: str) -> np.ndarray:
             f"{where}: header says {shape} x {dtype} ({size} bytes) but the file holds "
             f"only {n_bytes} bytes"
         )
-    data = f.read(size)
-    if len(data) != size:
-        raise ECGDataError(f"{where}: truncated: {len(data)} of {size} data bytes")
-    arr = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
-    return arr.reshape(shape, order="F" if fortran else "C").copy()
+    arr = np.empty(math.prod(shape), dtype=dtype)
+    if size:
+        raw, pos = arr.view(np.uint8), 0
+        while pos < size:  # in chunks: no second copy of the data in memory
+            chunk = f.read(min(_CHUNK, size - pos))
+            if not chunk:
+                raise ECGDataError(f"{where}: truncated: {pos} of {size} data bytes")
+            raw[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            pos += len(chunk)
+    return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
