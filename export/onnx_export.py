@@ -37,7 +37,6 @@ ends every export:
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -49,9 +48,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from ecgfast.export.graph import _attrs, _consumers
-from onnx import TensorProto, helper, numpy_helper
 
+from ecgfast.export.passes import (
+    CannotLift,
+    fold_constants,
+    fold_max_pool_2d,
+    fold_pad_into_conv,
+    lift_to_2d,
+)
 from ecgfast.models import ECGEncoder
 
 INPUT_NAME = "ecg"
@@ -243,367 +247,6 @@ def _trace(model: ECGEncoder, opset: int, optimize: bool = True) -> onnx.ModelPr
     return proto
 
 
-# --------------------------------------------------------------------------- graph rewrites
-
-
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1:
-            attr = node.attribute[0]
-            if attr.name == "value":
-                values[node.output[0]] = numpy_helper.to_array(attr.t)
-            elif attr.name == "value_ints":
-                values[node.output[0]] = np.asarray(attr.ints, dtype=np.int64)
-            elif attr.name == "value_int":
-                values[node.output[0]] = np.asarray(attr.i, dtype=np.int64)
-    return values
-
-
-def _set_attrs(node: onnx.NodeProto, attrs: dict) -> None:
-    del node.attribute[:]
-    for name, value in attrs.items():
-        node.attribute.append(helper.make_attribute(name, value))
-
-
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.tensor_type.HasField("shape"):
-            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    for init in g.initializer:
-        ranks[init.name] = len(init.dims)
-    return ranks
-
-
-def _fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Unsqueeze(-2) -> MaxPool((1, k)) -> Squeeze(-2) on a rank-3 tensor -> MaxPool(k)."""
-    g = model.graph
-    consts = _constant_values(g)
-    ranks = _ranks(model)
-    uses = _consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
-    for pool in g.node:
-        if pool.op_type != "MaxPool" or len(pool.output) != 1:
-            continue
-        a = _attrs(pool)
-        if len(a.get("kernel_shape", [])) != 2 or a["kernel_shape"][0] != 1:
-            continue
-        unsq = producer.get(pool.input[0])
-        squeezes = uses.get(pool.output[0], [])
-        if unsq is None or unsq.op_type != "Unsqueeze" or len(squeezes) != 1:
-            continue
-        sq = squeezes[0]
-        if sq.op_type != "Squeeze" or len(uses.get(unsq.output[0], [])) != 1:
-            continue
-        if pool.output[0] in graph_outputs or unsq.output[0] in graph_outputs:
-            continue
-        if ranks.get(unsq.input[0]) != 3:
-            continue
-        ax_u = consts.get(unsq.input[1]) if len(unsq.input) > 1 else None
-        ax_s = consts.get(sq.input[1]) if len(sq.input) > 1 else None
-        if ax_u is None or ax_s is None:
-            continue
-        if [int(v) % 4 for v in ax_u.ravel()] != [2] or [int(v) % 4 for v in ax_s.ravel()] != [2]:
-            continue
-        if any(v != 0 for v in a.get("pads", [0, 0, 0, 0])[::2]):
-            continue
-        if a.get("strides", [1, 1])[0] != 1 or a.get("dilations", [1, 1])[0] != 1:
-            continue
-        new = {"kernel_shape": [a["kernel_shape"][1]]}
-        new["strides"] = [a.get("strides", [1, 1])[1]]
-        new["pads"] = [a.get("pads", [0, 0, 0, 0])[1], a.get("pads", [0, 0, 0, 0])[3]]
-        new["dilations"] = [a.get("dilations", [1, 1])[1]]
-        new["ceil_mode"] = a.get("ceil_mode", 0)
-        pool.input[0] = unsq.input[0]
-        pool.output[0] = sq.output[0]
-        _set_attrs(pool, new)
-        drop.update((id(unsq), id(sq)))
-    kept = [n for n in g.node if id(n) not in drop]
-    del g.node[:]
-    g.node.extend(kept)
-    _remove_unused(model)
-    return model
-
-
-def _fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Pad(constant 0, time axis only) -> Conv becomes one Conv with asymmetric ``pads``.
-
-    onnxscript's optimizer already does this for the traced encoder; this pass makes the
-    graph independent of that (a Pad left in place would also block the 2-D layout).
-    """
-    g = model.graph
-    consts = _constant_values(g)
-    uses = _consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
-    for conv in g.node:
-        if conv.op_type != "Conv":
-            continue
-        pad = producer.get(conv.input[0])
-        if pad is None or pad.op_type != "Pad" or len(uses.get(pad.output[0], [])) != 1:
-            continue
-        if pad.output[0] in graph_outputs:
-            continue
-        mode = _attrs(pad).get("mode", b"constant")
-        if mode not in (b"constant", "constant"):
-            continue
-        pads = consts.get(pad.input[1]) if len(pad.input) > 1 else None
-        value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
-        if pads is None or (value is not None and float(np.asarray(value).ravel()[0]) != 0.0):
-            continue
-        if len(pad.input) > 3 and pad.input[3]:
-            continue  # explicit axes: keep it simple
-        pads = [int(v) for v in np.asarray(pads).ravel()]
-        if len(pads) != 6 or any(pads[i] for i in (0, 1, 3, 4)) or min(pads) < 0:
-            continue
-        a = _attrs(conv)
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            continue
-        old = a.get("pads", [0, 0])
-        a["pads"] = [old[0] + pads[2], old[1] + pads[5]]
-        _set_attrs(conv, a)
-        conv.input[0] = pad.input[0]
-        drop.add(id(pad))
-    kept = [n for n in g.node if id(n) not in drop]
-    del g.node[:]
-    g.node.extend(kept)
-    _remove_unused(model)
-    return model
-
-
-def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Evaluate nodes whose inputs are all constants (e.g. a Reshape of reduction axes).
-
-    Runs each such node with onnx's reference evaluator and stores the result as an
-    initializer; the Constant nodes themselves become initializers too.
-    """
-    from onnx.reference import ReferenceEvaluator
-
-    g = model.graph
-    consts = _constant_values(g)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    kept, new_inits = [], []
-    for node in g.node:
-        names = [n for n in node.input if n]
-        if node.domain not in ("", "ai.onnx") or node.op_type in ("RandomNormal", "RandomUniform"):
-            kept.append(node)
-            continue
-        if node.op_type != "Constant" and not (names and all(n in consts for n in names)):
-            kept.append(node)
-            continue
-        if node.op_type == "Constant":
-            if node.output[0] not in consts:
-                kept.append(node)
-                continue
-            values = [consts[node.output[0]]]
-        else:
-            single = helper.make_model(
-                helper.make_graph(
-                    [node],
-                    "fold",
-                    [],
-                    [
-                        helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                        for o in node.output
-                    ],
-                    [numpy_helper.from_array(np.asarray(consts[n]), n) for n in names],
-                ),
-                opset_imports=[helper.make_opsetid("", opset)],
-            )
-            try:
-                values = ReferenceEvaluator(single).run(None, {})
-            except Exception:  # noqa: BLE001 - leave anything it cannot evaluate alone
-                kept.append(node)
-                continue
-        for name, value in zip(node.output, values):
-            consts[name] = np.asarray(value)
-            new_inits.append(numpy_helper.from_array(np.asarray(value), name))
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits)
-    _remove_unused(model)
-    return model
-
-
-def _remove_unused(model: onnx.ModelProto) -> None:
-    g = model.graph
-    used = {name for n in g.node for name in n.input} | {o.name for o in g.output}
-    kept_nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
-    del g.node[:]
-    g.node.extend(kept_nodes)
-    kept = [init for init in g.initializer if init.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-
-
-class _CannotLift(Exception):
-    pass
-
-
-_ELEMENTWISE_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Identity", "Neg", "Abs", "Elu"}
-_ELEMENTWISE_BINARY = {"Add", "Mul", "Sub", "Div", "Max", "Min"}
-_REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceSum", "ReduceMin"}
-_POOLS = {"MaxPool", "AveragePool"}
-
-
-def _lift_to_2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite a graph of 1-D ops on (B, C, L) tensors into 2-D ops on (B, C, 1, L).
-
-    Every rank-3 tensor that carries the time axis is "lifted" (gets an axis of size 1 at
-    position 2); Conv/MaxPool get (1, k) kernels, reductions also reduce the new axis
-    (keepdims=0) and rank >= 2 operands broadcast against lifted tensors get the axis
-    inserted. Raises :class:`_CannotLift` on any op it does not know, so the caller can
-    keep the 1-D graph.
-    """
-    model = copy.deepcopy(model)
-    g = model.graph
-    ranks = _ranks(model)
-    consts = _constant_values(g)
-    inits = {init.name: init for init in g.initializer}
-    uses = _consumers(g)
-    lifted: set[str] = set()
-    rename: dict[str, str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-    new_inits: list[onnx.TensorProto] = []
-    counter = [0]
-
-    def fresh(base: str) -> str:
-        counter[0] += 1
-        return f"{base}__2d{counter[0]}"
-
-    def const_i64(values) -> str:
-        name = fresh("axes")
-        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
-        return name
-
-    def unsqueeze(name: str, axis: int) -> str:
-        out = fresh(name)
-        new_nodes.append(helper.make_node("Unsqueeze", [name, const_i64([axis])], [out]))
-        return out
-
-    for inp in g.input:
-        if ranks.get(inp.name) == 3:
-            rename[inp.name] = unsqueeze(inp.name, 2)
-            lifted.add(rename[inp.name])
-
-    for node in g.node:
-        node = copy.deepcopy(node)
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-        ins_lifted = [name in lifted for name in node.input]
-        op = node.op_type
-        if not any(ins_lifted):
-            new_nodes.append(node)
-            continue
-        if op == "Conv":
-            if not ins_lifted[0] or any(ins_lifted[1:]):
-                raise _CannotLift("Conv weights computed from the signal")
-            w = node.input[1]
-            if w not in inits or len(uses.get(w, [])) != 1:
-                raise _CannotLift(f"Conv weight {w} is not a private initializer")
-            arr = numpy_helper.to_array(inits[w])
-            if arr.ndim != 3:
-                raise _CannotLift(f"Conv weight {w} is not 1-D")
-            inits[w].CopyFrom(numpy_helper.from_array(arr[:, :, None, :], w))
-            a = _attrs(node)
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-                raise _CannotLift("Conv with auto_pad")
-            k = a.get("kernel_shape", [arr.shape[-1]])
-            pads = a.get("pads", [0, 0])
-            a["kernel_shape"] = [1, k[0]]
-            a["pads"] = [0, pads[0], 0, pads[1]]
-            a["strides"] = [1, a.get("strides", [1])[0]]
-            a["dilations"] = [1, a.get("dilations", [1])[0]]
-            a.pop("auto_pad", None)
-            _set_attrs(node, a)
-            lifted.add(node.output[0])
-        elif op in _POOLS:
-            if len(node.output) != 1:
-                raise _CannotLift("pool with indices")
-            a = _attrs(node)
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-                raise _CannotLift("pool with auto_pad")
-            pads = a.get("pads", [0, 0])
-            a["kernel_shape"] = [1, a["kernel_shape"][0]]
-            a["pads"] = [0, pads[0], 0, pads[1]]
-            a["strides"] = [1, a.get("strides", [1])[0]]
-            if "dilations" in a:
-                a["dilations"] = [1, a["dilations"][0]]
-            a.pop("auto_pad", None)
-            _set_attrs(node, a)
-            lifted.add(node.output[0])
-        elif op in _ELEMENTWISE_UNARY:
-            lifted.add(node.output[0])
-        elif op in _ELEMENTWISE_BINARY:
-            for i, name in enumerate(node.input):
-                if ins_lifted[i]:
-                    continue
-                r = ranks.get(name)
-                if r is None:
-                    raise _CannotLift(f"rank of {name} unknown")
-                if r >= 4:
-                    raise _CannotLift(f"rank-{r} operand {name} of {op}")
-                if r >= 2:
-                    node.input[i] = unsqueeze(name, r - 1)
-            lifted.add(node.output[0])
-        elif op in _REDUCTIONS:
-            a = _attrs(node)
-            if len(node.input) > 1 and node.input[1]:
-                axes = consts.get(node.input[1])
-                if axes is None:
-                    raise _CannotLift(f"{op} with computed axes")
-                axes = [int(v) for v in np.asarray(axes).ravel()]
-            elif "axes" in a:
-                axes = list(a["axes"])
-            else:
-                raise _CannotLift(f"{op} over all axes")
-            mapped = [{0: 0, 1: 1, 2: 3}[ax % 3] for ax in axes]
-            keepdims = a.get("keepdims", 1)
-            if op == "ReduceMean" and mapped == [3]:
-                # the mean over time of (B, C, 1, L): GlobalAveragePool -> (B, C, 1, 1)
-                pooled = node.output[0] if keepdims else fresh(node.output[0])
-                new_nodes.append(
-                    helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name)
-                )
-                if keepdims:
-                    lifted.add(pooled)
-                else:
-                    new_nodes.append(
-                        helper.make_node("Flatten", [pooled], [node.output[0]], axis=1)
-                    )
-                continue
-            if not keepdims:
-                mapped = sorted(set(mapped) | {2})
-            if "axes" in a:
-                a["axes"] = mapped
-                _set_attrs(node, a)
-            else:
-                node.input[1] = const_i64(mapped)
-            if keepdims:
-                lifted.add(node.output[0])
-        else:
-            raise _CannotLift(f"no 2-D form for {op}")
-        new_nodes.append(node)
-
-    outputs = {o.name for o in g.output}
-    for name in list(outputs):
-        if name in lifted:
-            raise _CannotLift(f"graph output {name} carries the time axis")
-    del g.node[:]
-    g.node.extend(new_nodes)
-    g.initializer.extend(new_inits)
-    del g.value_info[:]
-    _remove_unused(model)
-    return model
-
-
 def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
     g = model.graph
     del g.value_info[:]
@@ -647,15 +290,13 @@ def build_onnx(
     if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
     encoder = _eager_copy(model_or_checkpoint)
-    model = _fold_pad_into_conv(
-        _fold_max_pool_2d(_fold_constants(_trace(encoder, opset, _optimize)))
-    )
+    model = fold_pad_into_conv(fold_max_pool_2d(fold_constants(_trace(encoder, opset, _optimize))))
     used_layout = "1d"
     if layout == "2d":
         try:
-            model = _lift_to_2d(model)
+            model = lift_to_2d(model)
             used_layout = "2d"
-        except _CannotLift as why:  # pragma: no cover - the encoder's ops all lift
+        except CannotLift as why:  # pragma: no cover - the encoder's ops all lift
             warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
     return _finish(model, encoder, used_layout)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from ecgfast.export.graph import fold_rows
+from ecgfast.export.passes import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
@@ -128,7 +128,7 @@ class OnnxEncoder:
             (benchmarks/README.md).
         row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
             thread count through a copy of the graph whose block 1 works on the signal
-            folded into two rows (:func:`ecgfast.export.graph.fold_rows`: same sums, but
+            folded into two rows (:func:`ecgfast.export.passes.fold_rows`: same sums, but
             onnxruntime can split block 1's convolutions over two threads at batch 1).
             Files the fold does not apply to (INT8, the 1-D layout, leaky-ReLU encoders)
             run as they are.
