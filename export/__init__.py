@@ -6,17 +6,15 @@
 - :class:`OnnxEncoder`: run the file with onnxruntime (CUDA with I/O binding when a GPU
   is usable, else the CPU).
 - :func:`quantize_onnx`: static INT8 (QDQ, per-channel weights) calibrated on windows.
+
+Modules, one job each: ``tracing`` (the eager copy and the ``torch.export`` trace),
+``passes`` (every graph rewrite), ``onnx_export`` (trace + passes + metadata -> file),
+``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`), ``quantize`` (INT8),
+``errors``, ``embed`` (a whole recording through an encoder).
 """
 
-from ecgfast.export.onnx_export import (
-    OnnxExportError,
-    ParityError,
-    ParityRow,
-    VerificationReport,
-    build_onnx,
-    export_onnx,
-    verify_onnx,
-)
+from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError
+from ecgfast.export.onnx_export import build_onnx, export_onnx
 from ecgfast.export.quantize import (
     QuantizationReport,
     compare_probe_accuracy,
@@ -24,7 +22,8 @@ from ecgfast.export.quantize import (
     linear_probe_accuracy,
     quantize_onnx,
 )
-from ecgfast.export.runtime import OnnxEncoder, OnnxModelError, cuda_usable
+from ecgfast.export.runtime import OnnxEncoder, cuda_usable
+from ecgfast.export.verify import ParityRow, VerificationReport, verify_onnx
 
 __all__ = [
     "OnnxEncoder",

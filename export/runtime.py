@@ -25,16 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from ecgfast.export.errors import OnnxModelError
 from ecgfast.export.passes import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _DEFAULT_MIN_LENGTH = 1
-
-
-class OnnxModelError(ValueError):
-    """The file is not an ONNX encoder this runtime can run; the message names the file."""
 
 
 def _ort():

@@ -10,7 +10,7 @@ split by when a pass runs, to keep each file short:
   1. :func:`fold_constants` evaluates nodes whose inputs are all constants.
   2. :func:`fold_max_pool_2d`: ``torch.export`` specialises the length axis of
      ``F.max_pool1d`` to the example length, so the trace writes max_pool1d as a (1, k)
-     max_pool2d (:mod:`ecgfast.export.trace`); the resulting Unsqueeze -> MaxPool(1, k)
+     max_pool2d (:mod:`ecgfast.export.tracing`); the resulting Unsqueeze -> MaxPool(1, k)
      -> Squeeze is folded back into a 1-D MaxPool here.
   3. :func:`fold_pad_into_conv`: the 'same' padding of the even kernels (F.pad + conv1d
      in the eager maths) becomes the Conv's own asymmetric ``pads`` attribute

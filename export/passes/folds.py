@@ -23,7 +23,7 @@ from ecgfast.export.passes._graph import (
 def fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
     """Unsqueeze(-2) -> MaxPool((1, k)) -> Squeeze(-2) on a rank-3 tensor -> MaxPool(k).
 
-    Undoes the trace's max_pool1d-as-max_pool2d (:mod:`ecgfast.export.trace`). Edits
+    Undoes the trace's max_pool1d-as-max_pool2d (:mod:`ecgfast.export.tracing`). Edits
     ``model`` in place and returns it.
     """
     g = model.graph
