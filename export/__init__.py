@@ -10,7 +10,8 @@
 Modules, one job each: ``tracing`` (the eager copy and the ``torch.export`` trace),
 ``passes`` (every graph rewrite), ``onnx_export`` (trace + passes + metadata -> file),
 ``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`), ``quantize`` (INT8),
-``errors``, ``embed`` (a whole recording through an encoder).
+``metadata`` (the file's interface names and metadata keys), ``errors``, ``embed``
+(a whole recording through an encoder).
 """
 
 from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError

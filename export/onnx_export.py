@@ -18,6 +18,14 @@ from pathlib import Path
 
 import onnx
 
+from ecgfast.export.metadata import (
+    DOC_STRING,
+    META_CONFIG,
+    META_LAYOUT,
+    META_MIN_LENGTH,
+    META_VERSION,
+    write_metadata,
+)
 from ecgfast.export.passes import (
     CannotLift,
     fold_constants,
@@ -38,12 +46,6 @@ from ecgfast.export.verify import (
 from ecgfast.models import ECGEncoder
 
 LAYOUTS = ("2d", "1d")
-
-# metadata_props keys written into every exported file (read back by OnnxEncoder)
-META_CONFIG = "ecgfast.encoder_config"
-META_MIN_LENGTH = "ecgfast.min_length"
-META_LAYOUT = "ecgfast.layout"
-META_VERSION = "ecgfast.version"
 
 
 def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
@@ -67,12 +69,8 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
         META_VERSION: __version__,
     }
     del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    model.doc_string = (
-        "ecgfast ECGEncoder: input 'ecg' (batch, 1, length) float32 -> "
-        "'embedding' (batch, 128) float32"
-    )
+    write_metadata(model, meta)
+    model.doc_string = DOC_STRING
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 

@@ -45,6 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from ecgfast.export.metadata import (
+    INT8_QDQ_PER_CHANNEL,
+    META_QUANTIZATION,
+    read_metadata,
+    write_metadata,
+)
 from ecgfast.export.runtime import OnnxEncoder
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -464,12 +470,7 @@ def _finish_int8_file(src: Path, dst: Path, bias: np.ndarray | None) -> None:
             node.output[:] = [raw if o == out else o for o in node.output]
         g.initializer.append(onnx.numpy_helper.from_array(bias.astype(np.float32), shift))
         g.node.append(onnx.helper.make_node("Add", [raw, shift], [out], name="bias_correction"))
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    have = {p.key for p in model.metadata_props}
-    for k, v in meta.items():
-        if k not in have:
-            model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    model.metadata_props.append(
-        onnx.StringStringEntryProto(key="ecgfast.quantization", value="int8-qdq-per-channel")
-    )
+    source = read_metadata(onnx.load(str(src), load_external_data=False))
+    write_metadata(model, source, keep_existing=True)
+    write_metadata(model, {META_QUANTIZATION: INT8_QDQ_PER_CHANNEL})
     onnx.save(model, str(dst))

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from ecgfast.export.errors import OnnxModelError
+from ecgfast.export.metadata import min_length_of, read_metadata
 from ecgfast.export.passes import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-_DEFAULT_MIN_LENGTH = 1
 
 
 def _ort():
@@ -153,11 +153,8 @@ class OnnxEncoder:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         model = _load_and_check(self.path)
-        self.metadata = {p.key: p.value for p in model.metadata_props}
-        try:
-            self.min_length = int(self.metadata.get("ecgfast.min_length", _DEFAULT_MIN_LENGTH))
-        except ValueError:
-            self.min_length = _DEFAULT_MIN_LENGTH
+        self.metadata = read_metadata(model)
+        self.min_length = min_length_of(self.metadata)
         out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
         self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
 

@@ -23,12 +23,9 @@ import onnx
 import torch
 
 from ecgfast.export.errors import OnnxExportError
+from ecgfast.export.metadata import INPUT_NAME, OUTPUT_NAME
 from ecgfast.export.passes._graph import opset_of
 from ecgfast.models import ECGEncoder
-
-INPUT_NAME = "ecg"
-OUTPUT_NAME = "embedding"
-
 
 def eager_copy(model_or_checkpoint) -> ECGEncoder:
     """An eval-mode, CPU, float32, backend="eager" copy of the encoder."""
