@@ -117,12 +117,10 @@ class OnnxEncoder:
             per physical core).
         spin: let idle intra-op threads spin-wait for the next operator instead of
             sleeping (onnxruntime's own default). Off by default, because spinning threads
-            take the cores from PyTorch or a data pipeline in the same process (they spin
-            for about 60 ms after each call). Measure before turning it on for
-            latency-bound serving where onnxruntime has the cores to itself: at batch 1
-            after 100 ms idle it gave 16 to 29 % lower latency in three runs on a 2-core
-            AVX2 VM, but was slower than the default in three runs on a 2-core AVX-512 VM
-            (benchmarks/README.md).
+            take the cores from PyTorch or a data pipeline in the same process (they keep
+            spinning for a while after each call). Measure before turning it on for
+            latency-bound serving where onnxruntime has the cores to itself: its effect
+            at batch 1 differed between CPUs (benchmarks/README.md, "Inference").
         row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
             thread count through a copy of the graph whose block 1 works on the signal
             folded into two rows (:func:`ecgfast.export.passes.fold_rows`: same sums, but
@@ -168,9 +166,9 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
-        # by default idle intra-op threads block instead of spinning: spinning threads took
-        # the cores from PyTorch work in the same process (2-core VM: torch batch-1 latency
-        # 13 ms -> 25 ms between onnxruntime calls); spin=True is for latency-bound serving
+        # by default idle intra-op threads block instead of spinning: spinning threads take
+        # the cores from PyTorch work in the same process (benchmarks/README.md,
+        # test_torch_after_ort); spin=True is for latency-bound serving
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.spin = spin
         if threads is not None:
