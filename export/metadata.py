@@ -48,9 +48,10 @@ def write_metadata(
 
 
 def min_length_of(metadata: dict[str, str]) -> int:
-    """:data:`META_MIN_LENGTH` as an int; :data:`DEFAULT_MIN_LENGTH` when absent or not
-    an integer."""
+    """:data:`META_MIN_LENGTH` as an int; :data:`DEFAULT_MIN_LENGTH` when absent, not an
+    integer or below it."""
     try:
-        return int(metadata.get(META_MIN_LENGTH, DEFAULT_MIN_LENGTH))
+        value = int(metadata.get(META_MIN_LENGTH, DEFAULT_MIN_LENGTH))
     except ValueError:
         return DEFAULT_MIN_LENGTH
+    return max(value, DEFAULT_MIN_LENGTH)
