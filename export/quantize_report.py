@@ -90,8 +90,7 @@ class QuantizationReport:
                 )
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.format()
+    __str__ = format
 
 
 def _throughput(encoder: OnnxEncoder, x: np.ndarray, repeats: int) -> float:

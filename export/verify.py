@@ -85,8 +85,7 @@ class VerificationReport:
             )
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.format()
+    __str__ = format
 
 
 def check_verify_args(batch_sizes, lengths, rel_tolerance, min_length: int = 1) -> None:

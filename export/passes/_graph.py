@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -56,6 +58,29 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
             elif attr.name == "value_int":
                 values[node.output[0]] = np.asarray(attr.i, dtype=np.int64)
     return values
+
+
+class GraphIndex(NamedTuple):
+    """Who writes and who reads each tensor of a graph, and its constant values."""
+
+    consts: dict[str, np.ndarray]
+    uses: dict[str, list[onnx.NodeProto]]
+    producer: dict[str, onnx.NodeProto]
+    outputs: set[str]  # the graph's output names
+
+    def private_producer(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        """The ``op_type`` node that writes ``name`` when nothing else can see ``name``
+        (one reader, not a graph output), so a pass may fuse it into its reader."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != op_type or name in self.outputs:
+            return None
+        return node if len(self.uses.get(name, [])) == 1 else None
+
+
+def index(graph: onnx.GraphProto) -> GraphIndex:
+    return GraphIndex(
+        constant_values(graph), consumers(graph), producers(graph), {o.name for o in graph.output}
+    )
 
 
 def ranks(model: onnx.ModelProto) -> dict[str, int]:

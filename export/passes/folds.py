@@ -9,11 +9,10 @@ from onnx import TensorProto, helper, numpy_helper
 from ecgfast.export.passes._graph import (
     attrs,
     constant_values,
-    consumers,
     drop_nodes,
     explicit_pads,
+    index,
     opset_of,
-    producers,
     ranks,
     remove_unused,
     set_attrs,
@@ -27,11 +26,8 @@ def fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
     ``model`` in place and returns it.
     """
     g = model.graph
-    consts = constant_values(g)
+    ix = index(g)
     rank = ranks(model)
-    uses = consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = producers(g)
     drop: set[int] = set()
     for pool in g.node:
         if pool.op_type != "MaxPool" or len(pool.output) != 1:
@@ -39,19 +35,15 @@ def fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
         a = attrs(pool)
         if len(a.get("kernel_shape", [])) != 2 or a["kernel_shape"][0] != 1:
             continue
-        unsq = producer.get(pool.input[0])
-        squeezes = uses.get(pool.output[0], [])
-        if unsq is None or unsq.op_type != "Unsqueeze" or len(squeezes) != 1:
+        unsq = ix.private_producer(pool.input[0], "Unsqueeze")
+        squeezes = ix.uses.get(pool.output[0], [])
+        if unsq is None or len(squeezes) != 1 or pool.output[0] in ix.outputs:
             continue
         sq = squeezes[0]
-        if sq.op_type != "Squeeze" or len(uses.get(unsq.output[0], [])) != 1:
+        if sq.op_type != "Squeeze" or rank.get(unsq.input[0]) != 3:
             continue
-        if pool.output[0] in graph_outputs or unsq.output[0] in graph_outputs:
-            continue
-        if rank.get(unsq.input[0]) != 3:
-            continue
-        ax_u = consts.get(unsq.input[1]) if len(unsq.input) > 1 else None
-        ax_s = consts.get(sq.input[1]) if len(sq.input) > 1 else None
+        ax_u = ix.consts.get(unsq.input[1]) if len(unsq.input) > 1 else None
+        ax_s = ix.consts.get(sq.input[1]) if len(sq.input) > 1 else None
         if ax_u is None or ax_s is None:
             continue
         if [int(v) % 4 for v in ax_u.ravel()] != [2] or [int(v) % 4 for v in ax_s.ravel()] != [2]:
@@ -81,24 +73,17 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
     Edits ``model`` in place and returns it.
     """
     g = model.graph
-    consts = constant_values(g)
-    uses = consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = producers(g)
+    ix = index(g)
     drop: set[int] = set()
     for conv in g.node:
-        if conv.op_type != "Conv":
-            continue
-        pad = producer.get(conv.input[0])
-        if pad is None or pad.op_type != "Pad" or len(uses.get(pad.output[0], [])) != 1:
-            continue
-        if pad.output[0] in graph_outputs:
+        pad = ix.private_producer(conv.input[0], "Pad") if conv.op_type == "Conv" else None
+        if pad is None:
             continue
         mode = attrs(pad).get("mode", b"constant")
         if mode not in (b"constant", "constant"):
             continue
-        pads = consts.get(pad.input[1]) if len(pad.input) > 1 else None
-        value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
+        pads = ix.consts.get(pad.input[1]) if len(pad.input) > 1 else None
+        value = ix.consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
         if pads is None or (value is not None and float(np.asarray(value).ravel()[0]) != 0.0):
             continue
         if len(pad.input) > 3 and pad.input[3]:
