@@ -149,9 +149,9 @@ def time_warp(
     linear interpolation to ``stretch`` times their length, the others to
     ``1 / stretch`` times; the pieces are concatenated and the first L samples kept.
     With the defaults (9 segments, 5 stretched by 1.05, 4 squeezed) the warped signal is
-    about 0.66 % longer than L, so the end is cropped. If a choice of parameters makes
-    it shorter than L (e.g. ``stretch < 1``, or fewer stretched than squeezed segments),
-    the warped signal is uniformly resampled to L samples instead. Computed for all
+    (5 x 1.05 + 4 / 1.05) / 9 = 1.0066 times L long, so the end is cropped. If a choice
+    of parameters makes it shorter than L (e.g. ``stretch < 1``, or fewer stretched than
+    squeezed segments), the warped signal is uniformly resampled to L samples instead. Computed for all
     windows at once from a piecewise-linear map output sample -> source position.
     ``stretch = 1`` is exactly the identity.
 
