@@ -151,9 +151,9 @@ def time_warp(
     With the defaults (9 segments, 5 stretched by 1.05, 4 squeezed) the warped signal is
     (5 x 1.05 + 4 / 1.05) / 9 = 1.0066 times L long, so the end is cropped. If a choice
     of parameters makes it shorter than L (e.g. ``stretch < 1``, or fewer stretched than
-    squeezed segments), the warped signal is uniformly resampled to L samples instead. Computed for all
-    windows at once from a piecewise-linear map output sample -> source position.
-    ``stretch = 1`` is exactly the identity.
+    squeezed segments), the warped signal is uniformly resampled to L samples instead.
+    Computed for all windows at once from a piecewise-linear map output sample -> source
+    position. ``stretch = 1`` is exactly the identity.
 
     Args:
         x: (B, L) or (B, 1, L) floating windows.
