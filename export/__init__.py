@@ -6,25 +6,22 @@
 - :class:`OnnxEncoder`: run the file with onnxruntime (CUDA with I/O binding when a GPU
   is usable, else the CPU).
 - :func:`quantize_onnx`: static INT8 (QDQ, per-channel weights) calibrated on windows.
+
+Modules, one job each: ``tracing`` (the eager copy and the ``torch.export`` trace),
+``passes`` (every graph rewrite), ``onnx_export`` (trace + passes + metadata -> file),
+``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`), ``quantize`` (INT8
+quantization) and ``quantize_report`` (INT8 measured against fp32), ``metadata`` (the
+file's interface names and metadata keys), ``errors``, ``embed`` (a whole recording
+through an encoder). The probe statistics live in :mod:`ecgfast.evaluation`.
 """
 
-from ecgfast.export.onnx_export import (
-    OnnxExportError,
-    ParityError,
-    ParityRow,
-    VerificationReport,
-    build_onnx,
-    export_onnx,
-    verify_onnx,
-)
-from ecgfast.export.quantize import (
-    QuantizationReport,
-    compare_probe_accuracy,
-    fp32_tail_nodes,
-    linear_probe_accuracy,
-    quantize_onnx,
-)
-from ecgfast.export.runtime import OnnxEncoder, OnnxModelError, cuda_usable
+from ecgfast.evaluation import compare_probe_accuracy, linear_probe_accuracy
+from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError
+from ecgfast.export.onnx_export import build_onnx, export_onnx
+from ecgfast.export.quantize import fp32_tail_nodes, quantize_onnx
+from ecgfast.export.quantize_report import QuantizationReport
+from ecgfast.export.runtime import OnnxEncoder, cuda_usable
+from ecgfast.export.verify import ParityRow, VerificationReport, verify_onnx
 
 __all__ = [
     "OnnxEncoder",

@@ -1,607 +1,51 @@
-"""Export the encoder to ONNX and check the file against PyTorch.
+"""Export the encoder to ONNX: :func:`build_onnx` (in memory) and :func:`export_onnx`
+(to a file, then checked against PyTorch).
 
-:func:`export_onnx` traces the *eager* graph of an :class:`~ecgfast.models.ECGEncoder`
-(whatever backend the model or checkpoint was trained with) with PyTorch's
-``torch.export``-based ONNX exporter, so the file holds only standard ONNX ops
-(Conv, Relu/LeakyRelu, ReduceMean, Gemm, Sigmoid, Mul, Add, MaxPool, ReduceMax), with a
-dynamic batch axis and a dynamic length axis: input ``ecg`` (batch, 1, length) float32,
-output ``embedding`` (batch, 128) float32.
-
-Rewrites follow the trace; all keep the maths and all are checked by the parity run that
-ends every export:
-
-1. ``torch.export`` specialises the length axis of ``F.max_pool1d`` to the example
-   length (seen with PyTorch 2.13), so the trace runs with max_pool1d written as a (1, k)
-   max_pool2d and the resulting Unsqueeze -> MaxPool(1, k) -> Squeeze is folded back into
-   a 1-D MaxPool afterwards.
-2. The 'same' padding of the even kernels (F.pad + conv1d in the eager maths) becomes the
-   Conv's own asymmetric ``pads`` attribute (onnxscript's optimizer does this; a pass here
-   does it too, with constant folding, so the result does not depend on it): no Pad node.
-3. ``layout="2d"`` (the default) writes every 1-D op on a (batch, C, 1, length) tensor:
-   a Conv with kernel (1, K), a MaxPool with (1, k), reductions over (1, length), and the
-   squeeze-excitation mean over time a GlobalAveragePool. The arithmetic is the same; the
-   point is that onnxruntime's CPU provider runs 2-D convs in its blocked NCHWc layout
-   with direct-convolution kernels and the activation fused in, while it runs 1-D convs
-   through its generic NCHW path; and that its INT8 (QDQ) path has a uint8
-   GlobalAveragePool in the channels-last layout of its INT8 convs, where a ReduceMean
-   costs a dequantization and a transpose of the whole block output (7 % of the INT8
-   model's time). ``layout="1d"`` keeps the graph as traced. (benchmarks/bench_inference.py
-   measures both.)
-4. :func:`fold_rows` rewrites block 1's two convolutions to run on the signal folded
-   into two rows: onnxruntime splits an NCHWc convolution's work by 32-channel filter
-   set and output row, so block 1's 32-channel convolutions on one row run on one thread
-   at batch 1. :class:`ecgfast.export.OnnxEncoder` uses a folded copy for small batches;
-   the file keeps the plain graph.
+The steps, each in its own module: :mod:`ecgfast.export.tracing` traces an eager copy of
+the encoder with ``torch.export``; the folds of :mod:`ecgfast.export.passes` clean the
+trace up and, for ``layout="2d"`` (the default), lift every 1-D op to a height-1 2-D op
+(the package docstring says why each rewrite exists); :func:`_finish` names the interface
+axes and writes the ecgfast metadata; :mod:`ecgfast.export.verify` compares the file
+with PyTorch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import json
-import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
-import torch
-from ecgfast.export.graph import _attrs, _consumers
-from onnx import TensorProto, helper, numpy_helper
 
+from ecgfast.export.metadata import (
+    DOC_STRING,
+    META_CONFIG,
+    META_LAYOUT,
+    META_MIN_LENGTH,
+    META_VERSION,
+    write_metadata,
+)
+from ecgfast.export.passes import (
+    CannotLift,
+    fold_constants,
+    fold_max_pool_2d,
+    fold_pad_into_conv,
+    lift_to_2d,
+)
+from ecgfast.export.tracing import eager_copy, trace
+from ecgfast.export.verify import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_LENGTHS,
+    DEFAULT_TOLERANCE,
+    VerificationReport,
+    check_verify_args,
+    require_parity,
+    verify_onnx,
+)
 from ecgfast.models import ECGEncoder
 
-INPUT_NAME = "ecg"
-OUTPUT_NAME = "embedding"
-DEFAULT_BATCH_SIZES = (1, 7, 64)
-DEFAULT_LENGTHS = (2560, 4000)
-DEFAULT_TOLERANCE = 1e-4
 LAYOUTS = ("2d", "1d")
-
-# metadata_props keys written into every exported file (read back by OnnxEncoder)
-META_CONFIG = "ecgfast.encoder_config"
-META_MIN_LENGTH = "ecgfast.min_length"
-META_LAYOUT = "ecgfast.layout"
-META_VERSION = "ecgfast.version"
-
-
-class OnnxExportError(RuntimeError):
-    """Export or its verification failed; the message names the file."""
-
-
-class ParityError(OnnxExportError):
-    """onnxruntime and PyTorch disagree by more than the tolerance."""
-
-
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class ParityRow:
-    """One (batch, length) comparison: errors are max |ort - torch| over the output."""
-
-    batch: int
-    length: int
-    scale: float  # max |torch output|
-    max_abs_error: float
-    tolerance: float  # allowed max_abs_error = rel_tolerance * scale
-
-    @property
-    def relative_error(self) -> float:
-        return self.max_abs_error / self.scale if self.scale > 0 else self.max_abs_error
-
-    @property
-    def ok(self) -> bool:
-        return bool(np.isfinite(self.max_abs_error)) and self.max_abs_error <= self.tolerance
-
-
-@dataclass
-class VerificationReport:
-    """What :func:`verify_onnx` found for one file.
-
-    ``rows``: one :class:`ParityRow` per (batch, length); ``rel_tolerance``: the bound on
-    max abs error as a fraction of the output scale (max |torch output| of that row).
-    """
-
-    path: Path
-    rel_tolerance: float
-    provider: str
-    rows: list[ParityRow] = field(default_factory=list)
-    checker_ok: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.checker_ok and all(r.ok for r in self.rows)
-
-    @property
-    def max_relative_error(self) -> float:
-        return max((r.relative_error for r in self.rows), default=0.0)
-
-    def format(self) -> str:
-        lines = [
-            (
-                f"{self.path}: onnx.checker {'ok' if self.checker_ok else 'FAILED'}; "
-                f"onnxruntime ({self.provider}) vs PyTorch eager, bound: max abs error <= "
-                f"{self.rel_tolerance:g} x max|torch output|"
-            ),
-            (
-                f"{'batch':>6} {'length':>7} {'max|torch|':>11} {'max abs err':>12} "
-                f"{'err/scale':>10}  result"
-            ),
-        ]
-        for r in self.rows:
-            lines.append(
-                f"{r.batch:>6} {r.length:>7} {r.scale:>11.4g} {r.max_abs_error:>12.3e} "
-                f"{r.relative_error:>10.2e}  {'ok' if r.ok else 'FAIL'}"
-            )
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-# --------------------------------------------------------------------------- export
-
-
-def _eager_copy(model_or_checkpoint) -> ECGEncoder:
-    """An eval-mode, CPU, float32, backend="eager" copy of the encoder."""
-    if isinstance(model_or_checkpoint, (str, os.PathLike)):
-        path = Path(model_or_checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"export_onnx: checkpoint {path} does not exist")
-        from ecgfast.checkpoint import load_encoder
-
-        model = load_encoder(path)
-    elif isinstance(model_or_checkpoint, ECGEncoder):
-        model = model_or_checkpoint
-    else:
-        raise TypeError(
-            "export_onnx: model_or_checkpoint must be an ECGEncoder or a checkpoint directory "
-            f"path, got {type(model_or_checkpoint).__name__}"
-        )
-    eager = ECGEncoder(model.config.replace(backend="eager"))
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    eager.load_state_dict(state)
-    return eager.eval()
-
-
-def _max_pool1d_as_2d(
-    input,
-    kernel_size,
-    stride=None,
-    padding=0,
-    dilation=1,
-    ceil_mode=False,
-    return_indices=False,
-):
-    """F.max_pool1d written as a (1, k) max_pool2d; identical values (see module doc)."""
-    if return_indices:
-        raise NotImplementedError("max_pool1d with return_indices is not exported")
-
-    def one(v):
-        return v[0] if isinstance(v, (tuple, list)) else v
-
-    k = one(kernel_size)
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else one(stride)
-    return torch.nn.functional.max_pool2d(
-        input.unsqueeze(-2), (1, k), (1, s), (0, one(padding)), (1, one(dilation)), ceil_mode
-    ).squeeze(-2)
-
-
-@contextlib.contextmanager
-def _traceable_max_pool1d():
-    original = torch.nn.functional.max_pool1d
-    torch.nn.functional.max_pool1d = _max_pool1d_as_2d
-    try:
-        yield
-    finally:
-        torch.nn.functional.max_pool1d = original
-
-
-def _trace(model: ECGEncoder, opset: int, optimize: bool = True) -> onnx.ModelProto:
-    example = torch.randn(2, model.config.in_channels, 2 * model.min_length + 64)
-    batch = torch.export.Dim("batch", min=1)
-    length = torch.export.Dim("length", min=model.min_length)
-    log = io.StringIO()
-    torch_onnx_logger = logging.getLogger("torch.onnx")
-    level = torch_onnx_logger.level
-    try:
-        with (
-            _traceable_max_pool1d(),
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(log),
-        ):
-            warnings.simplefilter("ignore")
-            torch_onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
-            program = torch.onnx.export(
-                model,
-                (example,),
-                None,
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch, 2: length},),
-                optimize=optimize,
-                verbose=False,
-            )
-    except ImportError as err:
-        raise OnnxExportError(
-            f"export_onnx needs the onnxscript package for torch.onnx.export(dynamo=True): {err}"
-        ) from err
-    finally:
-        torch_onnx_logger.setLevel(level)
-    if program is None:  # pragma: no cover - depends on the torch version
-        raise OnnxExportError("torch.onnx.export(dynamo=True) returned no program")
-    proto = program.model_proto
-    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    if got != opset:  # pragma: no cover - depends on the torch/onnxscript versions
-        raise OnnxExportError(f"asked for opset {opset}, the exporter produced opset {got}")
-    return proto
-
-
-# --------------------------------------------------------------------------- graph rewrites
-
-
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1:
-            attr = node.attribute[0]
-            if attr.name == "value":
-                values[node.output[0]] = numpy_helper.to_array(attr.t)
-            elif attr.name == "value_ints":
-                values[node.output[0]] = np.asarray(attr.ints, dtype=np.int64)
-            elif attr.name == "value_int":
-                values[node.output[0]] = np.asarray(attr.i, dtype=np.int64)
-    return values
-
-
-def _set_attrs(node: onnx.NodeProto, attrs: dict) -> None:
-    del node.attribute[:]
-    for name, value in attrs.items():
-        node.attribute.append(helper.make_attribute(name, value))
-
-
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.tensor_type.HasField("shape"):
-            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    for init in g.initializer:
-        ranks[init.name] = len(init.dims)
-    return ranks
-
-
-def _fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Unsqueeze(-2) -> MaxPool((1, k)) -> Squeeze(-2) on a rank-3 tensor -> MaxPool(k)."""
-    g = model.graph
-    consts = _constant_values(g)
-    ranks = _ranks(model)
-    uses = _consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
-    for pool in g.node:
-        if pool.op_type != "MaxPool" or len(pool.output) != 1:
-            continue
-        a = _attrs(pool)
-        if len(a.get("kernel_shape", [])) != 2 or a["kernel_shape"][0] != 1:
-            continue
-        unsq = producer.get(pool.input[0])
-        squeezes = uses.get(pool.output[0], [])
-        if unsq is None or unsq.op_type != "Unsqueeze" or len(squeezes) != 1:
-            continue
-        sq = squeezes[0]
-        if sq.op_type != "Squeeze" or len(uses.get(unsq.output[0], [])) != 1:
-            continue
-        if pool.output[0] in graph_outputs or unsq.output[0] in graph_outputs:
-            continue
-        if ranks.get(unsq.input[0]) != 3:
-            continue
-        ax_u = consts.get(unsq.input[1]) if len(unsq.input) > 1 else None
-        ax_s = consts.get(sq.input[1]) if len(sq.input) > 1 else None
-        if ax_u is None or ax_s is None:
-            continue
-        if [int(v) % 4 for v in ax_u.ravel()] != [2] or [int(v) % 4 for v in ax_s.ravel()] != [2]:
-            continue
-        if any(v != 0 for v in a.get("pads", [0, 0, 0, 0])[::2]):
-            continue
-        if a.get("strides", [1, 1])[0] != 1 or a.get("dilations", [1, 1])[0] != 1:
-            continue
-        new = {"kernel_shape": [a["kernel_shape"][1]]}
-        new["strides"] = [a.get("strides", [1, 1])[1]]
-        new["pads"] = [a.get("pads", [0, 0, 0, 0])[1], a.get("pads", [0, 0, 0, 0])[3]]
-        new["dilations"] = [a.get("dilations", [1, 1])[1]]
-        new["ceil_mode"] = a.get("ceil_mode", 0)
-        pool.input[0] = unsq.input[0]
-        pool.output[0] = sq.output[0]
-        _set_attrs(pool, new)
-        drop.update((id(unsq), id(sq)))
-    kept = [n for n in g.node if id(n) not in drop]
-    del g.node[:]
-    g.node.extend(kept)
-    _remove_unused(model)
-    return model
-
-
-def _fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Pad(constant 0, time axis only) -> Conv becomes one Conv with asymmetric ``pads``.
-
-    onnxscript's optimizer already does this for the traced encoder; this pass makes the
-    graph independent of that (a Pad left in place would also block the 2-D layout).
-    """
-    g = model.graph
-    consts = _constant_values(g)
-    uses = _consumers(g)
-    graph_outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
-    for conv in g.node:
-        if conv.op_type != "Conv":
-            continue
-        pad = producer.get(conv.input[0])
-        if pad is None or pad.op_type != "Pad" or len(uses.get(pad.output[0], [])) != 1:
-            continue
-        if pad.output[0] in graph_outputs:
-            continue
-        mode = _attrs(pad).get("mode", b"constant")
-        if mode not in (b"constant", "constant"):
-            continue
-        pads = consts.get(pad.input[1]) if len(pad.input) > 1 else None
-        value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else None
-        if pads is None or (value is not None and float(np.asarray(value).ravel()[0]) != 0.0):
-            continue
-        if len(pad.input) > 3 and pad.input[3]:
-            continue  # explicit axes: keep it simple
-        pads = [int(v) for v in np.asarray(pads).ravel()]
-        if len(pads) != 6 or any(pads[i] for i in (0, 1, 3, 4)) or min(pads) < 0:
-            continue
-        a = _attrs(conv)
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            continue
-        old = a.get("pads", [0, 0])
-        a["pads"] = [old[0] + pads[2], old[1] + pads[5]]
-        _set_attrs(conv, a)
-        conv.input[0] = pad.input[0]
-        drop.add(id(pad))
-    kept = [n for n in g.node if id(n) not in drop]
-    del g.node[:]
-    g.node.extend(kept)
-    _remove_unused(model)
-    return model
-
-
-def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Evaluate nodes whose inputs are all constants (e.g. a Reshape of reduction axes).
-
-    Runs each such node with onnx's reference evaluator and stores the result as an
-    initializer; the Constant nodes themselves become initializers too.
-    """
-    from onnx.reference import ReferenceEvaluator
-
-    g = model.graph
-    consts = _constant_values(g)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    kept, new_inits = [], []
-    for node in g.node:
-        names = [n for n in node.input if n]
-        if node.domain not in ("", "ai.onnx") or node.op_type in ("RandomNormal", "RandomUniform"):
-            kept.append(node)
-            continue
-        if node.op_type != "Constant" and not (names and all(n in consts for n in names)):
-            kept.append(node)
-            continue
-        if node.op_type == "Constant":
-            if node.output[0] not in consts:
-                kept.append(node)
-                continue
-            values = [consts[node.output[0]]]
-        else:
-            single = helper.make_model(
-                helper.make_graph(
-                    [node],
-                    "fold",
-                    [],
-                    [
-                        helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                        for o in node.output
-                    ],
-                    [numpy_helper.from_array(np.asarray(consts[n]), n) for n in names],
-                ),
-                opset_imports=[helper.make_opsetid("", opset)],
-            )
-            try:
-                values = ReferenceEvaluator(single).run(None, {})
-            except Exception:  # noqa: BLE001 - leave anything it cannot evaluate alone
-                kept.append(node)
-                continue
-        for name, value in zip(node.output, values):
-            consts[name] = np.asarray(value)
-            new_inits.append(numpy_helper.from_array(np.asarray(value), name))
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits)
-    _remove_unused(model)
-    return model
-
-
-def _remove_unused(model: onnx.ModelProto) -> None:
-    g = model.graph
-    used = {name for n in g.node for name in n.input} | {o.name for o in g.output}
-    kept_nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
-    del g.node[:]
-    g.node.extend(kept_nodes)
-    kept = [init for init in g.initializer if init.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-
-
-class _CannotLift(Exception):
-    pass
-
-
-_ELEMENTWISE_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Identity", "Neg", "Abs", "Elu"}
-_ELEMENTWISE_BINARY = {"Add", "Mul", "Sub", "Div", "Max", "Min"}
-_REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceSum", "ReduceMin"}
-_POOLS = {"MaxPool", "AveragePool"}
-
-
-def _lift_to_2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite a graph of 1-D ops on (B, C, L) tensors into 2-D ops on (B, C, 1, L).
-
-    Every rank-3 tensor that carries the time axis is "lifted" (gets an axis of size 1 at
-    position 2); Conv/MaxPool get (1, k) kernels, reductions also reduce the new axis
-    (keepdims=0) and rank >= 2 operands broadcast against lifted tensors get the axis
-    inserted. Raises :class:`_CannotLift` on any op it does not know, so the caller can
-    keep the 1-D graph.
-    """
-    model = copy.deepcopy(model)
-    g = model.graph
-    ranks = _ranks(model)
-    consts = _constant_values(g)
-    inits = {init.name: init for init in g.initializer}
-    uses = _consumers(g)
-    lifted: set[str] = set()
-    rename: dict[str, str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-    new_inits: list[onnx.TensorProto] = []
-    counter = [0]
-
-    def fresh(base: str) -> str:
-        counter[0] += 1
-        return f"{base}__2d{counter[0]}"
-
-    def const_i64(values) -> str:
-        name = fresh("axes")
-        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
-        return name
-
-    def unsqueeze(name: str, axis: int) -> str:
-        out = fresh(name)
-        new_nodes.append(helper.make_node("Unsqueeze", [name, const_i64([axis])], [out]))
-        return out
-
-    for inp in g.input:
-        if ranks.get(inp.name) == 3:
-            rename[inp.name] = unsqueeze(inp.name, 2)
-            lifted.add(rename[inp.name])
-
-    for node in g.node:
-        node = copy.deepcopy(node)
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-        ins_lifted = [name in lifted for name in node.input]
-        op = node.op_type
-        if not any(ins_lifted):
-            new_nodes.append(node)
-            continue
-        if op == "Conv":
-            if not ins_lifted[0] or any(ins_lifted[1:]):
-                raise _CannotLift("Conv weights computed from the signal")
-            w = node.input[1]
-            if w not in inits or len(uses.get(w, [])) != 1:
-                raise _CannotLift(f"Conv weight {w} is not a private initializer")
-            arr = numpy_helper.to_array(inits[w])
-            if arr.ndim != 3:
-                raise _CannotLift(f"Conv weight {w} is not 1-D")
-            inits[w].CopyFrom(numpy_helper.from_array(arr[:, :, None, :], w))
-            a = _attrs(node)
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-                raise _CannotLift("Conv with auto_pad")
-            k = a.get("kernel_shape", [arr.shape[-1]])
-            pads = a.get("pads", [0, 0])
-            a["kernel_shape"] = [1, k[0]]
-            a["pads"] = [0, pads[0], 0, pads[1]]
-            a["strides"] = [1, a.get("strides", [1])[0]]
-            a["dilations"] = [1, a.get("dilations", [1])[0]]
-            a.pop("auto_pad", None)
-            _set_attrs(node, a)
-            lifted.add(node.output[0])
-        elif op in _POOLS:
-            if len(node.output) != 1:
-                raise _CannotLift("pool with indices")
-            a = _attrs(node)
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-                raise _CannotLift("pool with auto_pad")
-            pads = a.get("pads", [0, 0])
-            a["kernel_shape"] = [1, a["kernel_shape"][0]]
-            a["pads"] = [0, pads[0], 0, pads[1]]
-            a["strides"] = [1, a.get("strides", [1])[0]]
-            if "dilations" in a:
-                a["dilations"] = [1, a["dilations"][0]]
-            a.pop("auto_pad", None)
-            _set_attrs(node, a)
-            lifted.add(node.output[0])
-        elif op in _ELEMENTWISE_UNARY:
-            lifted.add(node.output[0])
-        elif op in _ELEMENTWISE_BINARY:
-            for i, name in enumerate(node.input):
-                if ins_lifted[i]:
-                    continue
-                r = ranks.get(name)
-                if r is None:
-                    raise _CannotLift(f"rank of {name} unknown")
-                if r >= 4:
-                    raise _CannotLift(f"rank-{r} operand {name} of {op}")
-                if r >= 2:
-                    node.input[i] = unsqueeze(name, r - 1)
-            lifted.add(node.output[0])
-        elif op in _REDUCTIONS:
-            a = _attrs(node)
-            if len(node.input) > 1 and node.input[1]:
-                axes = consts.get(node.input[1])
-                if axes is None:
-                    raise _CannotLift(f"{op} with computed axes")
-                axes = [int(v) for v in np.asarray(axes).ravel()]
-            elif "axes" in a:
-                axes = list(a["axes"])
-            else:
-                raise _CannotLift(f"{op} over all axes")
-            mapped = [{0: 0, 1: 1, 2: 3}[ax % 3] for ax in axes]
-            keepdims = a.get("keepdims", 1)
-            if op == "ReduceMean" and mapped == [3]:
-                # the mean over time of (B, C, 1, L): GlobalAveragePool -> (B, C, 1, 1)
-                pooled = node.output[0] if keepdims else fresh(node.output[0])
-                new_nodes.append(
-                    helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name)
-                )
-                if keepdims:
-                    lifted.add(pooled)
-                else:
-                    new_nodes.append(
-                        helper.make_node("Flatten", [pooled], [node.output[0]], axis=1)
-                    )
-                continue
-            if not keepdims:
-                mapped = sorted(set(mapped) | {2})
-            if "axes" in a:
-                a["axes"] = mapped
-                _set_attrs(node, a)
-            else:
-                node.input[1] = const_i64(mapped)
-            if keepdims:
-                lifted.add(node.output[0])
-        else:
-            raise _CannotLift(f"no 2-D form for {op}")
-        new_nodes.append(node)
-
-    outputs = {o.name for o in g.output}
-    for name in list(outputs):
-        if name in lifted:
-            raise _CannotLift(f"graph output {name} carries the time axis")
-    del g.node[:]
-    g.node.extend(new_nodes)
-    g.initializer.extend(new_inits)
-    del g.value_info[:]
-    _remove_unused(model)
-    return model
 
 
 def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
@@ -625,12 +69,8 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
         META_VERSION: __version__,
     }
     del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    model.doc_string = (
-        "ecgfast ECGEncoder: input 'ecg' (batch, 1, length) float32 -> "
-        "'embedding' (batch, 128) float32"
-    )
+    write_metadata(model, meta)
+    model.doc_string = DOC_STRING
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
@@ -646,16 +86,14 @@ def build_onnx(
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
-    encoder = _eager_copy(model_or_checkpoint)
-    model = _fold_pad_into_conv(
-        _fold_max_pool_2d(_fold_constants(_trace(encoder, opset, _optimize)))
-    )
+    encoder = eager_copy(model_or_checkpoint)
+    model = fold_pad_into_conv(fold_max_pool_2d(fold_constants(trace(encoder, opset, _optimize))))
     used_layout = "1d"
     if layout == "2d":
         try:
-            model = _lift_to_2d(model)
+            model = lift_to_2d(model)
             used_layout = "2d"
-        except _CannotLift as why:  # pragma: no cover - the encoder's ops all lift
+        except CannotLift as why:  # pragma: no cover - the encoder's ops all lift
             warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
     return _finish(model, encoder, used_layout)
 
@@ -695,11 +133,11 @@ def export_onnx(
             kept for inspection; the message names it).
     """
     path = Path(path)
-    if path.exists() and path.is_dir():
+    if path.is_dir():
         raise IsADirectoryError(f"export_onnx: path {path} is a directory, expected a .onnx file")
-    encoder = _eager_copy(model_or_checkpoint)
+    encoder = eager_copy(model_or_checkpoint)
     if verify:
-        _check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
+        check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
     model = build_onnx(encoder, opset=opset, layout=layout)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -710,72 +148,5 @@ def export_onnx(
     )
     if print_report:
         print(report.format())
-    if not report.ok:
-        raise ParityError(
-            f"{path}: onnxruntime output differs from PyTorch by up to "
-            f"{report.max_relative_error:.3g} x the output scale (bound {rel_tolerance:g})\n"
-            + report.format()
-        )
-    return report
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def _check_verify_args(batch_sizes, lengths, rel_tolerance, min_length: int = 1) -> None:
-    for name, values in (("batch_sizes", batch_sizes), ("lengths", lengths)):
-        values = tuple(values)
-        if not values or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
-        ):
-            raise ValueError(
-                f"{name} must be a non-empty sequence of positive ints, got {values!r}"
-            )
-    if min(lengths) < min_length:
-        raise ValueError(
-            f"lengths must be >= the encoder's minimum input length {min_length}, got {tuple(lengths)}"
-        )
-    if not (isinstance(rel_tolerance, (int, float)) and rel_tolerance > 0):
-        raise ValueError(f"rel_tolerance must be > 0, got {rel_tolerance!r}")
-
-
-def verify_onnx(
-    path: str | os.PathLike,
-    model_or_checkpoint,
-    *,
-    batch_sizes=DEFAULT_BATCH_SIZES,
-    lengths=DEFAULT_LENGTHS,
-    rel_tolerance: float = DEFAULT_TOLERANCE,
-    seed: int = 0,
-) -> VerificationReport:
-    """onnx.checker on ``path``, then onnxruntime (CPU) vs PyTorch eager on random inputs.
-
-    For each batch size B and length L the input is N(0, 1) noise of shape (B, 1, L)
-    (seeded); the row passes when max |ort - torch| <= rel_tolerance * max |torch|.
-    """
-    from ecgfast.export.runtime import OnnxEncoder
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"verify_onnx: {path} does not exist")
-    _check_verify_args(batch_sizes, lengths, rel_tolerance)
-    checker_ok = True
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as err:
-        raise OnnxExportError(f"{path}: onnx.checker rejected the model: {err}") from err
-    encoder = _eager_copy(model_or_checkpoint)
-    _check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
-    runtime = OnnxEncoder(path, providers="cpu")
-    report = VerificationReport(path, rel_tolerance, runtime.provider, checker_ok=checker_ok)
-    gen = torch.Generator().manual_seed(seed)
-    for length in lengths:
-        for batch in batch_sizes:
-            x = torch.randn(batch, encoder.config.in_channels, length, generator=gen)
-            with torch.inference_mode():
-                expected = encoder(x).numpy().astype(np.float64)
-            got = runtime.embed(x.numpy()).astype(np.float64)
-            scale = float(np.abs(expected).max())
-            err = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
-            report.rows.append(ParityRow(batch, length, scale, err, rel_tolerance * scale))
+    require_parity(report)
     return report

@@ -11,26 +11,24 @@ bias correction (the mean fp32 - INT8 embedding difference over the calibration 
 
 ``reduce_range=True`` (the default) quantizes weights to 7 bits. On x86 CPUs without
 VNNI (AVX2, AVX-512F) onnxruntime's u8 x s8 kernels use ``vpmaddubsw``, whose 16-bit
-intermediate sums saturate with full 8-bit weights; on such a CPU full range cost this
-encoder's embeddings a mean cosine similarity of about 0.986 against fp32 in our runs,
-7-bit weights about 0.9999. With VNNI (``vpdpbusd`` accumulates in 32 bits) full range is
-safe but bought nothing in a one-off comparison on a 2-core AVX-512 VNNI VM (2026-11-30):
-mean cosine similarity 0.99995 on real windows either way, INT8 2.73x fp32 at batch 256
-with 8-bit weights against 2.89x with 7-bit. A model quantized with full range on a VNNI
-machine would also lose accuracy when served on one without, so 7 bits stays the default.
+intermediate sums saturate with full 8-bit weights, which costs accuracy. With VNNI
+(``vpdpbusd`` accumulates in 32 bits) full range is safe, but a model quantized with full
+range on a VNNI machine would lose accuracy when served on one without, so 7 bits stays
+the default (benchmarks/README.md, "Figures moved out of the code", has the
+measurements).
 
 After writing, the INT8 model is compared with the fp32 one on the evaluation windows
 (the calibration windows unless others are given): the cosine similarity of the
 embeddings, the speed of each (windows/s, CPU provider, same session settings), and,
 when labels are given, the accuracy of the MLP probe of ecgfast.evaluation (see
-:func:`linear_probe_accuracy`) over seeded half/half splits, two ways: a probe fit on each
-model's own embeddings (the INT8 encoder's probe accuracy, as one would evaluate an INT8
-deployment) and the fp32 probe applied to the INT8 embeddings (swapping the encoder under
-an existing probe, the stricter test). Fit probes on the embeddings of the model you
-deploy: pretrained encoders' embedding dimensions vary little between windows compared
-with their size, so the INT8 error (about 2 % of the embedding) can be a sizeable part of
-a dimension's spread (benchmarks/README.md has the measurements, with and without the
-fp32 tail and the bias correction).
+:func:`ecgfast.evaluation.linear_probe_accuracy`) over seeded half/half splits, two ways:
+a probe fit on each model's own embeddings (the INT8 encoder's probe accuracy, as one
+would evaluate an INT8 deployment) and the fp32 probe applied to the INT8 embeddings
+(swapping the encoder under an existing probe, the stricter test). Fit probes on the
+embeddings of the model you deploy: pretrained encoders' embedding dimensions vary
+little between windows compared with their size, so the INT8 error can be a sizeable
+part of a dimension's spread (benchmarks/README.md has the measurements, with and
+without the fp32 tail and the bias correction).
 """
 
 from __future__ import annotations
@@ -38,94 +36,22 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from ecgfast.export.metadata import (
+    INT8_QDQ_PER_CHANNEL,
+    META_QUANTIZATION,
+    read_metadata,
+    write_metadata,
+)
+from ecgfast.export.quantize_report import QuantizationReport, measure_int8
 from ecgfast.export.runtime import OnnxEncoder
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
-@dataclass
-class QuantizationReport:
-    """What :func:`quantize_onnx` measured: INT8 against fp32 on the evaluation windows.
-
-    cosine_*: cosine similarity of each window's INT8 and fp32 embeddings (mean and min
-    over windows); relative_error: max |int8 - fp32| / max |fp32|; *_windows_per_s: the
-    CPU provider's median throughput at ``benchmark_batch`` windows per call;
-    probe_accuracy_fp32 / probe_accuracy_int8: mean accuracy over ``probe_splits`` seeded
-    half/half splits of a probe fit on the fp32 / INT8 embeddings of one half and scored on
-    the same model's embeddings of the other; probe_accuracy_int8_fp32_probe: the fp32
-    probe scored on the INT8 embeddings; probe_change_int8_per_split: INT8 - fp32 per split;
-    all None without labels.
-    """
-
-    fp32_path: Path
-    int8_path: Path
-    n_calibration: int
-    n_eval: int
-    cosine_mean: float
-    cosine_min: float
-    relative_error: float
-    fp32_windows_per_s: float
-    int8_windows_per_s: float
-    benchmark_batch: int
-    threads: int | None
-    probe_accuracy_fp32: float | None = None
-    probe_accuracy_int8: float | None = None
-    probe_accuracy_int8_fp32_probe: float | None = None
-    probe_change_int8_per_split: list[float] | None = None
-
-    @property
-    def speedup(self) -> float:
-        return self.int8_windows_per_s / self.fp32_windows_per_s
-
-    @property
-    def probe_change_int8_se(self) -> float | None:
-        """Standard error of the mean INT8 - fp32 probe accuracy change over the splits
-        (None with fewer than 2 splits). The splits share windows, so this understates
-        the uncertainty rather than overstating it."""
-        return _standard_error(self.probe_change_int8_per_split)
-
-    def format(self) -> str:
-        lines = [
-            f"INT8 {self.int8_path} vs fp32 {self.fp32_path}",
-            f"  calibrated on {self.n_calibration} windows; compared on {self.n_eval} windows",
-            (
-                f"  embedding cosine similarity: mean {self.cosine_mean:.5f}, min "
-                f"{self.cosine_min:.5f}; max abs error {self.relative_error:.3g} x max|fp32|"
-            ),
-            (
-                f"  speed (CPU, batch {self.benchmark_batch}, threads "
-                f"{self.threads if self.threads else 'default'}): fp32 "
-                f"{self.fp32_windows_per_s:.1f} windows/s, INT8 {self.int8_windows_per_s:.1f} "
-                f"windows/s ({self.speedup:.2f}x)"
-            ),
-        ]
-        if self.probe_accuracy_fp32 is not None:
-            delta = 100 * (self.probe_accuracy_int8 - self.probe_accuracy_fp32)
-            splits = self.probe_change_int8_per_split
-            where = f" (mean of {len(splits)} seeded half/half splits)" if splits else ""
-            se = self.probe_change_int8_se
-            pm = f" +- {100 * se:.2f} standard error" if se is not None else ""
-            lines.append(
-                f"  probe accuracy{where}: fp32 {self.probe_accuracy_fp32:.4f}, INT8 "
-                f"{self.probe_accuracy_int8:.4f} (change {delta:+.2f}{pm} points)"
-            )
-            if self.probe_accuracy_int8_fp32_probe is not None:
-                swap = 100 * (self.probe_accuracy_int8_fp32_probe - self.probe_accuracy_fp32)
-                lines.append(
-                    f"  the fp32 probe on INT8 embeddings: {self.probe_accuracy_int8_fp32_probe:.4f}"
-                    f" (change {swap:+.2f} points)"
-                )
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def _as_windows(x, name: str, min_length: int) -> np.ndarray:
@@ -148,12 +74,6 @@ def _as_windows(x, name: str, min_length: int) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{name} has NaN or infinite samples")
     return x
-
-
-def _standard_error(values) -> float | None:
-    if values is None or len(values) < 2:
-        return None
-    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 def _even_batch(n: int, batch: int) -> int:
@@ -179,74 +99,6 @@ class _WindowReader:
 
     def rewind(self):
         self._i = 0
-
-
-def _throughput(encoder: OnnxEncoder, x: np.ndarray, repeats: int) -> float:
-    encoder.embed(x, batch_size=len(x))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        encoder.embed(x, batch_size=len(x))
-        times.append(time.perf_counter() - t0)
-    return len(x) / float(np.median(times))
-
-
-def linear_probe_accuracy(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    test_features: list[np.ndarray],
-    test_labels: np.ndarray,
-    **probe_kwargs,
-) -> list[float]:
-    """Accuracy of one probe (:func:`ecgfast.evaluation.fit_probe`) fit on
-    ``train_features``, scored on every array in ``test_features``, so fp32 and INT8
-    features of the same windows are compared like for like."""
-    from ecgfast.evaluation import fit_probe
-
-    predict = fit_probe(train_features, np.asarray(train_labels).astype(np.int64), **probe_kwargs)
-    return [float((predict(f) == test_labels).mean()) for f in test_features]
-
-
-def compare_probe_accuracy(
-    fp32_features: np.ndarray, int8_features: np.ndarray, labels: np.ndarray, splits: int = 5
-) -> dict:
-    """Probe accuracy of two encoders' embeddings of the same labelled windows.
-
-    For each of ``splits`` seeded half/half splits: a probe fit on the fp32 embeddings of
-    one half scores the fp32 and the INT8 embeddings of the other half, and a probe fit on
-    the INT8 embeddings of the first half scores the INT8 embeddings of the second.
-
-    Returns: {"fp32", "int8", "int8_fp32_probe": mean accuracies; "change_per_split":
-    INT8 - fp32 accuracy per split; "change_se": its standard error over the splits (None
-    for one split; the splits share windows, so it understates the uncertainty);
-    "fp32_probe_change_per_split": the fp32 probe's accuracy on INT8 minus on fp32
-    embeddings, per split}.
-    """
-    acc32, acc8, swap = [], [], []
-    for seed in range(splits):
-        order = np.random.default_rng(seed).permutation(len(labels))
-        train, test = order[: len(order) // 2], order[len(order) // 2 :]
-        a32, a_swap = linear_probe_accuracy(
-            fp32_features[train],
-            labels[train],
-            [fp32_features[test], int8_features[test]],
-            labels[test],
-        )
-        (a8,) = linear_probe_accuracy(
-            int8_features[train], labels[train], [int8_features[test]], labels[test]
-        )
-        acc32.append(a32)
-        acc8.append(a8)
-        swap.append(a_swap)
-    change = [b - a for a, b in zip(acc32, acc8)]
-    return {
-        "fp32": float(np.mean(acc32)),
-        "int8": float(np.mean(acc8)),
-        "int8_fp32_probe": float(np.mean(swap)),
-        "change_per_split": change,
-        "change_se": _standard_error(change),
-        "fp32_probe_change_per_split": [b - a for a, b in zip(acc32, swap)],
-    }
 
 
 def quantize_onnx(
@@ -278,8 +130,9 @@ def quantize_onnx(
         eval_windows: windows to compare fp32 and INT8 on (default: the calibration ones).
         eval_labels: (n_eval,) integer class labels of ``eval_windows``: for each of
             ``probe_splits`` seeded half/half splits an MLP probe
-            (:func:`linear_probe_accuracy`) is fit on each model's embeddings of one half
-            and scored on the other; the fp32 probe is also scored on the INT8 embeddings.
+            (:func:`ecgfast.evaluation.linear_probe_accuracy`) is fit on each model's
+            embeddings of one half and scored on the other; the fp32 probe is also scored
+            on the INT8 embeddings.
         probe: alternatively a function embeddings (n_eval, D) -> accuracy, called once
             with the fp32 and once with the INT8 embeddings.
         calibrate_method: "minmax" | "entropy" | "percentile".
@@ -288,8 +141,8 @@ def quantize_onnx(
         threads: intra-op threads for the speed comparison (None: onnxruntime default).
         fp32_tail: keep the last block's tail in fp32 (:func:`fp32_tail_nodes`: the 1x1
             shortcut, squeeze-excitation multiply, residual add and global max), the two
-            largest sources of INT8 error in our ablation, for about 2 % of the INT8
-            speed (benchmarks/README.md).
+            largest sources of INT8 error in the ablation, at a small cost in INT8 speed
+            (both measured in benchmarks/README.md).
         bias_correction: add to the INT8 model's output the mean fp32 - INT8 embedding
             difference over the calibration windows (one constant per dimension), which
             removes the systematic part of the quantization error.
@@ -372,42 +225,18 @@ def quantize_onnx(
     delta = _output_bias(fp32, int8_path, calib) if bias_correction else None
     _finish_int8_file(fp32_path, int8_path, delta)
 
-    int8 = OnnxEncoder(int8_path, providers="cpu", threads=threads)
-    e32 = fp32.embed(evalw).astype(np.float64)
-    e8 = int8.embed(evalw).astype(np.float64)
-    norms = np.linalg.norm(e32, axis=1) * np.linalg.norm(e8, axis=1)
-    cos = (e32 * e8).sum(1) / np.maximum(norms, 1e-30)
-    scale = float(np.abs(e32).max()) or 1.0
-    bench = np.ascontiguousarray(
-        np.resize(evalw, (benchmark_batch, *evalw.shape[1:])), dtype=np.float32
-    )
-    # interleave the two measurements so machine load affects both alike
-    speed32, speed8 = [], []
-    for _ in range(2):
-        speed32.append(_throughput(fp32, bench, benchmark_repeats))
-        speed8.append(_throughput(int8, bench, benchmark_repeats))
-    report = QuantizationReport(
-        fp32_path=fp32_path,
-        int8_path=int8_path,
+    report = measure_int8(
+        fp32,
+        OnnxEncoder(int8_path, providers="cpu", threads=threads),
         n_calibration=len(calib),
-        n_eval=len(evalw),
-        cosine_mean=float(cos.mean()),
-        cosine_min=float(cos.min()),
-        relative_error=float(np.abs(e8 - e32).max()) / scale,
-        fp32_windows_per_s=max(speed32),
-        int8_windows_per_s=max(speed8),
+        eval_windows=evalw,
+        labels=labels,
+        probe=probe,
+        probe_splits=probe_splits,
         benchmark_batch=benchmark_batch,
+        benchmark_repeats=benchmark_repeats,
         threads=threads,
     )
-    if labels is not None:
-        probe_result = compare_probe_accuracy(e32, e8, labels, probe_splits)
-        report.probe_accuracy_fp32 = probe_result["fp32"]
-        report.probe_accuracy_int8 = probe_result["int8"]
-        report.probe_accuracy_int8_fp32_probe = probe_result["int8_fp32_probe"]
-        report.probe_change_int8_per_split = probe_result["change_per_split"]
-    elif probe is not None:
-        report.probe_accuracy_fp32 = float(probe(e32.astype(np.float32)))
-        report.probe_accuracy_int8 = float(probe(e8.astype(np.float32)))
     if print_report:
         print(report.format())
     return report
@@ -423,9 +252,10 @@ def fp32_tail_nodes(model: onnx.ModelProto) -> list[str]:
     (squeeze-excitation multiply, residual add, global max) and taking the 1x1
     convolutions met on the way (the shortcut); the walk stops at any other node (the
     block's k > 1 convolutions and their activations, the squeeze-excitation MLP).
-    The ablation behind it, on a pretrained encoder (quantizing one group of nodes at a
-    time): the last block's shortcut and its multiply/add/max were the two largest
-    contributors to the INT8 embedding error, while they are about 2 % of the FLOPs.
+    Why these: in an ablation on a pretrained encoder (quantizing one group of nodes at a
+    time, benchmarks/README.md) the last block's shortcut and its multiply/add/max were
+    the two largest contributors to the INT8 embedding error, while they are a small share
+    of the FLOPs.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     inits = {init.name: init for init in model.graph.initializer}
@@ -464,12 +294,7 @@ def _finish_int8_file(src: Path, dst: Path, bias: np.ndarray | None) -> None:
             node.output[:] = [raw if o == out else o for o in node.output]
         g.initializer.append(onnx.numpy_helper.from_array(bias.astype(np.float32), shift))
         g.node.append(onnx.helper.make_node("Add", [raw, shift], [out], name="bias_correction"))
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    have = {p.key for p in model.metadata_props}
-    for k, v in meta.items():
-        if k not in have:
-            model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    model.metadata_props.append(
-        onnx.StringStringEntryProto(key="ecgfast.quantization", value="int8-qdq-per-channel")
-    )
+    source = read_metadata(onnx.load(str(src), load_external_data=False))
+    write_metadata(model, source, keep_existing=True)
+    write_metadata(model, {META_QUANTIZATION: INT8_QDQ_PER_CHANNEL})
     onnx.save(model, str(dst))

@@ -25,16 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from ecgfast.export.graph import fold_rows
+from ecgfast.export.errors import OnnxModelError
+from ecgfast.export.metadata import min_length_of, read_metadata
+from ecgfast.export.passes import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-_DEFAULT_MIN_LENGTH = 1
-
-
-class OnnxModelError(ValueError):
-    """The file is not an ONNX encoder this runtime can run; the message names the file."""
 
 
 def _ort():
@@ -79,8 +76,16 @@ def _load_and_check(path: Path) -> onnx.ModelProto:
         raise OnnxModelError(f"OnnxEncoder: {path} is not a file")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
+        _check_interface(path, model)
+    except OnnxModelError:
+        raise
+    except Exception as err:  # a file we did not write: whatever its parse or fields raise
         raise OnnxModelError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from err
+    return model
+
+
+def _check_interface(path: Path, model: onnx.ModelProto) -> None:
+    """One float32 (batch, 1, length) input and one (batch, D) output, or OnnxModelError."""
     g = model.graph
     if not model.opset_import or not g.node or not g.input or not g.output:
         raise OnnxModelError(f"{path}: not an ONNX model (no graph, inputs, outputs or opset)")
@@ -94,7 +99,8 @@ def _load_and_check(path: Path) -> onnx.ModelProto:
     ttype = inputs[0].type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in ttype.shape.dim]
     if ttype.elem_type != onnx.TensorProto.FLOAT or len(dims) != 3 or dims[1] != 1:
-        dtype = onnx.TensorProto.DataType.Name(ttype.elem_type) if ttype.elem_type else "?"
+        names = onnx.TensorProto.DataType
+        dtype = names.Name(ttype.elem_type) if ttype.elem_type in names.values() else "?"
         raise OnnxModelError(
             f"{path}: input {inputs[0].name!r} must be float32 (batch, 1, length), "
             f"got {dtype} {tuple(dims)}"
@@ -104,7 +110,10 @@ def _load_and_check(path: Path) -> onnx.ModelProto:
         raise OnnxModelError(
             f"{path}: output {g.output[0].name!r} must be (batch, D), got rank {len(out.shape.dim)}"
         )
-    return model
+
+
+def _from_onnxruntime(err: Exception) -> bool:
+    return type(err).__module__.startswith("onnxruntime")
 
 
 class OnnxEncoder:
@@ -120,21 +129,24 @@ class OnnxEncoder:
             per physical core).
         spin: let idle intra-op threads spin-wait for the next operator instead of
             sleeping (onnxruntime's own default). Off by default, because spinning threads
-            take the cores from PyTorch or a data pipeline in the same process (they spin
-            for about 60 ms after each call). Measure before turning it on for
-            latency-bound serving where onnxruntime has the cores to itself: at batch 1
-            after 100 ms idle it gave 16 to 29 % lower latency in three runs on a 2-core
-            AVX2 VM, but was slower than the default in three runs on a 2-core AVX-512 VM
-            (benchmarks/README.md).
+            take the cores from PyTorch or a data pipeline in the same process (they keep
+            spinning for a while after each call). Measure before turning it on for
+            latency-bound serving where onnxruntime has the cores to itself: its effect
+            at batch 1 differed between CPUs (benchmarks/README.md, "Inference").
         row_fold: on the CPU provider with 2 or more threads, run batches smaller than the
             thread count through a copy of the graph whose block 1 works on the signal
-            folded into two rows (:func:`ecgfast.export.graph.fold_rows`: same sums, but
+            folded into two rows (:func:`ecgfast.export.passes.fold_rows`: same sums, but
             onnxruntime can split block 1's convolutions over two threads at batch 1).
             Files the fold does not apply to (INT8, the 1-D layout, leaky-ReLU encoders)
             run as they are.
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
     accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
+
+    Raises :class:`~ecgfast.export.OnnxModelError` (naming the file) for a file it cannot
+    run: at load (not ONNX, a damaged file, another signature, a graph onnxruntime or the
+    row fold refuses) or at a call onnxruntime fails on or that returns another shape
+    than (batch, D); tests/export/test_onnx_fuzz.py feeds it damaged files.
     """
 
     def __init__(
@@ -156,11 +168,11 @@ class OnnxEncoder:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         model = _load_and_check(self.path)
-        self.metadata = {p.key: p.value for p in model.metadata_props}
         try:
-            self.min_length = int(self.metadata.get("ecgfast.min_length", _DEFAULT_MIN_LENGTH))
-        except ValueError:
-            self.min_length = _DEFAULT_MIN_LENGTH
+            self.metadata = read_metadata(model)
+        except UnicodeDecodeError as err:
+            raise OnnxModelError(f"{self.path}: unreadable metadata ({err})") from err
+        self.min_length = min_length_of(self.metadata)
         out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
         self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
 
@@ -174,9 +186,9 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
-        # by default idle intra-op threads block instead of spinning: spinning threads took
-        # the cores from PyTorch work in the same process (2-core VM: torch batch-1 latency
-        # 13 ms -> 25 ms between onnxruntime calls); spin=True is for latency-bound serving
+        # by default idle intra-op threads block instead of spinning: spinning threads take
+        # the cores from PyTorch work in the same process (benchmarks/README.md,
+        # test_torch_after_ort); spin=True is for latency-bound serving
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.spin = spin
         if threads is not None:
@@ -184,6 +196,9 @@ class OnnxEncoder:
         chosen = [CUDA, CPU] if use_cuda else [CPU]
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
+            # names onnxruntime cannot decode raise here, not at the first call
+            self.input_name = self.session.get_inputs()[0].name
+            self.output_name = self.session.get_outputs()[0].name
         except Exception as err:
             raise OnnxModelError(f"{self.path}: onnxruntime cannot load it ({err})") from err
         self.provider = self.session.get_providers()[0]
@@ -193,15 +208,19 @@ class OnnxEncoder:
         self.small_batch_session, self.small_batch_below = None, 0
         n_threads = threads or os.cpu_count() or 1
         if row_fold and self.provider == CPU and n_threads >= 2:
-            folded = fold_rows(model)
-            if folded is not model:
-                self.small_batch_session = ort.InferenceSession(
-                    folded.SerializeToString(), options, providers=[CPU]
-                )
-                self.small_batch_below = n_threads
+            try:
+                folded = fold_rows(model)
+                if folded is not model:
+                    self.small_batch_session = ort.InferenceSession(
+                        folded.SerializeToString(), options, providers=[CPU]
+                    )
+                    self.small_batch_below = n_threads
+            except Exception as err:  # the fold of a file onnxruntime accepted as it is
+                raise OnnxModelError(
+                    f"{self.path}: the row fold failed ({type(err).__name__}: {err}); "
+                    "OnnxEncoder(..., row_fold=False) runs the file as it is"
+                ) from err
         del model
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({str(self.path)!r}, provider={self.provider!r})"
@@ -271,16 +290,15 @@ class OnnxEncoder:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         x, is_torch = self._check(x)
         n = x.shape[0]
-        if self.provider == CUDA:
-            return self._embed_cuda(x, is_torch, batch_size)
+        if self.provider == CUDA:  # pragma: no cover - needs a GPU
+            import torch
+
+            return self._embed_bound(x, is_torch, batch_size, torch.device("cuda", 0))
         xn = x.cpu().contiguous().numpy() if is_torch else np.ascontiguousarray(x)
         if n == 0:
             out = np.empty((0, self.embedding_dim or 0), np.float32)
         else:
-            parts = [
-                self._session_for(len(chunk)).run([self.output_name], {self.input_name: chunk})[0]
-                for chunk in (xn[i : i + batch_size] for i in range(0, n, batch_size))
-            ]
+            parts = [self._run(xn[i : i + batch_size]) for i in range(0, n, batch_size)]
             out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if is_torch:
             import torch
@@ -295,10 +313,23 @@ class OnnxEncoder:
             return self.small_batch_session
         return self.session
 
-    def _embed_cuda(self, x, is_torch: bool, batch_size: int):  # pragma: no cover - needs a GPU
-        import torch
-
-        return self._embed_bound(x, is_torch, batch_size, torch.device("cuda", 0))
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        """One onnxruntime call on (b, 1, L) float32; the output must be (b, D)."""
+        try:
+            out = self._session_for(len(chunk)).run([self.output_name], {self.input_name: chunk})[0]
+        except Exception as err:
+            if not _from_onnxruntime(err):
+                raise
+            raise OnnxModelError(
+                f"{self.path}: onnxruntime failed on a batch of shape {chunk.shape}: {err}"
+            ) from err
+        want = (len(chunk), self.embedding_dim or (out.shape[-1] if out.ndim else 0))
+        if out.shape != want:
+            raise OnnxModelError(
+                f"{self.path}: output {self.output_name!r} has shape {out.shape} for a batch "
+                f"of {len(chunk)}, expected {want}"
+            )
+        return out
 
     def _embed_bound(self, x, is_torch: bool, batch_size: int, device):
         """I/O binding: torch buffers on ``device`` in and out, no host round trip.
@@ -329,7 +360,15 @@ class OnnxEncoder:
             )
             if kind == "cuda":  # the input was written on torch's stream
                 torch.cuda.current_stream().synchronize()
-            self.session.run_with_iobinding(binding)
+            try:
+                self.session.run_with_iobinding(binding)
+            except Exception as err:
+                if not _from_onnxruntime(err):
+                    raise
+                raise OnnxModelError(
+                    f"{self.path}: onnxruntime failed on a batch of shape {tuple(chunk.shape)}: "
+                    f"{err}"
+                ) from err
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
         if is_torch:

@@ -214,7 +214,7 @@ def test_bad_arguments(tmp_path, default_encoder):
 def test_lift_turns_time_means_into_global_average_pools(keepdims):
     """The 2-D lift rewrites a mean over time, kept or dropped axis, as GlobalAveragePool
     (+ Flatten) and the lifted graph computes what the 1-D one does."""
-    from ecgfast.export.onnx_export import _lift_to_2d
+    from ecgfast.export.passes import lift_to_2d
     from onnx import TensorProto, helper, numpy_helper
 
     axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
@@ -235,7 +235,7 @@ def test_lift_turns_time_means_into_global_average_pools(keepdims):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    lifted = _lift_to_2d(model)
+    lifted = lift_to_2d(model)
     ops = [n.op_type for n in lifted.graph.node]
     assert ops.count("GlobalAveragePool") == 1 + keepdims and "ReduceMean" not in ops
     x = np.random.default_rng(keepdims).standard_normal((2, 3, 17)).astype(np.float32)
@@ -250,7 +250,7 @@ def test_row_fold_is_exact_and_used_for_small_batches(exported):
     its thread count only, on the CPU provider, unless row_fold=False; a leaky-ReLU
     encoder (whose activation does not zero the -1e30 indicator) is left unfolded."""
     from ecgfast.export import OnnxEncoder
-    from ecgfast.export.graph import ROW_FOLD_PREFIX, fold_rows
+    from ecgfast.export.passes import ROW_FOLD_PREFIX, fold_rows
 
     model, path, _ = exported
     plain = onnx.load(str(path))

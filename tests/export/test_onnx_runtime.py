@@ -158,8 +158,8 @@ def _cpu_seconds_while_idle(enc, x) -> float:
 
 def test_default_threads_use_no_cpu_between_calls(exported):
     """By default idle intra-op threads sleep: no CPU is used between calls. With
-    spin=True they keep spinning after a call (about 60 ms of CPU per call on the 2-core
-    VM), which shows that the measurement sees spinning."""
+    spin=True they keep spinning after a call (benchmarks/README.md, "Inference", says for
+    how long), which shows that the measurement sees spinning."""
     _, path, _ = exported
     x = np.random.default_rng(4).standard_normal((4, 1, 2560)).astype(np.float32)
     idle = _cpu_seconds_while_idle(OnnxEncoder(path, providers="cpu", threads=2), x)

@@ -1,7 +1,4 @@
-"""Small ONNX graph helpers shared by the exporter and the runtime, and
-:func:`fold_rows`, the rewrite :class:`ecgfast.export.OnnxEncoder` applies for small
-batches. No PyTorch here: the runtime imports this module.
-"""
+"""The row fold: block 1's two convolutions on the signal folded into two rows."""
 
 from __future__ import annotations
 
@@ -11,20 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    uses: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses.setdefault(name, []).append(node)
-    return uses
-
-
-# --------------------------------------------------------------------------- row fold
+from ecgfast.export.passes._graph import attrs, consumers
 
 ROW_FOLD_PREFIX = "rowfold/"
 _ROW_FOLD_BIG = 1e30  # pre-activation offset that Relu turns into an exact 0
@@ -36,7 +20,7 @@ def _row_fold_pattern(model: onnx.ModelProto):
     shape :func:`fold_rows` handles (stride 1, 'same' padding, one input channel)."""
     g = model.graph
     inits = {init.name: init for init in g.initializer}
-    uses = _consumers(g)
+    uses = consumers(g)
 
     def only_use(name):
         u = uses.get(name, [])
@@ -59,7 +43,7 @@ def _row_fold_pattern(model: onnx.ModelProto):
         convs = []
         for c in (c1, c2):
             w = inits.get(c.input[1])
-            a = _attrs(c)
+            a = attrs(c)
             if w is None or len(w.dims) != 4 or w.dims[2] != 1:
                 break
             k, pads = int(w.dims[3]), list(a.get("pads", [0, 0, 0, 0]))
@@ -96,8 +80,8 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     Returns ``model`` itself when :func:`_row_fold_pattern` finds nothing to fold (the
     1-D layout, a leaky-ReLU encoder, an INT8 model). :class:`ecgfast.export.OnnxEncoder`
     runs a folded copy for batches smaller than its thread count; the exported file is
-    not folded, because at large batches the fold costs a few percent (the extra input
-    channel, the final Slice) and gains nothing.
+    not folded, because at large batches every thread has work already and the fold only
+    adds work (the extra input channel, the final Slice).
     """
     found = _row_fold_pattern(model)
     if found is None:
@@ -117,8 +101,8 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
         new_inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), p + "c/" + name))
         return p + "c/" + name
 
-    def add(op, inputs, name, **attrs):
-        nodes.append(helper.make_node(op, inputs, [p + name], name=p + name, **attrs))
+    def add(op, inputs, name, **attributes):
+        nodes.append(helper.make_node(op, inputs, [p + name], name=p + name, **attributes))
         return p + name
 
     length = add("Shape", [x4], "length", start=3, end=4)
@@ -155,7 +139,7 @@ def fold_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     h = add("Conv", [rows, weight, *c1.input[2:]], "conv1", kernel_shape=[1, k1], pads=[0, 0, 0, 0])
     h = add("Relu", [h], "act1")
     y = add("Conv", [h, *c2.input[1:]], "conv2", kernel_shape=[1, k2], pads=[0, 0, 0, 0])
-    y = add(act2.op_type, [y], "act2", **_attrs(act2))
+    y = add(act2.op_type, [y], "act2", **attrs(act2))
     y = add("Reshape", [y, const("join", [0, 0, 1, -1])], "join")
     nodes.append(
         helper.make_node(
