@@ -1,10 +1,13 @@
 """ECG data: the ECGSYN model, a SYNTHETIC labelled cohort, readers and pre-processing.
 
 - :func:`ecgsyn`: McSharry et al.'s dynamical ECG model, one lead in mV.
-- :func:`make_cohort` / :class:`Cohort`: a synthetic arousal/valence-labelled cohort of
-  z-scored 10 s windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
+- :class:`Cohort`: labelled z-scored windows (subject, session, labels per task, class
+  names, raw scores, provenance) and its ``.npz`` file format (see :mod:`.cohort`).
+- :func:`make_cohort`: a synthetic arousal/valence-labelled cohort of z-scored 10 s
+  windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
 - :func:`read_recording` / :class:`Recording`: ``.npy``, ``.csv`` and WFDB files.
-- :func:`preprocess` / :func:`iter_windows` / :class:`Windows`: high-pass 0.8 Hz ->
+- :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
+  :class:`Windows`: high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
   :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
   :func:`window`.
@@ -20,13 +23,15 @@ from ecgfast.data.preprocessing import (
     is_flat,
     iter_windows,
     preprocess,
+    preprocess_subject,
     resample,
     robust_zscore,
     window,
     zscore_stats,
 )
 from ecgfast.data.readers import Recording, read_recording
-from ecgfast.data.synthetic import Cohort, make_cohort
+from ecgfast.data.cohort import Cohort
+from ecgfast.data.synthetic import make_cohort
 
 __all__ = [
     "FLAT_STD_THRESHOLD",
@@ -40,6 +45,7 @@ __all__ = [
     "iter_windows",
     "make_cohort",
     "preprocess",
+    "preprocess_subject",
     "read_recording",
     "resample",
     "robust_zscore",

@@ -29,26 +29,25 @@ Each session also gets its own jitter: heart rate + N(0, 2.5) bpm, heart-rate st
 LF/HF x exp(N(0, 0.15)), a_T x exp(N(0, 0.05)).
 
 Every subject gets the four (arousal, valence) combinations once per four sessions, in
-a random order. The raw sessions go through :func:`ecgfast.data.preprocessing.preprocess`
-(the same chain as real recordings: 0.8 Hz high-pass, resample, robust z-score, 10 s
-windows), with the z-score statistics taken per subject over all of that subject's
+a random order. The raw sessions go through
+:func:`ecgfast.data.preprocessing.preprocess_subject` (the same chain as real recordings:
+0.8 Hz high-pass, resample, robust z-score, 10 s windows), with the z-score statistics taken per subject over all of that subject's
 sessions (the papers' per-person normalisation).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import signal as sps
 
+from ecgfast import __version__
+from ecgfast.data.cohort import BINARY_CLASSES, Cohort
 from ecgfast.data.ecgsyn import DEFAULT_MORPHOLOGY, ecgsyn
-from ecgfast.data.errors import ECGDataError
-from ecgfast.data.preprocessing import highpass, preprocess, zscore_stats
+from ecgfast.data.preprocessing import DEFAULT_HIGHPASS_HZ, preprocess_subject
+
+__all__ = ["DESCRIPTION", "Cohort", "make_cohort", "session_labels"]
 
 DESCRIPTION = "SYNTHETIC ECGSYN cohort (ecgfast.data.synthetic); labels are not real affect"
 
@@ -56,122 +55,6 @@ DESCRIPTION = "SYNTHETIC ECGSYN cohort (ecgfast.data.synthetic); labels are not 
 #: entries (cyclically) differ in both labels.
 _COMBINATIONS = ((0, 0), (1, 1), (0, 1), (1, 0))
 _T = 4  # index of the T wave in (P, Q, R, S, T)
-
-
-@dataclass
-class Cohort:
-    """Windows of a labelled cohort.
-
-    Attributes:
-        windows: (N, L) float32, z-scored ECG windows (L = 2560 for 10 s at 256 Hz).
-        subject: (N,) int64 subject id of each window.
-        session: (N,) int64 globally unique session (recording) id.
-        arousal: (N,) int64 in {0, 1} (low/high).
-        valence: (N,) int64 in {0, 1} (low/high).
-        fs: sampling rate of the windows in Hz.
-    """
-
-    windows: np.ndarray
-    subject: np.ndarray
-    session: np.ndarray
-    arousal: np.ndarray
-    valence: np.ndarray
-    fs: float
-
-    def __post_init__(self):
-        _validate(self.__dict__, "Cohort")
-
-    def __len__(self) -> int:
-        return int(self.windows.shape[0])
-
-    @property
-    def n_subjects(self) -> int:
-        return int(np.unique(self.subject).size)
-
-    def subset(self, index) -> Cohort:
-        """The windows selected by ``index`` (a boolean mask or integer indices)."""
-        return Cohort(
-            windows=self.windows[index],
-            subject=self.subject[index],
-            session=self.session[index],
-            arousal=self.arousal[index],
-            valence=self.valence[index],
-            fs=self.fs,
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write to an uncompressed ``.npz`` (the suffix is added if missing)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        np.savez(
-            path,
-            windows=self.windows,
-            subject=self.subject,
-            session=self.session,
-            arousal=self.arousal,
-            valence=self.valence,
-            fs=np.float64(self.fs),
-            description=np.str_(DESCRIPTION),
-        )
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Cohort:
-        """Read a cohort written by :meth:`save`.
-
-        Raises:
-            ECGDataError: the file is missing, not an ``.npz``, corrupt, lacks a key, or a
-                key has the wrong shape/dtype/values; the message names the file.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ECGDataError(f"{path}: file not found")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in _KEYS if k not in data.files]
-                if missing:
-                    raise ECGDataError(
-                        f"{path}: not a cohort file: missing key(s) {missing}; has {data.files}"
-                    )
-                arrays = {k: data[k] for k in _KEYS}
-        except ECGDataError:
-            raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-            raise ECGDataError(f"{path}: cannot read as .npz: {exc}") from None
-        if arrays["fs"].shape != () or not np.issubdtype(arrays["fs"].dtype, np.floating):
-            raise ECGDataError(f"{path}: 'fs' must be a float scalar, got {arrays['fs']!r}")
-        arrays["fs"] = float(arrays["fs"])
-        _validate(arrays, str(path))
-        return cls(**arrays)
-
-
-_KEYS = ("windows", "subject", "session", "arousal", "valence", "fs")
-
-
-def _validate(a: dict, where: str) -> None:
-    w = a["windows"]
-    if not isinstance(w, np.ndarray) or w.dtype != np.float32 or w.ndim != 2:
-        raise ECGDataError(
-            f"{where}: 'windows' must be a 2-D float32 array (N, L), got "
-            f"{getattr(w, 'dtype', type(w))} of shape {getattr(w, 'shape', None)}"
-        )
-    n = w.shape[0]
-    for key in ("subject", "session", "arousal", "valence"):
-        v = a[key]
-        if not isinstance(v, np.ndarray) or v.dtype != np.int64 or v.shape != (n,):
-            raise ECGDataError(
-                f"{where}: {key!r} must be an int64 array of shape ({n},), got "
-                f"{getattr(v, 'dtype', type(v))} of shape {getattr(v, 'shape', None)}"
-            )
-    for key in ("arousal", "valence"):
-        if n and not np.isin(a[key], (0, 1)).all():
-            raise ECGDataError(f"{where}: {key!r} labels must be 0 or 1")
-    fs = a["fs"]
-    if not (isinstance(fs, (int, float)) and math.isfinite(fs) and fs > 0):
-        raise ECGDataError(f"{where}: 'fs' must be a sampling rate > 0 Hz, got {fs!r}")
-    if n and not np.isfinite(w).all():
-        raise ECGDataError(f"{where}: 'windows' contains NaN/Inf")
 
 
 def _subject_params(rng: np.random.Generator) -> dict:
@@ -299,19 +182,16 @@ def make_cohort(
             _session_signal(subject, a, v, session_seconds, fs, np.random.default_rng([seed, s, j]))
             for j, (a, v) in enumerate(labels)
         ]
-        stats = zscore_stats(
-            np.concatenate([highpass(x, fs) for x in raws]),
+        per_session = preprocess_subject(
+            raws,
+            fs,
+            target_fs=fs,
+            window_seconds=window_seconds,
+            sources=[f"synthetic subject {s} session {session_id + j}" for j in range(len(raws))],
             source=f"synthetic subject {s}",
         )
-        for (a, v), x in zip(labels, raws):
-            w = preprocess(
-                x,
-                fs,
-                target_fs=fs,
-                window_seconds=window_seconds,
-                stats=stats,
-                source=f"synthetic subject {s} session {session_id}",
-            ).windows
+        for (a, v), win in zip(labels, per_session):
+            w = win.windows
             n = w.shape[0]
             parts["windows"].append(w)
             parts["subject"].append(np.full(n, s, dtype=np.int64))
@@ -319,4 +199,35 @@ def make_cohort(
             parts["arousal"].append(np.full(n, a, dtype=np.int64))
             parts["valence"].append(np.full(n, v, dtype=np.int64))
             session_id += 1
-    return Cohort(**{k: np.concatenate(v) for k, v in parts.items()}, fs=fs)
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    provenance = {
+        "dataset": "synthetic",
+        "description": DESCRIPTION,
+        "params": {
+            "n_subjects": int(n_subjects),
+            "sessions_per_subject": int(sessions_per_subject),
+            "session_seconds": float(session_seconds),
+            "seed": int(seed),
+        },
+        "rules": {
+            "arousal": "0/1 as generated (module docstring of ecgfast.data.synthetic)",
+            "valence": "0/1 as generated (module docstring of ecgfast.data.synthetic)",
+        },
+        "preprocessing": {
+            "highpass_hz": DEFAULT_HIGHPASS_HZ,
+            "target_fs": fs,
+            "window_seconds": float(window_seconds),
+            "zscore": "per subject, mean/std of the central 95 % of samples",
+        },
+        "ecgfast_version": __version__,
+    }
+    return Cohort(
+        windows=arrays["windows"],
+        subject=arrays["subject"],
+        session=arrays["session"],
+        fs=fs,
+        labels={"arousal": arrays["arousal"], "valence": arrays["valence"]},
+        classes={"arousal": BINARY_CLASSES, "valence": BINARY_CLASSES},
+        scores={},
+        provenance=provenance,
+    )
