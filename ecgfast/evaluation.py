@@ -27,6 +27,12 @@ SPLITS = ("subject", "window")
 LABELS = ("arousal", "valence")
 
 
+def default_tasks(available) -> list[str]:
+    """Arousal and valence where ``available`` has them, otherwise every task."""
+    available = list(available)
+    return [t for t in LABELS if t in available] or available
+
+
 @torch.no_grad()
 def extract_features(encoder: ECGEncoder, windows, *, batch_size: int = 256,
                      device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
