@@ -31,8 +31,9 @@ LF/HF x exp(N(0, 0.15)), a_T x exp(N(0, 0.05)).
 Every subject gets the four (arousal, valence) combinations once per four sessions, in
 a random order. The raw sessions go through
 :func:`ecgfast.data.preprocessing.preprocess_subject` (the same chain as real recordings:
-0.8 Hz high-pass, resample, robust z-score, 10 s windows), with the z-score statistics taken per subject over all of that subject's
-sessions (the papers' per-person normalisation).
+0.8 Hz high-pass, resample, robust z-score, 10 s windows), with the z-score statistics
+taken per subject over all of that subject's sessions (the papers' per-person
+normalisation).
 """
 
 from __future__ import annotations

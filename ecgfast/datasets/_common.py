@@ -1,0 +1,276 @@
+"""What every dataset loader shares: the registry entry, one subject's recordings, and the
+driver that pre-processes subject after subject into a labelled :class:`Cohort`.
+
+A loader lists its subjects (``(subject id, file)`` pairs) and reads one subject at a
+time into a :class:`SubjectData`; :func:`build_cohort` runs the training pre-processing
+on it (:func:`ecgfast.data.preprocess_subject`: 0.8 Hz zero-phase high-pass, polyphase
+resampling to 256 Hz, robust z-score over all the subject's samples, 10 s windows),
+labels the windows, and drops the raw data before reading the next subject, so peak
+memory is one subject's raw data plus the output windows.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecgfast import __version__
+from ecgfast.data import Cohort, ECGDataError, preprocess_subject
+from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ, DEFAULT_TARGET_FS, resample_ratio
+from ecgfast.data.windowing import DEFAULT_WINDOW_SECONDS, FLAT_STD_THRESHOLD
+
+BINARY = ("low", "high")
+
+#: The pre-processing every loader applies, recorded in each cohort's provenance.
+PREPROCESSING = {
+    "highpass_hz": DEFAULT_HIGHPASS_HZ,
+    "highpass": "Butterworth order 4, zero phase (sosfiltfilt)",
+    "target_fs": DEFAULT_TARGET_FS,
+    "resampling": "polyphase (scipy.signal.resample_poly)",
+    "zscore": "per subject: mean/std of the central 95 % of all its filtered, resampled samples",
+    "window_seconds": DEFAULT_WINDOW_SECONDS,
+    "overlap": 0.0,
+    "flat_std_threshold": FLAT_STD_THRESHOLD,
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset the library reads from its official files.
+
+    Attributes:
+        name: the name ``load_dataset`` takes (``"wesad"``, ...).
+        title: the dataset's full name and reference.
+        layout: the files and folders expected under ``root``, as text.
+        tasks: the label tasks a cohort of this dataset has, in order.
+        default_threshold: the rating threshold used when none is given (None: the
+            dataset has no ratings to binarise).
+        leads: names of the ECG leads (one entry for single-lead datasets).
+        load: ``load(root, *, threshold, lead, progress, skip_bad) -> Cohort`` with the
+            threshold resolved (a float or None) and ``lead`` an index into ``leads``.
+        source_files: ``source_files(root) -> list[Path]``: every file ``load`` reads
+            (for the cache key); raises ECGDataError naming what is missing.
+        fs: the ECG sampling rate of the files, in Hz.
+    """
+
+    name: str
+    title: str
+    layout: str
+    tasks: tuple[str, ...]
+    default_threshold: float | None
+    leads: tuple[str, ...]
+    load: Callable
+    source_files: Callable
+    fs: float
+
+
+@dataclass
+class Trial:
+    """One recording of a subject.
+
+    ``labels``/``scores`` hold the trial's constant labels and ratings; or ``per_window``
+    maps the windows' raw sample bounds ``(lo, hi)`` (arrays, at the file's rate) to
+    ``(keep, labels, scores, dropped)``: a bool mask, (n_kept,) arrays per task and
+    rating, and counts of the windows dropped per reason.
+    """
+
+    signal: np.ndarray
+    name: str
+    labels: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    per_window: Callable | None = None
+
+
+@dataclass
+class SubjectData:
+    """Everything a loader read for one subject: its trials and the drops it counted."""
+
+    subject: int
+    fs: float
+    trials: list[Trial]
+    dropped: dict = field(default_factory=dict)
+
+
+def dataset_error(path, what: str, layout: str | None = None) -> ECGDataError:
+    """An ECGDataError naming ``path``; with ``layout``, the layout expected is appended."""
+    text = f"{path}: {what}"
+    if layout:
+        text += "\nexpected layout:\n" + layout
+    return ECGDataError(text)
+
+
+def check_root(root, layout: str) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise dataset_error(root, "dataset root not found", layout)
+    return root
+
+
+def check_range(values, low: float, high: float, where: str) -> np.ndarray:
+    """``values`` as float64, or ECGDataError naming ``where`` if any is NaN or outside
+    [low, high]."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = ~np.isfinite(v) | (v < low) | (v > high)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ECGDataError(
+            f"{where}: rating {float(v[i])!r} (entry {i}) outside the scale [{low:g}, {high:g}]"
+        )
+    return v
+
+
+def binarise(score: float, threshold: float) -> int:
+    """1 (high) when ``score`` is strictly greater than ``threshold``, else 0 (low)."""
+    return int(score > threshold)
+
+
+def threshold_rule(task: str, threshold: float, scale: str) -> str:
+    return f"{task}: 1 (high) iff the rating > {threshold:g} (scale {scale}), else 0 (low)"
+
+
+def add_counts(total: dict, counts: dict) -> None:
+    for key, n in counts.items():
+        total[key] = total.get(key, 0) + int(n)
+
+
+def _progress(items, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="subject", disable=not enabled)
+
+
+def build_cohort(
+    info: DatasetInfo,
+    root: Path,
+    subjects: list[tuple[int, Path]],
+    read: Callable[[int, Path], SubjectData],
+    *,
+    classes: dict[str, tuple[str, ...]],
+    score_names: tuple[str, ...],
+    provenance: dict,
+    progress: bool,
+    skip_bad: bool,
+) -> Cohort:
+    """Read, pre-process and label ``subjects`` one at a time into a Cohort.
+
+    ``read(subject_id, path)`` returns the subject's :class:`SubjectData`. A subject
+    whose reading or pre-processing raises ECGDataError stops the load, or with
+    ``skip_bad`` is skipped, warned about and listed in ``provenance["skipped_subjects"]``.
+    """
+    parts: dict[str, list] = {"windows": [], "subject": [], "session": []}
+    labels = {t: [] for t in classes}
+    scores = {s: [] for s in score_names}
+    dropped: dict[str, int] = {}
+    skipped = []
+    session = 0
+    window_seconds = PREPROCESSING["window_seconds"]
+    for sid, path in _progress(subjects, info.name, progress):
+        try:
+            data = read(sid, path)
+            wins = preprocess_subject(
+                [t.signal for t in data.trials],
+                data.fs,
+                sources=[t.name for t in data.trials],
+                source=f"{path}: subject {sid}",
+            )
+            up, down = resample_ratio(data.fs, DEFAULT_TARGET_FS)
+            found = []
+            for trial, w in zip(data.trials, wins):
+                a = np.rint(w.starts_s * DEFAULT_TARGET_FS).astype(np.int64)
+                b = a + round(window_seconds * DEFAULT_TARGET_FS)
+                lo, hi = a * down // up, np.minimum(-(-b * down // up), trial.signal.shape[0])
+                keep, lab, sco, drop = _label(trial, lo, hi, len(w))
+                found.append((w.windows[keep], lab, sco, drop, w.n_skipped_flat))
+        except ECGDataError as exc:
+            if not skip_bad:
+                raise
+            warnings.warn(f"{info.name}: skipping subject {sid} ({path}): {exc}", stacklevel=3)
+            skipped.append({"subject": int(sid), "file": str(path), "reason": str(exc)})
+            continue
+        add_counts(dropped, data.dropped)
+        for win, lab, sco, drop, n_flat in found:
+            add_counts(dropped, {**drop, "flat_windows": n_flat})
+            n = win.shape[0]
+            parts["windows"].append(win)
+            parts["subject"].append(np.full(n, sid, dtype=np.int64))
+            parts["session"].append(np.full(n, session, dtype=np.int64))
+            for t in labels:
+                labels[t].append(np.asarray(lab[t], dtype=np.int64))
+            for s in scores:
+                scores[s].append(np.asarray(sco[s], dtype=np.float64))
+            session += 1
+        del data, wins, found
+    length = round(window_seconds * DEFAULT_TARGET_FS)
+    if not parts["windows"]:
+        raise dataset_error(root, f"no usable windows in {len(subjects)} subject(s)"
+                            + (f"; skipped: {skipped}" if skipped else ""))
+    cat = {k: np.concatenate(v) if v else np.empty((0, length), np.float32)
+           for k, v in parts.items()}
+    prov = {
+        "dataset": info.name,
+        "title": info.title,
+        "root": str(Path(root).resolve()),
+        **provenance,
+        "preprocessing": dict(PREPROCESSING),
+        "ecgfast_version": __version__,
+        "counts": {
+            "windows": int(cat["windows"].shape[0]),
+            "subjects": int(np.unique(cat["subject"]).size),
+            "sessions": session,
+            "dropped": dropped,
+        },
+        "skipped_subjects": skipped,
+    }
+    return Cohort(
+        windows=cat["windows"],
+        subject=cat["subject"],
+        session=cat["session"],
+        fs=DEFAULT_TARGET_FS,
+        labels={t: np.concatenate(v) for t, v in labels.items()},
+        classes=classes,
+        scores={s: np.concatenate(v) for s, v in scores.items()},
+        provenance=prov,
+    )
+
+
+def _label(trial: Trial, lo, hi, n: int):
+    if trial.per_window is not None:
+        return trial.per_window(lo, hi)
+    lab = {t: np.full(n, v, dtype=np.int64) for t, v in trial.labels.items()}
+    sco = {s: np.full(n, v, dtype=np.float64) for s, v in trial.scores.items()}
+    return np.ones(n, dtype=bool), lab, sco, {}
+
+
+def resolve_threshold(info: DatasetInfo, threshold) -> float | None:
+    if threshold is None:
+        return info.default_threshold
+    if info.default_threshold is None:
+        raise ValueError(f"{info.name}: has no ratings to binarise; threshold does not apply")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
+        threshold
+    ):
+        raise ValueError(f"{info.name}: threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
+
+
+def resolve_lead(info: DatasetInfo, lead) -> int:
+    if lead is None:
+        return 0
+    if isinstance(lead, str):
+        names = [n.lower() for n in info.leads]
+        if lead.lower() in names:
+            return names.index(lead.lower())
+        if lead.isdigit():
+            lead = int(lead)
+    if isinstance(lead, (int, np.integer)) and not isinstance(lead, bool):
+        if 0 <= lead < len(info.leads):
+            return int(lead)
+    raise ValueError(
+        f"{info.name}: unknown lead {lead!r}; the leads are "
+        + ", ".join(f"{i} ({n})" for i, n in enumerate(info.leads))
+    )

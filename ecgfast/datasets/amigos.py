@@ -1,0 +1,147 @@
+"""AMIGOS (Miranda-Correa et al., IEEE TAC 2018) from its pre-processed release.
+
+Expected layout: ``root`` holds ``Data_Preprocessed_P01.mat`` ... ``P40.mat``, either
+directly or each inside its own folder of the same name (both as the release unpacks).
+Each is MATLAB v5 with ``joined_data`` (a 1 x 20 cell: one (n x 17) array per trial at
+128 Hz; columns 14 and 15 are the right and left ECG) and ``labels_selfassessment``
+(1 x 20 cell: a 1 x 12 row per trial, arousal, valence, dominance first, on 1-9).
+
+Tasks ``arousal``, ``valence``, ``dominance``: ``scores[task]`` is the trial's rating, the
+label 1 (high) when it is strictly greater than ``threshold`` (default 5, the midpoint of
+1-9), else 0. Empty trials (participants who skipped the long videos) are skipped and
+counted. ``lead`` picks the right (0, column 14, default) or left (1, column 15) ECG.
+One session per (participant, trial); one participant's file is read at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ecgfast.data import ECGDataError
+from ecgfast.datasets._common import (
+    BINARY,
+    DatasetInfo,
+    SubjectData,
+    Trial,
+    binarise,
+    build_cohort,
+    check_range,
+    check_root,
+    dataset_error,
+    threshold_rule,
+)
+from ecgfast.datasets.matfile import cells, field, loadmat, numeric
+
+FS = 128.0
+TASKS = ("arousal", "valence", "dominance")
+ECG_COLUMNS = (14, 15)
+SCALE = (1.0, 9.0)
+LAYOUT = """\
+AMIGOS pre-processed release: root holds, flat or each in a folder of the same name,
+  Data_Preprocessed_P01.mat ... Data_Preprocessed_P40.mat   MATLAB v5, each with
+    joined_data             1 x 20 cell of (n x 17) arrays at 128 Hz; columns 14, 15 = ECG
+                            right, left (empty arrays for skipped trials)
+    labels_selfassessment   1 x 20 cell of 1 x 12 rows: arousal, valence, dominance, ...
+                            on 1-9"""
+
+_NAME = re.compile(r"^Data_Preprocessed_P(\d+)\.mat$", re.IGNORECASE)
+
+
+def subjects(root) -> list[tuple[int, Path]]:
+    """(participant number, .mat path), sorted; flat files and per-file folders both."""
+    root = check_root(root, LAYOUT)
+    found: dict[int, Path] = {}
+    candidates = [root] if root.is_file() else list(root.iterdir())
+    for p in candidates:
+        inner = [q for q in p.iterdir()] if p.is_dir() else [p]
+        for q in inner:
+            m = _NAME.match(q.name)
+            if m and q.is_file():
+                n = int(m.group(1))
+                if n in found:
+                    raise dataset_error(q, f"participant {n} also in {found[n]}")
+                found[n] = q
+    if not found:
+        raise dataset_error(root, "no Data_Preprocessed_P<NN>.mat files found", LAYOUT)
+    return sorted(found.items())
+
+
+def source_files(root) -> list[Path]:
+    return [p for _, p in subjects(root)]
+
+
+def _reader(lead: int, threshold: float):
+    column = ECG_COLUMNS[lead]
+
+    def read(sid: int, path: Path) -> SubjectData:
+        mat = loadmat(path)
+        trials_data = cells(field(mat, "joined_data", path, ""))
+        ratings = cells(field(mat, "labels_selfassessment", path, ""))
+        del mat
+        if ratings.size != trials_data.size:
+            raise ECGDataError(f"{path}: labels_selfassessment has {ratings.size} trials but "
+                               f"joined_data has {trials_data.size}")
+        trials, empty = [], 0
+        for k, (x, row) in enumerate(zip(trials_data, ratings)):
+            name = f"joined_data{{{k + 1}}}"
+            x = numeric(x, path, name)
+            row = numeric(row, path, f"labels_selfassessment{{{k + 1}}}").reshape(-1)
+            if x.size == 0 or row.size == 0:
+                empty += 1
+                continue
+            if x.ndim != 2 or x.shape[1] <= column:
+                raise ECGDataError(f"{path}: {name} must be (n x 17) with the ECG in columns "
+                                   f"14-15, got shape {x.shape}")
+            if row.size < 3:
+                raise ECGDataError(f"{path}: labels_selfassessment{{{k + 1}}} has {row.size} "
+                                   "values; needs arousal, valence, dominance")
+            values = check_range(row[:3], *SCALE, f"{path}: labels_selfassessment{{{k + 1}}}")
+            scores = dict(zip(TASKS, map(float, values)))
+            trials.append(Trial(
+                np.ascontiguousarray(x[:, column]),
+                f"{path}: {name} column {column}",
+                labels={t: binarise(scores[t], threshold) for t in TASKS},
+                scores=scores,
+            ))
+        if not trials:
+            raise ECGDataError(f"{path}: all {trials_data.size} trials are empty")
+        return SubjectData(sid, FS, trials, dropped={"empty_trials": empty})
+
+    return read
+
+
+def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
+    """Load AMIGOS (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
+    with tasks arousal, valence, dominance and their ratings as scores."""
+    return build_cohort(
+        INFO,
+        Path(root),
+        subjects(root),
+        _reader(lead, threshold),
+        classes={t: BINARY for t in TASKS},
+        score_names=TASKS,
+        provenance={
+            "threshold": threshold,
+            "rules": {t: threshold_rule(t, threshold, "1-9") for t in TASKS},
+            "recordings": "joined_data trials; empty trials skipped and counted",
+            "lead": {"index": lead, "name": INFO.leads[lead], "column": ECG_COLUMNS[lead]},
+        },
+        progress=progress,
+        skip_bad=skip_bad,
+    )
+
+
+INFO = DatasetInfo(
+    name="amigos",
+    title="AMIGOS (Miranda-Correa et al., IEEE TAC 2018), pre-processed release",
+    layout=LAYOUT,
+    tasks=TASKS,
+    default_threshold=5.0,
+    leads=("ECG right", "ECG left"),
+    load=load,
+    source_files=source_files,
+    fs=FS,
+)

