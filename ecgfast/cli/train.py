@@ -155,7 +155,7 @@ def cmd_demo(args) -> int:
 
 def cmd_datasets(args) -> int:
     catalogue = datasets_module("NAME:ROOT").DATASETS
-    names = args.names or sorted(catalogue)
+    names = args.names or list(catalogue)
     unknown = [n for n in names if n not in catalogue]
     if unknown:
         raise UsageError(f"{unknown}: no such dataset; the datasets are {', '.join(sorted(catalogue))}")
