@@ -359,17 +359,18 @@ def pretrain(
             epoch_record["best_epoch"] = stop["best_epoch"]
         history.append(epoch_record)
         state_config = {**saved_config, "history": history, "early_stopping": stop}
-        if rank == 0 and val is not None and stop["best_epoch"] == epoch + 1:
-            ckpt.save_checkpoint(run_dir / BEST, epoch=epoch + 1, state_dict=objective.state_dict(),
-                                 config=state_config, keep=1)
         if rank == 0:
+            # metrics first: a resume drops records past its checkpoint, never misses one
+            append_jsonl(run_dir / METRICS, records + [epoch_record])
+            logged += records + [epoch_record]
+            if val is not None and stop["best_epoch"] == epoch + 1:
+                ckpt.save_checkpoint(run_dir / BEST, epoch=epoch + 1, keep=1,
+                                     state_dict=objective.state_dict(), config=state_config)
             last_path = ckpt.save_checkpoint(
                 run_dir, epoch=epoch + 1, state_dict=objective.state_dict(),
                 config=state_config, optimizer_state=optimizer.state_dict(),
                 keep=config.keep_checkpoints,
             )
-            append_jsonl(run_dir / METRICS, records + [epoch_record])
-            logged += records + [epoch_record]
             plot_training_curve(logged, run_dir / CURVE)
     if rank == 0 and last_path is None and has_checkpoint:
         last_path = ckpt.resolve_checkpoint(run_dir)
