@@ -176,6 +176,7 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
     ({"attention": "maybe"}, "attention"), ({"seeds": 0}, "seeds"), ({"split": "fold"}, "split"),
     ({"window_folds": 1}, "window_folds"), ({"validation_fraction": 1.0}, "validation_fraction"),
     ({"preset": "slow"}, "preset"), ({"lr": 0.0}, "lr"), ({"colour": 1}, "colour"),
+    ({"dropout": 1.5}, "dropout"), ({"objective": "mae"}, "objective"),
 ])
 def test_bad_options_are_named(options, match):
     with pytest.raises(ValueError, match=match):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +95,24 @@ class AblationConfig:
                 raise ValueError(f"{name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        self.pretrain_config(0)  # their own checks: lr, batch size, patience, dropout
+        self.encoder_config(self.configs[0], False)
+
+    def pretrain_config(self, seed: int):
+        """The :class:`~ecgfast.training.PretrainConfig` of the cells of ``seed``."""
+        from ecgfast.training import PretrainConfig
+
+        return PretrainConfig(objective=self.objective, epochs=self.max_epochs,
+                              batch_size=self.batch_size, lr=self.lr, seed=seed,
+                              device=self.device, patience=self.patience,
+                              max_steps_per_epoch=self.max_steps_per_epoch)
+
+    def encoder_config(self, residual: str, attention: bool):
+        """The :class:`~ecgfast.models.EncoderConfig` of one configuration."""
+        from ecgfast.models import EncoderConfig
+
+        return EncoderConfig(residual=residual, attention=attention, dropout=self.dropout,
+                             backend=self.backend)
 
     @property
     def attention_settings(self) -> tuple[bool, ...]:

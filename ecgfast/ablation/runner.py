@@ -100,20 +100,14 @@ def run_cell(cohort, tasks: list[str], config: AblationConfig, residual: str, at
     """Pretrain (or resume) one cell, probe its best checkpoint, return its result record."""
     from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import extract_features, probe_features
-    from ecgfast.models import EncoderConfig
-    from ecgfast.training import PretrainConfig, pretrain, resolve_device
+    from ecgfast.training import pretrain, resolve_device
 
     held_out = validation_subjects(cohort.subject, config.validation_fraction, seed)
     is_val = np.isin(cohort.subject, held_out)
-    enc_cfg = EncoderConfig(residual=residual, attention=attention, dropout=config.dropout,
-                            backend=config.backend)
-    train_cfg = PretrainConfig(objective=config.objective, epochs=config.max_epochs,
-                               batch_size=config.batch_size, lr=config.lr, seed=seed,
-                               device=config.device, patience=config.patience,
-                               max_steps_per_epoch=config.max_steps_per_epoch)
     run_dir = cell_dir / "run"
     t0 = time.perf_counter()
-    result = pretrain(cohort.windows[~is_val], run_dir, enc_cfg, train_cfg, progress=progress,
+    result = pretrain(cohort.windows[~is_val], run_dir, config.encoder_config(residual, attention),
+                      config.pretrain_config(seed), progress=progress,
                       resume=(run_dir / "checkpoints" / LATEST).exists(),
                       validation=cohort.windows[is_val])
     t_pretrain = time.perf_counter() - t0
