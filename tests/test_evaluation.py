@@ -129,3 +129,23 @@ def test_format_table_for_any_task_names():
     assert len(head) == len(rule)
     both = format_table({"m": {"arousal": row}})
     assert "valence acc" in both.splitlines()[0]  # arousal and valence stay together
+
+
+def test_probe_training_is_single_threaded_and_restores_the_thread_count():
+    from ecgfast.evaluation import train_probe
+
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+
+    x = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    try:
+        torch.optim.Adam.step = step
+        train_probe(x, np.arange(20) % 2, epochs=3)
+    finally:
+        torch.optim.Adam.step = real
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before

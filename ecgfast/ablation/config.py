@@ -28,12 +28,12 @@ SPLITS = ("subject", "window", "both")
 #: Options that only say where things are or how they are shown: a rerun may change them.
 RUNTIME_KEYS = ("cache_dir", "no_cache", "quiet")
 
-#: ``--preset quick``: the synthetic default cut down to finish within 10 minutes on a
-#: 2-core CPU (measured in benchmarks/README.md): 6 subjects x 4 sessions x 20 s
-#: (48 windows), at most 4 epochs with patience 2, 2 seeds, 100 probe steps.
+#: ``--preset quick``: the synthetic default cut down for a 2-core CPU (its measured time
+#: is in benchmarks/README.md): 5 subjects x 4 sessions x 20 s (40 windows, one subject
+#: held out for early stopping), at most 3 epochs with patience 2, 2 seeds, 100 probe steps.
 PRESETS = {
-    "quick": {"subjects": 6, "sessions": 4, "session_seconds": 20.0, "max_epochs": 4,
-              "patience": 2, "seeds": 2, "batch_size": 20, "probe_epochs": 100},
+    "quick": {"subjects": 5, "sessions": 4, "session_seconds": 20.0, "max_epochs": 3,
+              "patience": 2, "seeds": 2, "batch_size": 16, "probe_epochs": 100},
 }
 
 
