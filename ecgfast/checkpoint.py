@@ -162,9 +162,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     for root in (path / "checkpoints", path):
         latest = root / LATEST
         if latest.is_file():
-            name = latest.read_text().strip()
+            try:
+                name = latest.read_text().strip()
+            except (OSError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"{latest}: unreadable checkpoint name ({err})") from None
             target = root / name
-            if not target.is_dir():
+            if not name or "\x00" in name or not target.is_dir():
                 raise CheckpointError(f"{latest}: names {name!r}, which does not exist")
             return target
     raise CheckpointError(

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.npyfile import read_npy
 
 FORMAT = "ecgfast.cohort"
 FORMAT_VERSION = 2
@@ -193,22 +194,19 @@ class Cohort:
             if description.dtype.kind != "U" or description.shape != ():
                 raise ECGDataError(f"{path}: 'description' must be a string, got {description!r}")
             provenance["description"] = str(description)
-        where = str(path)
         return _construct(
-            where,
-            windows=arrays["windows"],
-            subject=arrays["subject"],
-            session=arrays["session"],
-            fs=_scalar_fs(arrays["fs"], where),
-            arousal=arrays["arousal"],
-            valence=arrays["valence"],
+            str(path), arrays, arousal=arrays["arousal"], valence=arrays["valence"],
             provenance=provenance,
         )
 
 
-def _construct(where: str, **kwargs) -> Cohort:
+def _construct(where: str, arrays: dict, **fields) -> Cohort:
+    """A Cohort of ``arrays``' windows, subject, session and fs plus ``fields``; any
+    validation error is re-raised naming the file."""
+    fs = _scalar_fs(arrays["fs"], where)
     try:
-        return Cohort(**kwargs)
+        return Cohort(windows=arrays["windows"], subject=arrays["subject"],
+                      session=arrays["session"], fs=fs, **fields)
     except ECGDataError as exc:
         raise ECGDataError(str(exc).replace("Cohort:", f"{where}:", 1)) from None
     except (ValueError, TypeError) as exc:
@@ -260,10 +258,7 @@ def _from_v2(arrays: dict, path: Path) -> Cohort:
         )
     return _construct(
         where,
-        windows=arrays["windows"],
-        subject=arrays["subject"],
-        session=arrays["session"],
-        fs=_scalar_fs(arrays["fs"], where),
+        arrays,
         labels={t: arrays[f"label_{i}"] for i, t in enumerate(tasks)},
         classes=classes,
         scores={s: arrays[f"score_{i}"] for i, s in enumerate(scores)},
@@ -290,39 +285,14 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                         f"more than the {size}-byte archive can hold"
                     )
                 with zf.open(info) as f:
-                    arrays[info.filename[:-4]] = _read_member(f, info, path)
+                    where = f"{path}: member {info.filename!r}"
+                    arrays[info.filename[:-4]] = read_npy(f, info.file_size, where)
             return arrays
     except ECGDataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
             KeyError, NotImplementedError, OverflowError, MemoryError) as exc:
         raise ECGDataError(f"{path}: cannot read as .npz: {type(exc).__name__}: {exc}") from None
-
-
-def _read_member(f, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = fmt.read_array_header_1_0(f)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = fmt.read_array_header_2_0(f)
-    else:
-        raise ECGDataError(f"{path}: member {info.filename!r}: unsupported .npy version {version}")
-    if dtype.hasobject:
-        raise ECGDataError(f"{path}: member {info.filename!r} holds Python objects (refused)")
-    if any(d < 0 for d in shape):
-        raise ECGDataError(f"{path}: member {info.filename!r}: negative shape {shape}")
-    count = math.prod(shape)
-    if count * dtype.itemsize > info.file_size:
-        raise ECGDataError(
-            f"{path}: member {info.filename!r}: header says {shape} x {dtype} "
-            f"({count * dtype.itemsize} bytes) but the member holds {info.file_size} bytes"
-        )
-    data = f.read(count * dtype.itemsize)
-    if len(data) != count * dtype.itemsize:
-        raise ECGDataError(f"{path}: member {info.filename!r} is truncated")
-    arr = np.frombuffer(data, dtype=dtype, count=count)
-    return arr.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def _validate(c: Cohort, where: str) -> None:

@@ -20,7 +20,7 @@ The steps live in :mod:`ecgfast.data.filters`, the windowing in
 :mod:`ecgfast.data.windowing`; this module re-exports both under the names it always had.
 """
 
-from ecgfast.data.filters import (
+from ecgfast.data.filters import (  # noqa: F401 (private names re-exported as before)
     DEFAULT_HIGHPASS_HZ,
     DEFAULT_TARGET_FS,
     DEFAULT_WINDOW_SECONDS,
@@ -34,7 +34,7 @@ from ecgfast.data.filters import (
     robust_zscore,
     zscore_stats,
 )
-from ecgfast.data.windowing import (
+from ecgfast.data.windowing import (  # noqa: F401
     FLAT_STD_THRESHOLD,
     Windows,
     _batches,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.npyfile import read_npy
 from ecgfast.data.preprocessing import check_fs
 
 SUFFIXES = (".npy", ".csv", ".hea", ".dat")
@@ -115,8 +116,9 @@ def _read_npy(path: Path, fs, column) -> Recording:
     if path.stat().st_size == 0:
         raise ECGDataError(f"{path}: empty file")
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        with open(path, "rb") as f:
+            arr = read_npy(f, path.stat().st_size, str(path))
+    except OSError as exc:
         raise ECGDataError(f"{path}: not a readable .npy array: {exc}") from None
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ECGDataError(f"{path}: expected a real numeric array, got dtype {arr.dtype}")
@@ -160,8 +162,13 @@ def _is_number(text: str) -> bool:
 
 def _read_csv(path: Path, fs, column) -> Recording:
     fs = _need_fs(fs, path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        text = f.read()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise ECGDataError(f"{path}: not a UTF-8 text file: {exc}") from None
+    except OSError as exc:
+        raise ECGDataError(f"{path}: cannot read: {exc}") from None
     lines = text.splitlines()
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     if not numbered:

@@ -12,13 +12,13 @@ pre-processing, the ecgfast version, the windows dropped and the subjects skippe
 from __future__ import annotations
 
 from ecgfast.data import Cohort
-from ecgfast.datasets import amigos, dreamer, wesad
+from ecgfast.datasets import amigos, case, dreamer, swell, wesad
 from ecgfast.datasets._common import DatasetInfo, check_root, resolve_lead, resolve_threshold
 from ecgfast.datasets.cache import cache_key, cache_path, read_cached, write_cached
 
 #: name -> :class:`DatasetInfo`, in the order ``ecgfast datasets`` lists them.
 DATASETS: dict[str, DatasetInfo] = {
-    m.INFO.name: m.INFO for m in (wesad, dreamer, amigos)
+    m.INFO.name: m.INFO for m in (wesad, dreamer, amigos, swell, case)
 }
 
 __all__ = ["DATASETS", "DatasetInfo", "load_dataset"]

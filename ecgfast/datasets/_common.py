@@ -129,6 +129,14 @@ def binarise(score: float, threshold: float) -> int:
     return int(score > threshold)
 
 
+def rated_trial(signal, name: str, scores: dict, threshold: float, **labels) -> Trial:
+    """A trial with constant ``scores`` (ratings), each binarised at ``threshold`` into the
+    label of the same name, plus any other constant ``labels``."""
+    binary = {t: binarise(v, threshold) for t, v in scores.items()}
+    return Trial(np.ascontiguousarray(signal), name, labels={**labels, **binary},
+                 scores=dict(scores))
+
+
 def threshold_rule(task: str, threshold: float, scale: str) -> str:
     return f"{task}: 1 (high) iff the rating > {threshold:g} (scale {scale}), else 0 (low)"
 

@@ -18,19 +18,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ecgfast.data import ECGDataError
 from ecgfast.datasets._common import (
     BINARY,
     DatasetInfo,
     SubjectData,
-    Trial,
-    binarise,
     build_cohort,
     check_range,
     check_root,
     dataset_error,
+    rated_trial,
     threshold_rule,
 )
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
@@ -100,12 +97,8 @@ def _reader(lead: int, threshold: float):
                                    "values; needs arousal, valence, dominance")
             values = check_range(row[:3], *SCALE, f"{path}: labels_selfassessment{{{k + 1}}}")
             scores = dict(zip(TASKS, map(float, values)))
-            trials.append(Trial(
-                np.ascontiguousarray(x[:, column]),
-                f"{path}: {name} column {column}",
-                labels={t: binarise(scores[t], threshold) for t in TASKS},
-                scores=scores,
-            ))
+            trials.append(rated_trial(x[:, column], f"{path}: {name} column {column}", scores,
+                                      threshold))
         if not trials:
             raise ECGDataError(f"{path}: all {trials_data.size} trials are empty")
         return SubjectData(sid, FS, trials, dropped={"empty_trials": empty})

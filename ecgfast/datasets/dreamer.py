@@ -25,12 +25,11 @@ from ecgfast.datasets._common import (
     BINARY,
     DatasetInfo,
     SubjectData,
-    Trial,
-    binarise,
     build_cohort,
     check_range,
     check_root,
     dataset_error,
+    rated_trial,
     threshold_rule,
 )
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
@@ -80,12 +79,8 @@ def _subject_reader(path: Path, data: np.ndarray, lead: int, threshold: float):
                 raise ECGDataError(f"{path}: {name} has {x.shape[1]} lead column(s), no lead "
                                    f"{lead}")
             scores = {t: float(ratings[t][k]) for t in TASKS}
-            trials.append(Trial(
-                np.ascontiguousarray(x[:, lead]),
-                f"{path}: {name} lead {lead}",
-                labels={t: binarise(scores[t], threshold) for t in TASKS},
-                scores=scores,
-            ))
+            trials.append(rated_trial(x[:, lead], f"{path}: {name} lead {lead}", scores,
+                                      threshold))
         return SubjectData(sid, FS, trials)
 
     return read

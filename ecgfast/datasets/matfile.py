@@ -3,11 +3,14 @@
 Files are read with ``squeeze_me=True, struct_as_record=False`` (structs as attribute
 objects, 1 x 1 wrappers removed, so the code does not depend on MATLAB's nesting) and
 ``verify_compressed_data_integrity=False`` (some released files fail that check).
-Squeezing turns a 1-element cell into its element; :func:`cells` undoes that.
+Squeezing turns a 1-element cell into its element; :func:`cells` undoes that. Each file
+is first parsed in a forked child, because scipy's reader can crash on corrupt files.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +18,47 @@ import numpy as np
 from ecgfast.data import ECGDataError
 
 
+def _scipy_loadmat(path: Path) -> dict:
+    import scipy.io
+
+    return scipy.io.loadmat(
+        path, squeeze_me=True, struct_as_record=False, verify_compressed_data_integrity=False
+    )
+
+
+def _crash_guard(path: Path) -> None:
+    """Parse ``path`` once in a forked child first: scipy's compiled MAT reader can crash
+    the interpreter (SIGSEGV) on some corrupt files (found by fuzzing), so a child that
+    dies by a signal marks the file as corrupt before the parent parses it. Costs a
+    second parse; skipped where ``os.fork`` does not exist (Windows)."""
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: parse, and report only whether it survived
+        try:
+            faulthandler.disable()
+            _scipy_loadmat(path)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        raise ECGDataError(
+            f"{path}: corrupt MATLAB file: scipy.io.loadmat crashed on it (signal "
+            f"{os.WTERMSIG(status)})"
+        )
+
+
 def loadmat(path: Path) -> dict:
     """The variables of a MATLAB v5/v7 ``.mat`` file; ECGDataError naming it if it cannot
     be read (missing, truncated, corrupt, or a v7.3 HDF5 file)."""
-    import scipy.io
-
     path = Path(path)
     if not path.is_file():
         raise ECGDataError(f"{path}: file not found")
     try:
-        return scipy.io.loadmat(
-            path,
-            squeeze_me=True,
-            struct_as_record=False,
-            verify_compressed_data_integrity=False,
-        )
+        _crash_guard(path)
+        return _scipy_loadmat(path)
+    except ECGDataError:
+        raise
     except NotImplementedError as exc:
         raise ECGDataError(
             f"{path}: a MATLAB v7.3 (HDF5) file, which this reader does not support; the "

@@ -6,15 +6,16 @@ its data as pickles; :func:`load_pickle` reads them with an ``Unpickler`` whose
 (under both ``numpy.core``, numpy 1, and ``numpy._core``, numpy 2), the builtin
 containers, and ``_codecs.encode`` restricted to latin-1 (how Python 3 writes bytes in a
 protocol-2 pickle). Any other global is refused with an :class:`ECGDataError` before it
-is called.
+is called. Large Python 2 strings (array data) are kept as bytes and left out of the
+memo, so peak memory while unpickling is about the file's size, not twice it.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
 import math
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,59 @@ _ALLOWED_BUILTINS = {
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
+#: Strings longer than this are array data: a Python 2 ``str`` stays ``bytes`` (numpy's
+#: ``__setstate__`` takes it as is) and is not kept in the memo, so the file's data is not
+#: held twice while the arrays are built.
+_BIG = 1 << 16
+_DROPPED = object()
+
+
+class _SafeUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (its opcodes can be specialised; array pickles have few
+    opcodes, so it is as fast as the C one here) with ``find_class`` restricted."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_binstring(self):
+        (n,) = struct.unpack("<i", self.read(4))
+        if n < 0:
+            raise pickle.UnpicklingError("BINSTRING with a negative byte count")
+        data = self.read(n)
+        self.append(data if n > _BIG else self._decode_string(data))
+
+    def _memo_value(self):
+        top = self.stack[-1]
+        return _DROPPED if isinstance(top, (bytes, str)) and len(top) > _BIG else top
+
+    def load_binput(self):
+        self.memo[self.read(1)[0]] = self._memo_value()
+
+    def load_long_binput(self):
+        self.memo[struct.unpack("<I", self.read(4))[0]] = self._memo_value()
+
+    def load_memoize(self):
+        self.memo[len(self.memo)] = self._memo_value()
+
+    def _get(self, i: int):
+        value = self.memo.get(i, None)
+        if value is None and i not in self.memo:
+            raise pickle.UnpicklingError(f"memo value not found at index {i}")
+        if value is _DROPPED:
+            raise pickle.UnpicklingError("a large string is referenced twice (numpy never does)")
+        self.append(value)
+
+    def load_binget(self):
+        self._get(self.read(1)[0])
+
+    def load_long_binget(self):
+        self._get(struct.unpack("<I", self.read(4))[0])
+
+    for _op, _fn in ((pickle.BINSTRING, load_binstring), (pickle.BINPUT, load_binput),
+                     (pickle.LONG_BINPUT, load_long_binput), (pickle.MEMOIZE, load_memoize),
+                     (pickle.BINGET, load_binget), (pickle.LONG_BINGET, load_long_binget)):
+        dispatch[_op[0]] = _fn
+    del _op, _fn
+
     def __init__(self, file, source: str):
         super().__init__(file, encoding="latin1")
         self.source = source
@@ -116,9 +169,10 @@ class RefusedGlobal(ECGDataError):
     """A pickle asked for a global that :func:`load_pickle` does not admit."""
 
 
-def load_pickle(path: str | Path, *, max_bytes: int | None = None):
+def load_pickle(path: str | Path):
     """Unpickle ``path`` (Python 2 pickles too: latin-1 strings) admitting only numpy
-    arrays, dtypes, scalars and plain containers.
+    arrays, dtypes, scalars and plain containers. Reads from the file as it goes (no
+    second copy of the file in memory).
 
     Raises:
         ECGDataError: the file is missing, unreadable, truncated or corrupt, or the pickle
@@ -126,15 +180,14 @@ def load_pickle(path: str | Path, *, max_bytes: int | None = None):
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise ECGDataError(f"{path}: file not found") from None
     except OSError as exc:
         raise ECGDataError(f"{path}: cannot read: {exc}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ECGDataError(f"{path}: {len(data)} bytes, more than the {max_bytes} expected")
     try:
-        return _SafeUnpickler(io.BytesIO(data), str(path)).load()
+        with f:
+            return _SafeUnpickler(f, str(path)).load()
     except ECGDataError:
         raise
     except RecursionError:

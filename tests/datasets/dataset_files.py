@@ -204,3 +204,100 @@ def write_amigos(root: Path, participants=AMIGOS_TRIALS, *, folders: bool = Fals
         d.mkdir(parents=True, exist_ok=True)
         savemat(d / f"{name}.mat", amigos_mat(trials, ratings, p))
     return root
+
+
+# --------------------------------------------------------------------------------- CASE
+
+CASE_COLUMNS = ("daqtime", "ecg", "bvp", "gsr", "rsp", "skt", "emg_zygo", "emg_coru",
+                "emg_trap", "video")
+#: Per CASE subject: recording seconds and the annotated span (start, end) in seconds.
+CASE_SUBJECTS = {1: (62, (0.0, 45.0)), 5: (48, (3.0, 48.0))}
+
+
+def case_annotations(subject: int) -> np.ndarray:
+    """(n, 4) jstime (ms), valence, arousal, video at 20 Hz over the annotated span."""
+    _, (a, b) = CASE_SUBJECTS[subject]
+    t = np.arange(a * 1000.0, b * 1000.0, 50.0)
+    rng = np.random.default_rng(subject)
+    valence = np.clip(5 + np.cumsum(rng.normal(0, 0.15, t.size)), 0.5, 9.5).round(3)
+    arousal = np.clip(4.5 + 3 * np.sin(t / 7000.0), 0.5, 9.5).round(3)
+    return np.stack([t, valence, arousal, np.full(t.size, 3.0)], axis=1)
+
+
+def case_physiological(subject: int) -> np.ndarray:
+    seconds, _ = CASE_SUBJECTS[subject]
+    n = seconds * 1000
+    out = np.zeros((n, len(CASE_COLUMNS)))
+    out[:, 0] = np.arange(n, dtype=np.float64)  # daqtime in ms at 1000 Hz
+    out[:, 1] = toy_ecg(1000, seconds, offset_s=30.0 * subject).round(5)
+    out[:, 2:9] = 0.1
+    out[:, 9] = 3
+    return out
+
+
+def write_case(root: Path, subjects=tuple(CASE_SUBJECTS), *, phys=None, ann=None) -> Path:
+    base = Path(root) / "data" / "interpolated"
+    for folder in ("physiological", "annotations"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    for s in subjects:
+        p = case_physiological(s) if phys is None else phys
+        a = case_annotations(s) if ann is None else ann
+        np.savetxt(base / "physiological" / f"sub_{s}.csv", p, delimiter=",", fmt="%.6g",
+                   header=",".join(CASE_COLUMNS), comments="")
+        np.savetxt(base / "annotations" / f"sub_{s}.csv", a, delimiter=",", fmt="%.6g",
+                   header="jstime,valence,arousal,video", comments="")
+    return Path(root)
+
+
+# -------------------------------------------------------------------------------- SWELL
+
+SWELL_HEADER = ("PP", "Blok", "Condition", "Valence_rc", "Arousal_rc", "Dominance", "Stress")
+#: Per participant: {block: (condition, seconds of ECG, [(valence, arousal) per minute])};
+#: "R" rows follow some blocks; a block whose rows are all R is excluded.
+SWELL_BLOCKS = {
+    1: {1: ("N", 41, [(6, 3), (7, 2)]), 2: ("T", 55, [(4, 6), (3, 7), (2, 8)]),
+        3: ("I", 33, [(5, 5)])},
+    12: {1: ("I", 47, [(8, 4), (9, 6)]), 2: ("R", 25, [(5, 5)]),
+         3: ("N", 52, [(5, 1), (1, 9)])},
+}
+
+
+def swell_rows() -> list[tuple]:
+    rows = []
+    for pp, blocks in SWELL_BLOCKS.items():
+        for block, (cond, _, minutes) in blocks.items():
+            for valence, arousal in minutes:
+                rows.append((f"PP{pp}", block, cond, valence, arousal, 5, 3))
+            if cond != "R":
+                rows.append((f"PP{pp}", block, "R", None, None, None, None))
+    return rows
+
+
+def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
+    root = Path(root)
+    sig = root / "0 - Raw data" / "D - Physiology - raw data" / "Mobi signals text"
+    sig.mkdir(parents=True, exist_ok=True)
+    for pp, blocks in SWELL_BLOCKS.items():
+        for block, (_, seconds, _) in blocks.items():
+            x = toy_ecg(2048, seconds, offset_s=40.0 * block + pp)
+            name = f"pp{pp}_{block + 17}-9-2012_c{block}.txt" if pp == 1 else \
+                f"PP{pp}_c{block}_Mobi.TXT"
+            np.savetxt(sig / name, x, fmt="%.5f",
+                       header="ECG" if block == 2 else "", comments="")
+    rows = swell_rows() if rows is None else rows
+    if csv:
+        lines = [",".join(SWELL_HEADER)] + [
+            ",".join("" if v is None else str(v) for v in r) for r in rows]
+        (root / "Behavioral-features - per minute.csv").write_text("\n".join(lines) + "\n")
+    else:
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        book.active.title = "Info"
+        ws = book.create_sheet("SWELLdata")
+        ws.append(SWELL_HEADER)
+        for r in rows:
+            ws.append(r)
+        (root / "3 - Feature dataset").mkdir(exist_ok=True)
+        book.save(root / "3 - Feature dataset" / "Behavioral-features - per minute.xlsx")
+    return root

@@ -59,7 +59,8 @@ def test_dreamer_windows_labels_scores(dreamer_file, threshold):
         assert c.scores[t].tolist() == exp[t]
         assert c.labels[t].tolist() == lab[t]
     assert c.session.tolist() == sessions
-    assert c.provenance["threshold"] == thr and "> " + f"{thr:g}" in c.provenance["rules"]["valence"]
+    assert c.provenance["threshold"] == thr
+    assert f"> {thr:g}" in c.provenance["rules"]["valence"]
     struct = dreamer_struct()
     per_subject = {
         s + 1: [clip[:, 0] for clip in struct["Data"][0, s]["ECG"]["stimuli"].ravel()]
@@ -176,3 +177,17 @@ def test_amigos_bad_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ECGDataError, match=r"(?s)no Data_Preprocessed_P<NN>\.mat.*joined_data"):
         load_dataset("amigos", tmp_path / "empty", progress=False)
+
+
+def test_a_mat_file_that_crashes_scipy_is_a_named_error(tmp_path):
+    # Found by tests/test_fuzz_files.py: the first variable's dims element claiming 12
+    # bytes instead of 8 makes scipy's compiled reader segfault (scipy 1.17); the
+    # forked-child guard turns that into an ECGDataError instead of a dead interpreter.
+    root = write_amigos(tmp_path, {3: ([12, 0], [(5.5, 2.0, 7.0), None])})
+    path = root / "Data_Preprocessed_P03.mat"
+    data = bytearray(path.read_bytes())
+    assert data[208:216] == bytes([5, 0, 0, 0, 8, 0, 0, 0])  # miINT32 dims, 8 bytes
+    data[212] = 12
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGDataError, match=r"P03\.mat: (corrupt|not a readable) MATLAB file"):
+        load_dataset("amigos", root, progress=False)

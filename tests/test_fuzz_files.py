@@ -1,0 +1,272 @@
+"""Fuzzing every file reader: truncated, bit-flipped and mis-typed files must raise the
+reader's named error (ECGDataError, CheckpointError), never another exception or a hang.
+
+A seeded loop (reproducible): for each format, one valid small file, then truncations,
+random bit flips (half of them in the first 4 KiB, where headers live) and files that
+are valid containers holding the wrong types. A mutated file that still parses is fine;
+only the kind of failure is checked. Each read runs under a 10 s alarm. FUZZ_FLIPS=150
+in the environment fuzzes deeper (about a minute).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from ecgfast import checkpoint as ckpt
+from ecgfast.data import Cohort, ECGDataError, read_recording
+from ecgfast.datasets import load_dataset
+
+_spec = importlib.util.spec_from_file_location(
+    "ecgfast_test_dataset_files", Path(__file__).parent / "datasets" / "dataset_files.py")
+files = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = files
+_spec.loader.exec_module(files)
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
+
+N_FLIPS = int(os.environ.get("FUZZ_FLIPS", 14))
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang("a reader ran for more than 10 s")
+
+
+def mutations(data: bytes, seed: int):
+    """(name, bytes) of truncated and bit-flipped versions of ``data``."""
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    for frac in (0.0, 0.02, 0.1, 0.5, 0.9):
+        yield f"truncated at {int(frac * n)}", data[: int(frac * n)]
+    yield "truncated by one byte", data[:-1]
+    for i in range(N_FLIPS):
+        buf = bytearray(data)
+        hi = min(n, 4096) if i % 2 == 0 else n
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(0, hi))
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+        yield f"flip {i}", bytes(buf)
+    yield "random bytes", rng.integers(0, 256, 512, dtype=np.uint8).tobytes()
+    yield "a zip header", b"PK\x03\x04" + bytes(200)
+    yield "a pickle of a list", pickle.dumps([1, 2, 3], protocol=2)
+    yield "text", b"hello,world\n1,2\n"
+
+
+def expect_named_error(read, allowed=(ECGDataError,)):
+    """Run ``read()``; anything but success or an ``allowed`` error fails the test."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        read()
+    except allowed:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def fuzz_file(path: Path, read, seed: int, allowed=(ECGDataError,), extra=()):
+    """Write each mutation of ``path`` (and each ``extra`` (name, bytes)) over it, read."""
+    original = path.read_bytes()
+    try:
+        for name, data in [*mutations(original, seed), *extra]:
+            path.write_bytes(data)
+            try:
+                expect_named_error(read, allowed)
+            except Exception as exc:
+                raise AssertionError(f"{path.name}, {name}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        path.write_bytes(original)
+
+
+def _mat_bytes(tmp_path, name, obj) -> bytes:
+    p = tmp_path / f"_{name}.mat"
+    savemat(p, obj)
+    return p.read_bytes()
+
+
+def _pickle_bytes(obj) -> bytes:
+    return files.py2_pickle(obj)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_fuzz_wesad_pickles(tmp_path):
+    ecg = files.toy_ecg(700, 21, 5.0)
+    obj = files.wesad_dict(2, ecg=ecg, label=np.ones(ecg.size, np.int32))
+    root = tmp_path / "W"
+    (root / "S2").mkdir(parents=True)
+    path = root / "S2" / "S2.pkl"
+    path.write_bytes(_pickle_bytes(obj))
+    extra = [
+        ("signal is a str", _pickle_bytes({"signal": "x", "label": 1})),
+        ("ECG of strings", _pickle_bytes({"signal": {"chest": {"ECG": np.array(["a", "b"])}},
+                                          "label": np.array([1, 2])})),
+        ("2-D label", _pickle_bytes({**obj, "label": np.ones((ecg.size, 2), np.int32)})),
+        ("float codes", _pickle_bytes({**obj, "label": np.full(ecg.size, 1.5)})),
+        ("short ECG", _pickle_bytes(files.wesad_dict(2, ecg=ecg[:100], label=np.ones(100)))),
+    ]
+    fuzz_file(path, lambda: load_dataset("wesad", root, progress=False), 1, extra=extra)
+
+
+def test_fuzz_dreamer_mat(tmp_path):
+    top = files.dreamer_struct({1: ([12], [(1, 4, 3)])})
+    path = files.write_dreamer(tmp_path / "D" / "DREAMER.mat",
+                               subjects={1: ([12], [(1, 4, 3)])})
+    bad_data = dict(top, Data=np.arange(3.0))
+    extra = [
+        ("DREAMER is a number", _mat_bytes(tmp_path, "a", {"DREAMER": 5})),
+        ("Data is numeric", _mat_bytes(tmp_path, "b", {"DREAMER": bad_data})),
+        ("stimuli are strings", _mat_bytes(tmp_path, "c", {"DREAMER": dict(
+            top, Data=files.cell([dict(top["Data"][0, 0], ECG={"stimuli": "abc"})]))})),
+        ("rate is text", _mat_bytes(tmp_path, "d", {"DREAMER": dict(top, ECG_SamplingRate="x")})),
+    ]
+    fuzz_file(path, lambda: load_dataset("dreamer", path.parent, progress=False), 2,
+              extra=extra)
+
+
+def test_fuzz_amigos_mat(tmp_path):
+    root = files.write_amigos(tmp_path / "A", {3: ([12, 0], [(5.5, 2.0, 7.0), None])})
+    (path,) = root.iterdir()
+    good = files.amigos_mat([12], [(5.5, 2.0, 7.0)], 3)
+    extra = [
+        ("joined_data is text", _mat_bytes(tmp_path, "a", dict(good, joined_data="text"))),
+        ("ratings are text", _mat_bytes(tmp_path, "b", dict(
+            good, labels_selfassessment=files.cell(["high"])))),
+        ("1-D trial", _mat_bytes(tmp_path, "c", dict(good, joined_data=files.cell(
+            [np.arange(1536.0)])))),
+    ]
+    fuzz_file(path, lambda: load_dataset("amigos", root, progress=False), 3, extra=extra)
+
+
+def test_fuzz_swell_sheet_text_and_csv(tmp_path):
+    blocks = {1: {1: ("N", 12, [(6, 3)])}}
+    saved = dict(files.SWELL_BLOCKS)
+    files.SWELL_BLOCKS.clear()
+    files.SWELL_BLOCKS.update(blocks)
+    try:
+        xroot = files.write_swell(tmp_path / "X")
+        croot = files.write_swell(tmp_path / "C", csv=True)
+    finally:
+        files.SWELL_BLOCKS.clear()
+        files.SWELL_BLOCKS.update(saved)
+    sheet = next(xroot.rglob("*.xlsx"))
+    fuzz_file(sheet, lambda: load_dataset("swell", xroot, progress=False), 4)
+    csv = next(croot.rglob("*per minute.csv"))
+    fuzz_file(csv, lambda: load_dataset("swell", croot, progress=False), 5,
+              extra=[("header only", b"PP,Blok,Condition,Valence_rc,Arousal_rc\n"),
+                     ("ragged", b"PP,Blok,Condition,Valence_rc,Arousal_rc\nPP1,1\n")])
+    ecg = next(croot.rglob("*.txt"))
+    fuzz_file(ecg, lambda: load_dataset("swell", croot, progress=False), 6,
+              extra=[("words", b"ECG\nabc\ndef\n"), ("empty", b"")])
+
+
+def test_fuzz_case_csv(tmp_path):
+    saved = dict(files.CASE_SUBJECTS)
+    files.CASE_SUBJECTS.clear()
+    files.CASE_SUBJECTS[2] = (12, (0.0, 12.0))
+    try:
+        root = files.write_case(tmp_path / "CASE", (2,))
+    finally:
+        files.CASE_SUBJECTS.clear()
+        files.CASE_SUBJECTS.update(saved)
+    base = root / "data" / "interpolated"
+    for k, path in enumerate((base / "physiological" / "sub_2.csv",
+                              base / "annotations" / "sub_2.csv")):
+        fuzz_file(path, lambda: load_dataset("case", root, progress=False), 7 + k,
+                  extra=[("one row", path.read_text().splitlines()[0].encode() + b"\n1,2,3\n"),
+                         ("text cells", b"daqtime,ecg\nx,y\n")])
+
+
+# --------------------------------------------------------------------- existing readers
+
+
+def test_fuzz_npy_csv_and_wfdb(tmp_path):
+    import wfdb
+
+    x = np.round(files.toy_ecg(256, 12, 1.0), 4)
+    npy = tmp_path / "rec.npy"
+    np.save(npy, x)
+    fuzz_file(npy, lambda: read_recording(npy, fs=256), 10, extra=[
+        ("strings", _npy_bytes(tmp_path, np.array(["a", "b"]))),
+        ("3-D", _npy_bytes(tmp_path, np.zeros((2, 2, 2)))),
+        ("complex", _npy_bytes(tmp_path, np.zeros(4, complex)))])
+    csv = tmp_path / "rec.csv"
+    np.savetxt(csv, np.stack([x, -x], 1), delimiter=",", header="MLII,V5", comments="")
+    fuzz_file(csv, lambda: read_recording(csv, fs=256, column="V5"), 11)
+    sig = np.stack([x, -0.5 * x], axis=1)
+    wfdb.wrsamp("rec", fs=256, units=["mV", "mV"], sig_name=["MLII", "V5"], p_signal=sig,
+                fmt=["16", "16"], write_dir=str(tmp_path))
+    for suffix in (".hea", ".dat"):
+        fuzz_file(tmp_path / f"rec{suffix}", lambda: read_recording(tmp_path / "rec"), 12)
+
+
+def _npy_bytes(tmp_path, arr) -> bytes:
+    p = tmp_path / "_tmp.npy"
+    np.save(p, arr)
+    return p.read_bytes()
+
+
+def test_fuzz_cohort_npz(tmp_path):
+    c = files_cohort()
+    path = c.save(tmp_path / "c.npz")
+    legacy = tmp_path / "_legacy.npz"
+    np.savez(legacy, windows=c.windows, subject=c.subject, session=c.session,
+             arousal=c.labels["arousal"], valence=c.labels["arousal"], fs=np.float64(256))
+    strings = tmp_path / "_s.npz"
+    np.savez(strings, windows=np.array(["a"]), meta=np.float64(3))
+    fuzz_file(path, lambda: Cohort.load(path), 13,
+              extra=[("legacy", legacy.read_bytes()), ("mis-typed", strings.read_bytes())])
+    fuzz_file(legacy, lambda: Cohort.load(legacy), 14)
+
+
+def files_cohort() -> Cohort:
+    rng = np.random.default_rng(0)
+    n = 4
+    return Cohort(windows=rng.normal(size=(n, 64)).astype(np.float32),
+                  subject=np.arange(n, dtype=np.int64), session=np.arange(n, dtype=np.int64),
+                  fs=256.0, labels={"arousal": np.array([0, 1, 1, 0])},
+                  classes={"arousal": ("low", "high")}, scores={"arousal": np.linspace(1, 5, n)},
+                  provenance={"dataset": "fuzz"})
+
+
+def test_fuzz_checkpoints(tmp_path):
+    import torch
+
+    from ecgfast.models import ECGEncoder, EncoderConfig
+
+    cfg = EncoderConfig(filters=(8, 8, 8), kernel_sizes=(3, 3, 3), se_reduction=2)
+    enc = ECGEncoder(cfg)
+    state = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    path = ckpt.save_checkpoint(tmp_path, epoch=1, state_dict=state,
+                                config={"encoder": cfg.to_dict()},
+                                optimizer_state={"step": torch.tensor(1)})
+
+    def read():
+        c = ckpt.load_checkpoint(tmp_path)
+        ckpt.load_encoder(tmp_path)
+        c.load_optimizer_state()
+
+    named = (ckpt.CheckpointError,)
+    config_extra = [("a list", b"[1, 2]"), ("encoder is 5", json.dumps({"encoder": 5}).encode()),
+                    ("encoder junk", json.dumps({"encoder": {"x": [1]}}).encode())]
+    for name, extra in (("config.json", config_extra), ("model.safetensors", ()),
+                        ("optimizer.pt", ())):
+        fuzz_file(path / name, read, 20 + len(name), allowed=named, extra=extra)
+    fuzz_file(tmp_path / "checkpoints" / "latest", read, 30, allowed=named,
+              extra=[("a path with NUL", b"epoch\x00-1"), ("up", b"../../..")])
