@@ -1,4 +1,4 @@
-"""Linear-ish probing of frozen embeddings for arousal and valence.
+"""Linear-ish probing of frozen embeddings for arousal, valence or any labelled task.
 
 The encoder is frozen; its 128-d embeddings of every window are standardised (with the
 training fold's statistics) and a small MLP is trained per label. Two protocols:
@@ -8,7 +8,8 @@ training fold's statistics) and a small MLP is trained per label. Two protocols:
 - ``split="window"``: the SSL-ECG paper's window-level 10-fold; windows of one subject
   land on both sides, which is optimistic.
 
-Reported per label: accuracy and macro-F1, mean and std over folds.
+Reported per label: accuracy and macro-F1 (over all of the task's classes, binary or
+multi-class), mean and std over folds.
 """
 
 from __future__ import annotations
@@ -26,10 +27,21 @@ SPLITS = ("subject", "window")
 LABELS = ("arousal", "valence")
 
 
+def default_tasks(available) -> list[str]:
+    """Arousal and valence where ``available`` has them, otherwise every task."""
+    available = list(available)
+    return [t for t in LABELS if t in available] or available
+
+
 @torch.no_grad()
-def extract_features(encoder: ECGEncoder, windows, *, batch_size: int = 256,
+def extract_features(encoder: ECGEncoder, windows, *, batch_size: int = 64,
                      device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
-    """Embeddings (N, D) float32 of windows (N, L) with the encoder in eval mode."""
+    """Embeddings (N, D) float32 of windows (N, L) with the encoder in eval mode.
+
+    ``batch_size`` bounds memory and does not change the result (each window is embedded
+    on its own); the default is the faster of those measured on a 2-core CPU
+    (benchmarks/README.md).
+    """
     windows = torch.as_tensor(np.asarray(windows, dtype=np.float32))
     was_training = encoder.training
     encoder.eval().to(device)
@@ -79,22 +91,35 @@ def make_folds(n: int, split: str, *, groups: np.ndarray | None = None, n_folds:
 
 
 def train_probe(features: np.ndarray, labels: np.ndarray, *, hidden: int = 64, epochs: int = 300,
-                lr: float = 1e-2, weight_decay: float = 1e-3, seed: int = 0) -> nn.Module:
-    """A Linear(D, hidden) -> ReLU -> Linear(hidden, C) probe, full-batch Adam."""
+                lr: float = 1e-2, weight_decay: float = 1e-3, seed: int = 0,
+                n_classes: int | None = None) -> nn.Module:
+    """A Linear(D, hidden) -> ReLU -> Linear(hidden, C) probe, full-batch Adam.
+
+    C is ``n_classes`` (default: the largest label + 1, at least 2); give it when a
+    training fold may lack the task's last class, so the output width stays the task's.
+    """
     gen = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
-    n_classes = int(max(2, y.max().item() + 1))
+    if n_classes is None:
+        n_classes = int(max(2, y.max().item() + 1))
+    elif n_classes < int(y.max().item()) + 1:
+        raise ValueError(f"labels go up to {int(y.max().item())} but n_classes is {n_classes}")
     probe = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
     with torch.no_grad():
         for p in probe.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p.shape[-1])) ** 0.5)
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        opt.zero_grad()
-        loss_fn(probe(x), y).backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steps this small: handing work to threads costs more than it
+    try:
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss_fn(probe(x), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return probe.eval()
 
 
@@ -135,8 +160,13 @@ class ProbeScore:
 
 def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split: str = "subject",
                    groups: np.ndarray | None = None, n_folds: int | None = None,
-                   seed: int = 0, **probe_kwargs) -> dict[str, dict]:
-    """Cross-validated probe scores for every label in ``labels`` ({name: (N,) ints})."""
+                   seed: int = 0, n_classes: dict[str, int] | None = None,
+                   **probe_kwargs) -> dict[str, dict]:
+    """Cross-validated probe scores for every label in ``labels`` ({name: (N,) ints}).
+
+    ``n_classes`` gives a task's number of classes (default: its largest label + 1, at
+    least 2): the probe's output width and the classes macro-F1 averages over.
+    """
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {features.shape}")
@@ -146,12 +176,16 @@ def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split
         y = np.asarray(y)
         if y.shape != (len(features),):
             raise ValueError(f"labels[{name!r}] must be ({len(features)},), got shape {y.shape}")
+        if y.size and y.min() < 0:
+            raise ValueError(f"labels[{name!r}] must be class indices >= 0, got {int(y.min())}")
+        k = (n_classes or {}).get(name) or int(max(2, y.max() + 1 if y.size else 2))
         score = ProbeScore([], [])
         for test in folds:
             train = np.setdiff1d(np.arange(len(features)), test)
-            pred = fit_probe(features[train], y[train], seed=seed, **probe_kwargs)(features[test])
+            pred = fit_probe(features[train], y[train], seed=seed, n_classes=k,
+                             **probe_kwargs)(features[test])
             score.accuracy.append(float(np.mean(pred == y[test])))
-            score.f1.append(macro_f1(y[test], pred))
+            score.f1.append(macro_f1(y[test], pred, k))
         results[name] = {**score.summary(), "split": split, "n_folds": len(folds)}
     return results
 
@@ -159,29 +193,39 @@ def probe_features(features: np.ndarray, labels: dict[str, np.ndarray], *, split
 def evaluate_encoder(encoder: ECGEncoder, windows, labels: dict[str, np.ndarray], *,
                      split: str = "subject", groups: np.ndarray | None = None,
                      n_folds: int | None = None, seed: int = 0, device="cpu",
-                     progress: bool = False, **probe_kwargs) -> dict[str, dict]:
+                     progress: bool = False, n_classes: dict[str, int] | None = None,
+                     **probe_kwargs) -> dict[str, dict]:
     """Embed ``windows`` with the frozen encoder, then :func:`probe_features`.
 
     ``probe_kwargs`` go to :func:`train_probe` (hidden, epochs, lr, weight_decay).
     """
     features = extract_features(encoder, windows, device=device, progress=progress)
     return probe_features(features, labels, split=split, groups=groups, n_folds=n_folds,
-                          seed=seed, **probe_kwargs)
+                          seed=seed, n_classes=n_classes, **probe_kwargs)
 
 
-def format_table(rows: dict[str, dict[str, dict]]) -> str:
-    """A text table: one row per model, arousal and valence accuracy / macro-F1 (%)."""
-    head = f"{'model':<24}" + "".join(f"{lab + ' acc':>16}{lab + ' F1':>16}" for lab in LABELS)
+def format_table(rows: dict[str, dict[str, dict]], tasks: tuple[str, ...] | None = None) -> str:
+    """A text table: one row per model, accuracy / macro-F1 (%) per task.
+
+    ``tasks`` defaults to every task in ``rows``, arousal and valence first (both columns
+    whenever either is there).
+    """
+    found = [t for res in rows.values() for t in res]
+    first = LABELS if set(LABELS) & set(found) or not found else ()
+    tasks = tasks or tuple(dict.fromkeys([*first, *found]))
+    wide = {lab: max(16, len(lab) + 5) for lab in tasks}
+    head = f"{'model':<24}" + "".join(f"{lab + ' acc':>{wide[lab]}}{lab + ' F1':>{wide[lab]}}"
+                                      for lab in tasks)
     lines = [head, "-" * len(head)]
     for model, res in rows.items():
         cells = ""
-        for lab in LABELS:
-            r = res.get(lab)
+        for lab in tasks:
+            r, pad = res.get(lab), wide[lab] - 6
             if r is None:
-                cells += f"{'-':>16}{'-':>16}"
+                cells += f"{'-':>{wide[lab]}}{'-':>{wide[lab]}}"
                 continue
-            cells += f"{100 * r['accuracy_mean']:>10.1f} ± {100 * r['accuracy_std']:<3.1f}"
-            cells += f"{100 * r['f1_mean']:>10.1f} ± {100 * r['f1_std']:<3.1f}"
+            cells += f"{100 * r['accuracy_mean']:>{pad}.1f} ± {100 * r['accuracy_std']:<3.1f}"
+            cells += f"{100 * r['f1_mean']:>{pad}.1f} ± {100 * r['f1_std']:<3.1f}"
         lines.append(f"{model:<24}{cells}")
     return "\n".join(lines)
 

@@ -6,6 +6,10 @@
 - ``checkpoints/epoch-NNNN/`` after every epoch (see :mod:`ecgfast.checkpoint`),
 - ``metrics.jsonl``: one JSON record per step (``"kind": "step"``) and per epoch,
 - ``training_curve.png``: loss per step and per epoch.
+- with ``validation`` windows: ``best/``, the checkpoint of the lowest validation loss
+  (the pretext loss in eval mode on fixed augmentations, so epochs are comparable);
+  ``PretrainConfig.patience`` stops training once that many epochs in a row brought no
+  new lowest loss (early stopping).
 
 Randomness is derived from ``(seed, epoch, rank)`` at the start of every epoch (shuffle
 order, augmentations, dropout), so a run resumed from the checkpoint of epoch k ends with
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import time
@@ -35,9 +38,8 @@ from ecgfast import checkpoint as ckpt
 from ecgfast.distributed import init_process_group_from_env, wrap_ddp
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
+from ecgfast.runlog import CURVE, METRICS, append_jsonl, plot_training_curve, truncate_metrics
 
-METRICS = "metrics.jsonl"
-CURVE = "training_curve.png"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -60,6 +62,8 @@ class PretrainConfig:
         device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
         max_steps_per_epoch: cap on steps per epoch (None: all windows).
         keep_checkpoints: how many of the newest checkpoints to keep.
+        patience: with validation windows, stop after this many epochs without a new
+            lowest validation loss (None: train all ``epochs``, the maximum).
     """
 
     objective: str = "transform"
@@ -75,6 +79,7 @@ class PretrainConfig:
     device: str = "auto"
     max_steps_per_epoch: int | None = None
     keep_checkpoints: int = 2
+    patience: int | None = None
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -90,6 +95,8 @@ class PretrainConfig:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if self.patience is not None and not (isinstance(self.patience, int) and self.patience >= 1):
+            raise ValueError(f"patience must be an integer >= 1 or None, got {self.patience!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,12 +109,19 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
-    """What :func:`pretrain` returns: where things are and the epoch records."""
+    """What :func:`pretrain` returns: where things are and the epoch records.
+
+    ``best_checkpoint``/``best_epoch`` (lowest validation loss) and ``stopped_early`` are
+    set only when validation windows were given; ``encoder`` holds the last epoch's weights.
+    """
 
     run_dir: Path
     checkpoint: Path | None
     history: list[dict]
     encoder: ECGEncoder
+    best_checkpoint: Path | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -120,7 +134,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 # random streams, each seeded from (stream, seed, epoch, rank)
-_INIT, _ORDER, _AUGMENT, _DROPOUT = range(4)
+_INIT, _ORDER, _AUGMENT, _DROPOUT, _VALIDATION = range(5)
+BEST = "best"
 
 
 def _derived_seed(*parts: int) -> int:
@@ -169,55 +184,28 @@ def _epoch_batches(n: int, epoch: int, cfg: PretrainConfig, rank: int, world: in
     return batches
 
 
-def _append_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
+@torch.no_grad()
+def validation_loss(objective: torch.nn.Module, windows: torch.Tensor, config: PretrainConfig,
+                    device: torch.device, rank: int = 0, world: int = 1) -> float:
+    """Mean pretext loss over ``windows`` in eval mode, with augmentations drawn from a
+    generator seeded by ``config.seed`` alone, so that every epoch sees the same views.
 
-
-def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
-    """Keep the records of epochs <= last_epoch (a killed run may have logged more)."""
-    if not path.exists():
-        return []
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if rec.get("epoch", 0) <= last_epoch:
-            kept.append(rec)
-    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-def plot_training_curve(records: list[dict], path: str | os.PathLike) -> None:
-    """Loss per step (faint) and per-epoch mean (markers) to a PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r for r in records if r.get("kind") == "step"]
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if steps:
-        ax.plot([r["global_step"] for r in steps], [r["loss"] for r in steps],
-                alpha=0.35, lw=1, label="step")
-    if epochs:
-        ax.plot([r["global_step"] for r in epochs], [r["loss"] for r in epochs],
-                "o-", label="epoch mean")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("ecgfast pretraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    try:
-        ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    Under DDP each rank takes an equal share (the remainder is left out, so that every
+    rank runs the same number of batches) and the sums are all-reduced.
+    """
+    share = torch.arange(windows.shape[0])[rank::world][: windows.shape[0] // world]
+    gen = torch.Generator(device=device).manual_seed(_derived_seed(_VALIDATION, config.seed, rank))
+    was_training = objective.training
+    objective.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for idx in torch.split(share, config.batch_size):
+        loss, _ = objective(windows[idx].to(device), gen)
+        total += loss.double() * len(idx)
+    sums = torch.stack([total, torch.tensor(float(len(share)), dtype=torch.float64, device=device)])
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    objective.train(was_training)
+    return float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
 
 
 def pretrain(
@@ -228,6 +216,7 @@ def pretrain(
     *,
     resume: bool = False,
     progress: bool = True,
+    validation=None,
 ) -> PretrainResult:
     """Pretrain an encoder on ``windows`` (N, L) and write the run to ``run_dir``.
 
@@ -235,18 +224,27 @@ def pretrain(
     with the encoder and training options saved there (only ``config.epochs`` may grow);
     without it, a ``run_dir`` that already holds a checkpoint is refused so that nothing
     is overwritten. Raises :class:`TrainingDivergedError` if the loss stops being finite.
+
+    ``validation`` (M, L) windows, e.g. of subjects held out of ``windows``, are scored
+    after every epoch (``val_loss`` in the epoch records) and the best epoch is kept in
+    ``run_dir/best``; with ``config.patience`` training stops early. The early-stopping
+    state and the epoch records travel in every checkpoint, so a resumed run stops where
+    an uninterrupted one would.
     """
     run_dir = Path(run_dir)
     config = config or PretrainConfig()
     encoder_config = encoder_config or EncoderConfig()
     windows = _as_windows(windows)
     fingerprint = data_fingerprint(windows)
+    val = None if validation is None else _as_windows(validation)
+    val_fingerprint = None if val is None else data_fingerprint(val)
     ctx = init_process_group_from_env(resolve_device(config.device))
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
     has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
 
     start_epoch, history, optimizer_state, state = 0, [], None, None
     logged: list[dict] = []  # what metrics.jsonl holds, for the training curve
+    stop = {"best_epoch": None, "best_loss": math.inf, "bad_epochs": 0}
     if resume and has_checkpoint:
         saved = ckpt.load_checkpoint(run_dir)
         saved_cfg = PretrainConfig.from_dict(saved.config.get("training", {}))
@@ -255,12 +253,19 @@ def pretrain(
                 f"{saved.path}: this run was trained on other data (fingerprint "
                 f"{saved.config.get('data_fingerprint')}, now {fingerprint}); resume needs the same windows"
             )
+        if saved.config.get("validation_fingerprint") != val_fingerprint:
+            raise ValueError(
+                f"{saved.path}: this run was validated on other windows (fingerprint "
+                f"{saved.config.get('validation_fingerprint')}, now {val_fingerprint}); "
+                "resume needs the same validation windows"
+            )
         encoder_config = saved.encoder_config
         config = dataclasses.replace(saved_cfg, epochs=config.epochs, device=config.device)
         start_epoch, state = saved.epoch, saved.state_dict
         optimizer_state = saved.load_optimizer_state()
-        logged = _truncate_metrics(run_dir / METRICS, start_epoch) if rank == 0 else []
-        history = [r for r in logged if r.get("kind") == "epoch"]
+        logged = truncate_metrics(run_dir / METRICS, start_epoch) if rank == 0 else []
+        history = saved.config.get("history") or [r for r in logged if r.get("kind") == "epoch"]
+        stop.update(saved.config.get("early_stopping") or {})
     elif has_checkpoint:
         raise FileExistsError(
             f"{run_dir}: already holds a checkpoint; pass resume=True (--resume) to continue it "
@@ -269,6 +274,8 @@ def pretrain(
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
+    if config.patience is not None and val is None:
+        raise ValueError("patience (early stopping) needs validation windows")
 
     torch.manual_seed(_derived_seed(_INIT, config.seed))
     encoder = ECGEncoder(encoder_config)
@@ -291,6 +298,7 @@ def pretrain(
         "objective": config.objective,
         "training": config.to_dict(),
         "data_fingerprint": fingerprint,
+        "validation_fingerprint": val_fingerprint,
         "n_windows": int(windows.shape[0]),
         "window_length": int(windows.shape[1]),
         "world_size": world,
@@ -298,6 +306,8 @@ def pretrain(
     last_path = ckpt.resolve_checkpoint(run_dir) if start_epoch else None
     global_step = history[-1]["global_step"] if history else 0
     for epoch in range(start_epoch, config.epochs):
+        if config.patience is not None and stop["bad_epochs"] >= config.patience:
+            break
         batches = _epoch_batches(windows.shape[0], epoch, config, rank, world)
         gen = torch.Generator(device=device).manual_seed(
             _derived_seed(_AUGMENT, config.seed, epoch, rank))
@@ -337,17 +347,37 @@ def pretrain(
             "seconds": elapsed,
             **{k: float(np.mean([r[k] for r in records])) for k in metrics},
         }
+        if val is not None:
+            v0 = time.perf_counter()
+            epoch_record["val_loss"] = validation_loss(objective, val, config, device, rank, world)
+            epoch_record["val_seconds"] = time.perf_counter() - v0
+            improved = epoch_record["val_loss"] < stop["best_loss"]
+            if improved:
+                stop.update(best_epoch=epoch + 1, best_loss=epoch_record["val_loss"], bad_epochs=0)
+            else:
+                stop["bad_epochs"] += 1
+            epoch_record["best_epoch"] = stop["best_epoch"]
         history.append(epoch_record)
+        state_config = {**saved_config, "history": history, "early_stopping": stop}
         if rank == 0:
+            # metrics first: a resume drops records past its checkpoint, never misses one
+            append_jsonl(run_dir / METRICS, records + [epoch_record])
+            logged += records + [epoch_record]
+            if val is not None and stop["best_epoch"] == epoch + 1:
+                ckpt.save_checkpoint(run_dir / BEST, epoch=epoch + 1, keep=1,
+                                     state_dict=objective.state_dict(), config=state_config)
             last_path = ckpt.save_checkpoint(
                 run_dir, epoch=epoch + 1, state_dict=objective.state_dict(),
-                config=saved_config, optimizer_state=optimizer.state_dict(),
+                config=state_config, optimizer_state=optimizer.state_dict(),
                 keep=config.keep_checkpoints,
             )
-            _append_jsonl(run_dir / METRICS, records + [epoch_record])
-            logged += records + [epoch_record]
             plot_training_curve(logged, run_dir / CURVE)
     if rank == 0 and last_path is None and has_checkpoint:
         last_path = ckpt.resolve_checkpoint(run_dir)
     encoder.eval()
-    return PretrainResult(run_dir, last_path, history, encoder)
+    best_path = None
+    if rank == 0 and stop["best_epoch"] is not None:
+        best_path = ckpt.resolve_checkpoint(run_dir / BEST)
+    stopped = config.patience is not None and stop["bad_epochs"] >= config.patience
+    return PretrainResult(run_dir, last_path, history, encoder, best_path, stop["best_epoch"],
+                          stopped)

@@ -19,7 +19,7 @@ def test_help_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "ecgfast", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0
-    for command in ("pretrain", "evaluate", "demo"):
+    for command in ("pretrain", "evaluate", "demo", "ablation", "datasets"):
         assert command in out.stdout
 
 
@@ -114,3 +114,127 @@ def test_pretrain_under_torchrun_with_two_processes(tmp_path):
     config = json.loads((run / "checkpoints" / "epoch-0001" / "config.json").read_text())
     assert config["world_size"] == 2
     assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
+
+
+# ------------------------------------------------------------- --data NAME:ROOT, datasets
+
+
+def _tiny_cohort(length=256):
+    """3 subjects x 4 sessions x 3 windows, a 4-class task and a binary one."""
+    from ecgfast.data import Cohort
+
+    rng = np.random.default_rng(0)
+    session = np.repeat(np.arange(12), 3).astype(np.int64)
+    subject = session // 4
+    affect = (session % 4).astype(np.int64)
+    t = np.arange(length) / 256.0
+    windows = np.sin(2 * np.pi * (1 + affect[:, None]) * t) + 0.2 * rng.standard_normal((36, length))
+    return Cohort(windows=windows.astype(np.float32), subject=subject, session=session, fs=256.0,
+                  labels={"affect": affect, "stress": (affect == 1).astype(np.int64)},
+                  classes={"affect": ("baseline", "stress", "amusement", "meditation"),
+                           "stress": ("no stress", "stress")},
+                  provenance={"dataset": "fake"})
+
+
+@pytest.fixture
+def fake_dataset(monkeypatch, tmp_path):
+    """A dataset 'fake' in DATASETS whose loader counts its calls (root: tmp_path/root)."""
+    from ecgfast import datasets
+    from ecgfast.datasets import DatasetInfo
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data.bin").write_bytes(b"x")
+    calls = []
+
+    def load(root, *, threshold, lead, progress, skip_bad):
+        calls.append({"threshold": threshold, "lead": lead, "skip_bad": skip_bad})
+        return _tiny_cohort()
+
+    info = DatasetInfo(name="fake", title="a fake dataset", layout="data.bin   the only file",
+                       tasks=("affect", "stress"), default_threshold=None, leads=("I", "II"),
+                       load=load, source_files=lambda r: [r / "data.bin"], fs=256.0)
+    monkeypatch.setitem(datasets.DATASETS, "fake", info)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return root, calls
+
+
+def test_data_name_root_loads_through_the_cache(fake_dataset, tmp_path, capsys):
+    root, calls = fake_dataset
+    args = ["evaluate", "random", "--data", f"fake:{root}", "--lead", "II", "--quiet",
+            "--probe-epochs", "5", "--folds", "3"]
+    assert main(args) == 0
+    assert calls == [{"threshold": None, "lead": 1, "skip_bad": False}]
+    assert list((tmp_path / "xdg" / "ecgfast").rglob("*.npz"))  # default cache directory
+    assert main(args) == 0 and len(calls) == 1  # the second load reads the cache
+    assert main([*args, "--no-cache", "--skip-bad"]) == 0
+    assert calls[-1]["skip_bad"] and len(calls) == 2
+    assert main([*args, "--cache-dir", str(tmp_path / "elsewhere")]) == 0
+    assert len(calls) == 3 and list((tmp_path / "elsewhere").rglob("*.npz"))
+    out = capsys.readouterr().out
+    assert "affect acc" in out and "stress F1" in out and "arousal" not in out
+
+
+def test_pretrain_on_a_named_dataset(fake_dataset, tmp_path):
+    root, calls = fake_dataset
+    assert main(["pretrain", "--data", f"fake:{root}", "--out", str(tmp_path / "r"), "--epochs",
+                 "1", "--quiet", "--no-cache", *FAST]) == 0
+    assert len(calls) == 1 and (tmp_path / "r" / "checkpoints" / "latest").is_file()
+
+
+def test_evaluate_tasks_multiclass(fake_dataset, tmp_path, capsys):
+    root, _ = fake_dataset
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "random", "--data", f"fake:{root}", "--tasks", "affect", "--quiet",
+                 "--probe-epochs", "20", "--folds", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "affect acc" in printed and "stress" not in printed
+    payload = json.loads(out.read_text())
+    assert payload["classes"] == {"affect": ["baseline", "stress", "amusement", "meditation"]}
+    res = payload["results"]["random init"]["affect"]
+    assert res["n_folds"] == 3 and 0.0 <= res["f1_mean"] <= 1.0
+    assert payload["provenance"]["dataset"] == "fake"
+    assert main(["evaluate", "random", "--data", f"fake:{root}", "--tasks", "affect,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["evaluate", "random", "--data", "nosuch:/tmp"], "unknown dataset 'nosuch'"),
+    (["evaluate", "random", "--data", "nosuch:/tmp"], "wesad"),  # the known names are listed
+    (["evaluate", "random", "--threshold", "3", *TINY], "--threshold"),
+    (["evaluate", "random", "--data", "wesad:/no/such/root"], "/no/such/root"),
+    (["datasets", "nosuch"], "nosuch"),
+])
+def test_bad_dataset_arguments_are_named(argv, match, capsys):
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_datasets_command_lists_names_layouts_and_tasks(capsys):
+    from ecgfast.datasets import DATASETS
+
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name, info in DATASETS.items():
+        assert f"{name}: {info.title}" in out
+        assert f"tasks: {', '.join(info.tasks)}" in out
+        assert info.layout.strip().splitlines()[0].strip() in out
+    assert "--data NAME:ROOT" in out
+    assert main(["datasets", "wesad"]) == 0
+    assert "dreamer" not in capsys.readouterr().out.split("load one with")[0]
+
+
+def test_dataset_spec_parsing(tmp_path, monkeypatch):
+    from ecgfast.cli.common import dataset_spec, default_cache_dir
+
+    assert dataset_spec("wesad:/data/WESAD") == ("wesad", "/data/WESAD")
+    assert dataset_spec("WESAD:rel/dir") == ("wesad", "rel/dir")
+    assert dataset_spec("synthetic") is None and dataset_spec("x.npz") is None
+    odd = tmp_path / "a:b.npz"
+    odd.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert dataset_spec("a:b.npz") is None  # an existing file wins
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert default_cache_dir() == __import__("pathlib").Path("/xdg/ecgfast")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir().parts[-2:] == (".cache", "ecgfast")

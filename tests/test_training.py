@@ -155,8 +155,78 @@ def test_bad_windows_are_refused(tmp_path, windows, exc, match):
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"objective": "mae"}, "objective"), ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"),
-     ({"seed": -3}, "seed"), ({"temperature": 0.0}, "temperature")],
+     ({"seed": -3}, "seed"), ({"temperature": 0.0}, "temperature"), ({"patience": 0}, "patience"),
+     ({"patience": 1.5}, "patience")],
 )
 def test_bad_training_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PretrainConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- validation, early stopping
+
+
+def test_validation_leaves_training_alone_and_keeps_the_best_epoch(tmp_path):
+    x, val = _toy_windows(n=8), _toy_windows(n=4, seed=7)
+    cfg = PretrainConfig(epochs=2, batch_size=4, seed=1)
+    plain = pretrain(x, tmp_path / "plain", SMALL, cfg, progress=False)
+    scored = pretrain(x, tmp_path / "scored", SMALL, cfg, progress=False, validation=val)
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "scored")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # validation draws no training randomness
+    assert plain.best_checkpoint is None and "val_loss" not in plain.history[0]
+    losses = [r["val_loss"] for r in scored.history]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    best = int(np.argmin(losses)) + 1
+    assert scored.best_epoch == best and not scored.stopped_early
+    assert ckpt.load_checkpoint(scored.best_checkpoint).epoch == best
+    assert scored.best_checkpoint.is_relative_to(tmp_path / "scored" / "best")
+
+
+def _scripted_validation(monkeypatch, losses):
+    from ecgfast import training
+
+    calls = iter(losses)
+    monkeypatch.setattr(training, "validation_loss", lambda *a, **k: next(calls))
+
+
+def test_patience_stops_training_and_the_best_checkpoint_is_the_lowest(tmp_path, monkeypatch):
+    x, val = _toy_windows(n=8), _toy_windows(n=4, seed=7)
+    _scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.0, 1.0])
+    cfg = PretrainConfig(epochs=10, batch_size=4, seed=1, patience=2)
+    result = pretrain(x, tmp_path / "run", SMALL, cfg, progress=False, validation=val)
+    # epoch 2 is best; epochs 3 and 4 bring nothing lower (2.0 is not < 2.0): stop after 4
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and result.best_epoch == 2
+    assert [r["best_epoch"] for r in result.history] == [1, 2, 2, 2]
+    best = ckpt.load_checkpoint(result.best_checkpoint)
+    assert best.epoch == 2
+    ref = pretrain(x, tmp_path / "ref", SMALL, PretrainConfig(epochs=2, batch_size=4, seed=1),
+                   progress=False)
+    assert all(torch.equal(best.state_dict[k], v) for k, v in _weights(ref.run_dir).items())
+    # resuming a run that has stopped trains nothing more
+    again = pretrain(x, tmp_path / "run", SMALL, cfg, resume=True, progress=False, validation=val)
+    assert len(again.history) == 4 and again.stopped_early and again.best_epoch == 2
+    assert ckpt.load_checkpoint(tmp_path / "run").epoch == 4
+
+
+def test_resume_with_early_stopping_matches_an_uninterrupted_run(tmp_path):
+    x, val = _toy_windows(n=10), _toy_windows(n=5, seed=7)
+    cfg = PretrainConfig(epochs=4, batch_size=5, seed=2, patience=1)
+    full = pretrain(x, tmp_path / "full", SMALL, cfg, progress=False, validation=val)
+    pretrain(x, tmp_path / "split", SMALL, PretrainConfig(epochs=1, batch_size=5, seed=2, patience=1),
+             progress=False, validation=val)
+    split = pretrain(x, tmp_path / "split", SMALL, cfg, resume=True, progress=False, validation=val)
+    assert [r["val_loss"] for r in split.history] == [r["val_loss"] for r in full.history]
+    assert (split.best_epoch, split.stopped_early) == (full.best_epoch, full.stopped_early)
+    a = ckpt.load_checkpoint(full.best_checkpoint).state_dict
+    b = ckpt.load_checkpoint(split.best_checkpoint).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="validated on other windows"):
+        pretrain(x, tmp_path / "split", SMALL, cfg, resume=True, progress=False,
+                 validation=_toy_windows(n=5, seed=8))
+
+
+def test_patience_needs_validation_windows(tmp_path):
+    with pytest.raises(ValueError, match="validation"):
+        pretrain(_toy_windows(n=4), tmp_path / "run", SMALL,
+                 PretrainConfig(epochs=1, batch_size=4, patience=2), progress=False)

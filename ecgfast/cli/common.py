@@ -1,0 +1,186 @@
+"""What the ``ecgfast`` commands share: errors, data and encoder options, JSON output.
+
+``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
+recording (``.npy``, ``.csv``, WFDB), or ``NAME:ROOT`` for a dataset in its official
+layout (``ecgfast datasets`` lists the names), cached pre-processed under
+:func:`default_cache_dir` unless ``--no-cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from ecgfast.models import RESIDUAL_PRESETS, EncoderConfig
+
+
+class UsageError(ValueError):
+    """An argument the user gave is wrong; the message names it."""
+
+
+_DATASET_SPEC = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
+DATA_DEFAULTS = {"data": "synthetic", "fs": None, "subjects": 8, "sessions": 4,
+                 "session_seconds": 60.0, "data_seed": 0, "threshold": None, "lead": None,
+                 "skip_bad": False, "cache_dir": None, "no_cache": False}
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ecgfast``, else ``~/.cache/ecgfast``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "ecgfast"
+
+
+def dataset_spec(source: str) -> tuple[str, str] | None:
+    """``(name, root)`` when ``source`` reads ``NAME:ROOT`` and is not an existing path."""
+    match = _DATASET_SPEC.match(str(source))
+    if match is None or Path(source).exists():
+        return None
+    return match.group(1).lower(), match.group(2)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """The data options; ``suppress`` leaves unset ones out of the namespace (so that a
+    config file can fill them, see ``ecgfast ablation``)."""
+    d = {k: (argparse.SUPPRESS if suppress else v) for k, v in DATA_DEFAULTS.items()}
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=d["data"], metavar="SOURCE",
+                   help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
+                        "official layout (see `ecgfast datasets`), a cohort .npz written by "
+                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) for pretraining")
+    g.add_argument("--fs", type=float, default=d["fs"],
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+    g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
+    g.add_argument("--sessions", type=int, default=d["sessions"],
+                   help="synthetic cohort: sessions per subject")
+    g.add_argument("--session-seconds", type=float, default=d["session_seconds"],
+                   help="synthetic cohort: seconds per session")
+    g.add_argument("--data-seed", type=int, default=d["data_seed"], help="synthetic cohort: seed")
+    g.add_argument("--threshold", type=float, default=d["threshold"],
+                   help="NAME:ROOT: rating above which a window is 'high' (default: the dataset's)")
+    g.add_argument("--lead", default=d["lead"],
+                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first)")
+    g.add_argument("--skip-bad", action="store_true", default=d["skip_bad"],
+                   help="NAME:ROOT: skip (and list) subjects whose files are unreadable")
+    g.add_argument("--cache-dir", default=d["cache_dir"], metavar="DIR",
+                   help=f"NAME:ROOT: cache of pre-processed cohorts (default: {default_cache_dir()})")
+    g.add_argument("--no-cache", action="store_true", default=d["no_cache"],
+                   help="NAME:ROOT: neither read nor write the cache")
+
+
+def datasets_module(source: str):
+    try:
+        from ecgfast import datasets
+    except ImportError as err:
+        raise UsageError(f"--data {source}: the dataset loaders are not available ({err})") from err
+    return datasets
+
+
+def _load_named_dataset(name: str, root: str, args):
+    datasets = datasets_module(f"{name}:{root}")
+    if name not in datasets.DATASETS:
+        raise UsageError(f"--data {name}:{root}: unknown dataset {name!r}; the datasets are "
+                         f"{', '.join(sorted(datasets.DATASETS))} (see `ecgfast datasets`)")
+    cache = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
+    cohort = datasets.load_dataset(name, root, threshold=args.threshold, lead=args.lead,
+                                   cache_dir=cache, progress=not getattr(args, "quiet", False),
+                                   skip_bad=args.skip_bad)
+    skipped = cohort.provenance.get("skipped") or cohort.provenance.get("skipped_subjects")
+    if skipped and is_rank_zero():
+        print(f"--data {name}:{root}: skipped (--skip-bad): {skipped}", file=sys.stderr)
+    return cohort
+
+
+def load_data(args, *, need_labels: bool):
+    """(windows, cohort-or-None) from the data options in ``args`` (a namespace or dict)."""
+    from ecgfast.data import Cohort, make_cohort, preprocess, read_recording
+
+    if isinstance(args, dict):
+        args = SimpleNamespace(**{**DATA_DEFAULTS, **args})
+    source = str(args.data)
+    spec = dataset_spec(source)
+    if spec is not None:
+        cohort = _load_named_dataset(*spec, args)
+        return cohort.windows, cohort
+    for option in ("threshold", "lead"):
+        if getattr(args, option, None) is not None:
+            raise UsageError(f"--{option} applies to --data NAME:ROOT only, not to {source!r}")
+    if source == "synthetic":
+        if is_rank_zero():
+            print(f"generating the synthetic ECGSYN cohort: {args.subjects} subjects x "
+                  f"{args.sessions} sessions x {args.session_seconds:g} s", file=sys.stderr)
+        cohort = make_cohort(n_subjects=args.subjects, sessions_per_subject=args.sessions,
+                             session_seconds=args.session_seconds, seed=args.data_seed)
+        return cohort.windows, cohort
+    path = Path(source)
+    if not path.exists() and not path.with_suffix(".hea").exists():
+        raise UsageError(f"--data {source}: no such file")
+    if path.suffix == ".npz":
+        cohort = Cohort.load(path)
+        return cohort.windows, cohort
+    if need_labels:
+        raise UsageError(
+            f"--data {source}: probing needs labelled windows (a cohort .npz, NAME:ROOT or "
+            "'synthetic'); a bare recording has no labels"
+        )
+    rec = read_recording(path, fs=args.fs)
+    win = preprocess(rec.signal, rec.fs, source=str(path))
+    if win.n_skipped_flat:
+        print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)
+    return win.windows, None
+
+
+def select_tasks(cohort, requested: str | list | None) -> list[str]:
+    """The tasks to probe: ``requested`` ("a,b" or a list), else arousal and valence where
+    the cohort has them, else all its tasks."""
+    from ecgfast.evaluation import default_tasks
+
+    available = list(cohort.tasks)
+    if requested:
+        names = requested.split(",") if isinstance(requested, str) else list(requested)
+        names = [n.strip() for n in names if n.strip()]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise UsageError(f"--tasks: {unknown} not among this cohort's tasks {available}")
+    else:
+        names = default_tasks(available)
+    if not names:
+        raise UsageError("--data: this cohort has no labelled tasks to probe")
+    return names
+
+
+def add_encoder_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder")
+    g.add_argument("--residual", default="all", choices=tuple(RESIDUAL_PRESETS),
+                   help="blocks with a shortcut connection (default: all)")
+    g.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
+                   help="squeeze-excitation after each block (default: on)")
+    g.add_argument("--se-reduction", type=int, default=8)
+    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--activation", default="relu", choices=("relu", "leaky_relu"))
+    g.add_argument("--backend", default="auto", choices=("auto", "eager", "triton"),
+                   help="encoder kernels (default: auto)")
+
+
+def encoder_config(args) -> EncoderConfig:
+    try:
+        return EncoderConfig(residual=args.residual, attention=args.attention,
+                             se_reduction=args.se_reduction, dropout=args.dropout,
+                             activation=args.activation, backend=args.backend)
+    except ValueError as err:
+        raise UsageError(f"encoder options: {err}") from err
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from ecgfast.checkpoint import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

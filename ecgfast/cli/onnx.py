@@ -1,0 +1,81 @@
+"""``ecgfast export`` (ONNX, optionally INT8) and ``ecgfast embed`` (onnxruntime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ecgfast.cli.common import UsageError, add_data_args, load_data
+
+
+def cmd_export(args) -> int:
+    from ecgfast.export import export_onnx, quantize_onnx
+
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {out}: expected a .onnx file name")
+    export_onnx(args.checkpoint, out, opset=args.opset)
+    print(f"wrote {out}")
+    if args.int8:
+        if args.calibration is None:
+            raise UsageError("--int8 needs --calibration DATA (real windows to calibrate on)")
+        args.data = args.calibration
+        windows, cohort = load_data(args, need_labels=False)
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.permutation(len(windows))[: args.calibration_windows])
+        int8 = out.with_name(out.stem + ".int8.onnx") if args.int8_out is None else Path(args.int8_out)
+        labels = None if cohort is None or "arousal" not in cohort.labels else cohort.arousal
+        quantize_onnx(out, int8, windows[pick], eval_windows=windows if labels is not None else None,
+                      eval_labels=labels)
+        print(f"wrote {int8}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import math
+
+    from ecgfast.data import iter_windows, read_recording
+    from ecgfast.export import OnnxEncoder
+    from ecgfast.export.embed import embed_windows
+
+    encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
+    recording = read_recording(args.recording, fs=args.fs)
+    if not 0.0 <= args.overlap < 1.0:
+        raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
+    batches = iter_windows(recording.signal, recording.fs, overlap=args.overlap,
+                           batch_windows=args.batch_windows, source=str(args.recording))
+    n_windows = max(0, math.floor((recording.duration_s - 10.0) / (10.0 * (1 - args.overlap))) + 1)
+    summary = embed_windows(encoder, batches, args.out, progress=not args.quiet,
+                            total=math.ceil(n_windows / args.batch_windows))
+    print(summary)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint's encoder to ONNX (optionally INT8)")
+    p.add_argument("checkpoint", help="checkpoint or run directory")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--int8", action="store_true", help="also write a static INT8 (QDQ) model")
+    p.add_argument("--int8-out", default=None, help="INT8 file (default: OUT with .int8.onnx)")
+    p.add_argument("--calibration", default=None, metavar="DATA",
+                   help="windows for INT8 calibration: 'synthetic', a cohort .npz or a recording")
+    p.add_argument("--calibration-windows", type=int, default=128)
+    p.add_argument("--quiet", action="store_true")
+    add_data_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("embed", help="embed a recording with an ONNX encoder, window by window")
+    p.add_argument("model", help="the .onnx encoder")
+    p.add_argument("recording", help=".npy, .csv or WFDB record")
+    p.add_argument("--fs", type=float, default=None,
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+    p.add_argument("--out", required=True,
+                   help="embeddings: OUT.npy (N, D) plus OUT.starts.npy (N,) seconds, or one .npz")
+    p.add_argument("--overlap", type=float, default=0.0, help="window overlap in [0, 1)")
+    p.add_argument("--batch-windows", type=int, default=256, help="windows per batch (bounds memory)")
+    p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_embed)
