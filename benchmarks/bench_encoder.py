@@ -19,7 +19,7 @@ import itertools
 import pytest
 import torch
 from bench_encoder_block import skip_reason
-from common import PeakMemory, device_info, encoder_flops, gemm_rate
+from common import PeakMemory, device_info, encoder_flops, same_run_gemm_rate, sync
 
 from ecgfast.models import ECGEncoder, EncoderConfig
 
@@ -29,20 +29,6 @@ CONFIGS = [(r, a) for r, a in itertools.product(RESIDUALS, (False, True))]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-_GEMM: dict[tuple[str, torch.dtype], float] = {}
-
-
-def _gemm(device, dtype=torch.float32):
-    if (device, dtype) not in _GEMM:
-        _GEMM[device, dtype] = gemm_rate(device, dtype)
-    return _GEMM[device, dtype]
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_gemm_rate(benchmark, device):
     """The fp32 matmul rate every encoder number is compared with (n = 1024)."""
@@ -51,11 +37,10 @@ def test_gemm_rate(benchmark, device):
 
     def mm():
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
 
     benchmark.pedantic(mm, rounds=20, warmup_rounds=3)
     rate = 2 * n**3 / benchmark.stats.stats.median
-    _GEMM[device, torch.float32] = rate
     benchmark.extra_info.update({"gemm_flops_per_s": rate, "device": device_info()})
 
 
@@ -66,14 +51,14 @@ def _measure(benchmark, device, enc, run, x, config, mode, dtype=torch.float32):
         def step():
             with torch.no_grad():
                 run(x)
-            _sync(device)
+            sync(device)
     else:
         enc.train()
 
         def step():
             enc.zero_grad(set_to_none=True)
             run(x).float().sum().backward()
-            _sync(device)
+            sync(device)
 
     for _ in range(3 if run is not enc else 1):  # torch.compile compiles in warm-up
         step()  # allocate once before measuring memory
@@ -83,7 +68,7 @@ def _measure(benchmark, device, enc, run, x, config, mode, dtype=torch.float32):
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=1)
     median = benchmark.stats.stats.median
     flops = encoder_flops(config, LENGTH)[mode] * BATCH
-    gemm = _gemm(device, dtype)
+    gemm = same_run_gemm_rate(device, dtype)
     benchmark.extra_info.update({
         "device": device, "batch": BATCH, "length": LENGTH, "mode": mode,
         "windows_per_s": BATCH / median,

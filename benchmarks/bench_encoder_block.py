@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from common import PeakMemory, device_info, gemm_rate
+from common import PeakMemory, device_info, same_run_gemm_rate, sync
 
 from ecgfast import dispatch
 from ecgfast.models import EncoderConfig
@@ -34,7 +34,6 @@ BATCH = {"cuda": 256, "cpu": 32}
 VARIANTS = ("eager", "triton", "compile")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SPECS = EncoderConfig().block_specs()
-_GEMM: dict[tuple[str, torch.dtype], float] = {}
 
 
 def _lengths() -> list[int]:
@@ -42,11 +41,6 @@ def _lengths() -> list[int]:
     for spec in SPECS[:-1]:
         lengths.append(spec.out_length(lengths[-1]))
     return lengths
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def skip_reason(device: str, variant: str, dtype: str) -> str | None:
@@ -94,7 +88,7 @@ def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype
             if t is not None:
                 t.grad = None
         run(x, params, spec, True).float().sum().backward()
-        _sync(device)
+        sync(device)
 
     for _ in range(3):  # warm-up: autotuning, torch.compile, allocator
         step()
@@ -102,9 +96,7 @@ def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype
         step()
     benchmark.pedantic(step, rounds=10 if device == "cuda" else 3, warmup_rounds=1)
     median = benchmark.stats.stats.median
-    key = (device, DTYPES[dtype])
-    if key not in _GEMM:
-        _GEMM[key] = gemm_rate(device, DTYPES[dtype])
+    gemm = same_run_gemm_rate(device, DTYPES[dtype])
     pooled = spec.out_length(length)
     model = block_traffic(spec.in_channels, spec.out_channels, spec.kernel_size, length,
                           pooled, batch=batch)
@@ -113,7 +105,7 @@ def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype
         "device": device_info(), "variant": variant, "dtype": dtype, "block": block,
         "batch": batch, "length": length, "median_s": median,
         "windows_per_s": batch / median, "model_flops_per_s": flops / median,
-        "gemm_flops_per_s": _GEMM[key], "fraction_of_gemm_rate": flops / median / _GEMM[key],
+        "gemm_flops_per_s": gemm, "fraction_of_gemm_rate": flops / median / gemm,
         "peak_memory_bytes": mem.peak_bytes,
     })
 

@@ -45,7 +45,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from common import device_info, encoder_flops, gemm_rate
+from common import device_info, encoder_flops, gemm_rate, same_run_gemm_rate
 
 from ecgfast.models import ECGEncoder, EncoderConfig
 
@@ -233,19 +233,13 @@ def _rotated(order: list, r: int) -> list:
     return order[k:] + order[:k]
 
 
-def _gemm() -> float:
-    if "gemm" not in _STATE:
-        _STATE["gemm"] = gemm_rate("cpu")
-    return _STATE["gemm"]
-
-
 def test_gemm_rate(benchmark):
     """The fp32 matmul rate (n = 1024, torch, all threads) the model FLOP/s are compared with."""
     n = 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
     benchmark.pedantic(lambda: torch.mm(a, b), rounds=20, warmup_rounds=3)
-    _STATE["gemm"] = 2 * n**3 / benchmark.stats.stats.median
-    benchmark.extra_info.update({"gemm_flops_per_s": _STATE["gemm"], "device": device_info()})
+    benchmark.extra_info.update({"gemm_flops_per_s": 2 * n**3 / benchmark.stats.stats.median,
+                                 "device": device_info()})
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -259,7 +253,7 @@ def test_inference(benchmark, models, variant, batch):
     benchmark.pedantic(run, rounds=ROUNDS[batch], warmup_rounds=2)
     median = benchmark.stats.stats.median
     flops = encoder_flops(encoder.config, LENGTH)["forward"]
-    gemm = _gemm()
+    gemm = same_run_gemm_rate("cpu")
     info = {
         "variant": variant,
         "batch": batch,
