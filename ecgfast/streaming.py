@@ -105,6 +105,7 @@ class StreamingNTXent(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         k1, k2, lse = ctx.saved_tensors
         shard = ctx.shard

@@ -304,6 +304,7 @@ class TritonNTXent(torch.autograd.Function):
         return shard.all_sum((lse - pos).sum()) / two_n
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         x, rnorm, lse = ctx.saved_tensors
         shard = ctx.shard

@@ -406,3 +406,19 @@ def test_module_checks_its_settings_once_and_its_tensors_per_call(monkeypatch):
     assert calls == {"temperature": 1, "embeddings": 3}
     losses.nt_xent(z1, z2, 0.2)
     assert calls == {"temperature": 2, "embeddings": 4}
+
+
+def test_streaming_backward_refuses_double_backward():
+    """The streaming backward recomputes tiles outside autograd: a second derivative through
+    it would be silently wrong, so it is refused (once_differentiable)."""
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    loss = nt_xent(z1, z2, 0.3, backend="streaming")
+    seed = torch.ones((), dtype=loss.dtype, device=loss.device, requires_grad=True)
+    (g,) = torch.autograd.grad(loss, z1, seed, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+    # the eager reference is twice differentiable
+    (g,) = torch.autograd.grad(nt_xent(z1, z2, 0.3, backend="eager"), z1, create_graph=True)
+    g.sum().backward()
+    assert z1.grad is not None

@@ -178,3 +178,15 @@ def test_kernel_function_refuses_what_the_backend_does_not_take(monkeypatch):
     with pytest.raises(ValueError, match="triton NT-Xent cannot take z1: it needs CUDA "
                                          "tensors, got cpu"):
         nt_xent_triton(z, z, 0.5)
+
+
+def test_backward_refuses_double_backward():
+    """The kernels' backward is not differentiable itself: once_differentiable says so
+    instead of returning a gradient without a graph."""
+    z1 = torch.randn(5, 16, device=DEVICE, requires_grad=True)
+    z2 = torch.randn(5, 16, device=DEVICE, requires_grad=True)
+    loss = nt_xent_triton(z1, z2, 0.5)
+    seed = torch.ones((), dtype=loss.dtype, device=loss.device, requires_grad=True)
+    (g,) = torch.autograd.grad(loss, z1, seed, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
