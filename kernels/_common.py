@@ -7,12 +7,8 @@ import contextlib
 
 import torch
 
-from ecgfast.dispatch import fp32_dot_precision, triton_interpreting
-
-
-def interpreting() -> bool:
-    """True under ``TRITON_INTERPRET=1`` (decided in :mod:`ecgfast.dispatch`)."""
-    return triton_interpreting()
+from ecgfast.dispatch import fp32_dot_precision
+from ecgfast.dispatch import triton_interpreting as interpreting  # the one TRITON_INTERPRET read
 
 
 def buffer_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -39,7 +35,7 @@ def launch_device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-#: Input dtypes of the encoder kernels (fp32 accumulation inside).
+#: Input dtypes of every Triton kernel (fp32 accumulation inside).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

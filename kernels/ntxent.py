@@ -39,7 +39,8 @@ import triton
 import triton.language as tl
 
 from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_names
-from ecgfast.kernels._common import dot_input_precision, interpreting, launch_device
+from ecgfast.kernels._common import (KERNEL_DTYPES, dot_input_precision, interpreting,
+                                     launch_device)
 
 NORM_EPS = 1e-12
 LOG2E = 1.4426950408889634
@@ -382,5 +383,4 @@ def _run(z1, z2, temperature, shard=None):
 
 #: CUDA tensors (CPU ones under the interpreter) in fp32, bf16 or fp16.
 BACKEND = Backend("nt_xent", "triton", _run,
-                  Capabilities(dtypes=(torch.float32, torch.bfloat16, torch.float16),
-                               triton=True))
+                  Capabilities(dtypes=KERNEL_DTYPES, triton=True))
