@@ -357,17 +357,10 @@ def preprocess_subject(
     up, down = resample_ratio(fs, target_fs)
     filtered = []
     for x, name in zip(signals, names):
-        x = check_signal(x, name)
-        n_target = -(-x.shape[0] * up // down)
-        length, hop, n_windows = window_geometry(n_target, target_fs, window_seconds, overlap)
-        if n_windows == 0:
-            filtered.append(None)
-            continue
-        try:
-            y = highpass(x, fs, highpass_hz)
-        except ECGDataError as exc:
-            raise ECGDataError(f"{name}: {exc}") from None
-        filtered.append(sps.resample_poly(y, up, down) if up != down else y)
+        chain = _Chain(check_signal(x, name), fs, target_fs, highpass_hz, 0.0, name)
+        length, hop, n_windows = window_geometry(chain.n_target, target_fs, window_seconds,
+                                                 overlap)
+        filtered.append(chain.span(0, chain.n_target) if n_windows else None)
     used = [y for y in filtered if y is not None]
     if not used:
         n_raw = max(np.shape(x)[0] for x in signals)

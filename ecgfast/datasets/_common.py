@@ -213,12 +213,10 @@ def build_cohort(
                 scores[s].append(np.asarray(sco[s], dtype=np.float64))
             session += 1
         del data, wins, found
-    length = round(window_seconds * DEFAULT_TARGET_FS)
     if not parts["windows"]:
         raise dataset_error(root, f"no usable windows in {len(subjects)} subject(s)"
                             + (f"; skipped: {skipped}" if skipped else ""))
-    cat = {k: np.concatenate(v) if v else np.empty((0, length), np.float32)
-           for k, v in parts.items()}
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
     prov = {
         "dataset": info.name,
         "title": info.title,
