@@ -93,7 +93,7 @@ def _load_named_dataset(name: str, root: str, args):
     cohort = datasets.load_dataset(name, root, threshold=args.threshold, lead=args.lead,
                                    cache_dir=cache, progress=not getattr(args, "quiet", False),
                                    skip_bad=args.skip_bad)
-    skipped = cohort.provenance.get("skipped") or cohort.provenance.get("skipped_subjects")
+    skipped = cohort.provenance.get("skipped_subjects")
     if skipped and is_rank_zero():
         print(f"--data {name}:{root}: skipped (--skip-bad): {skipped}", file=sys.stderr)
     return cohort
