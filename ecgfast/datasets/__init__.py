@@ -11,9 +11,17 @@ pre-processing, the ecgfast version, the windows dropped and the subjects skippe
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from ecgfast.data import Cohort
 from ecgfast.datasets import amigos, case, dreamer, swell, wesad
-from ecgfast.datasets._common import DatasetInfo, check_root, resolve_lead, resolve_threshold
+from ecgfast.datasets._common import (
+    DatasetInfo,
+    LoadRequest,
+    check_root,
+    resolve_lead,
+    resolve_threshold,
+)
 from ecgfast.datasets.cache import cache_key, cache_path, read_cached, write_cached
 
 #: name -> :class:`DatasetInfo`, in the order ``ecgfast datasets`` lists them.
@@ -58,18 +66,17 @@ def load_dataset(
     info = DATASETS.get(str(name).lower())
     if info is None:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    threshold = resolve_threshold(info, threshold)
-    lead_index = resolve_lead(info, lead)
+    request = LoadRequest(resolve_threshold(info, threshold), resolve_lead(info, lead),
+                          progress=progress, skip_bad=bool(skip_bad))
     root = check_root(root, info.layout)
-    kwargs = dict(threshold=threshold, lead=lead_index, progress=progress, skip_bad=skip_bad)
     if cache_dir is None:
-        return info.load(root, **kwargs)
-    params = {"threshold": threshold, "lead": lead_index, "skip_bad": bool(skip_bad)}
+        return info.load(root, **asdict(request))
+    params = {"threshold": request.threshold, "lead": request.lead, "skip_bad": request.skip_bad}
     path = cache_path(cache_dir, info.name, cache_key(info.name, root,
                                                       info.source_files(root), params))
     cohort = read_cached(path)
     if cohort is None:
-        cohort = info.load(root, **kwargs)
+        cohort = info.load(root, **asdict(request))
         write_cached(path, cohort)
     return cohort
 

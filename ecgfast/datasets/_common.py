@@ -52,7 +52,8 @@ class DatasetInfo:
             dataset has no ratings to binarise).
         leads: names of the ECG leads (one entry for single-lead datasets).
         load: ``load(root, *, threshold, lead, progress, skip_bad) -> Cohort`` with the
-            threshold resolved (a float or None) and ``lead`` an index into ``leads``.
+            threshold resolved (a float or None) and ``lead`` an index into ``leads``
+            (the fields of :class:`LoadRequest`, which the loaders build from them).
         source_files: ``source_files(root) -> list[Path]``: every file ``load`` reads
             (for the cache key); raises ECGDataError naming what is missing.
         fs: the ECG sampling rate of the files, in Hz.
@@ -67,6 +68,18 @@ class DatasetInfo:
     load: Callable
     source_files: Callable
     fs: float
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What :func:`~ecgfast.datasets.load_dataset` resolved for one load and hands to the
+    loader: the rating threshold (None for a dataset without ratings), the lead's index
+    into ``DatasetInfo.leads``, and the driver's switches (see :func:`build_cohort`)."""
+
+    threshold: float | None = None
+    lead: int = 0
+    progress: bool = True
+    skip_bad: bool = False
 
 
 @dataclass
@@ -141,6 +154,13 @@ def threshold_rule(task: str, threshold: float, scale: str) -> str:
     return f"{task}: 1 (high) iff the rating > {threshold:g} (scale {scale}), else 0 (low)"
 
 
+def rated_tasks(tasks, threshold: float, scale: str, note: str = "") -> tuple[dict, dict]:
+    """``(classes, rules)`` of ``tasks`` whose ratings on ``scale`` are binarised at
+    ``threshold`` (low/high), each rule followed by ``note``."""
+    return ({t: BINARY for t in tasks},
+            {t: threshold_rule(t, threshold, scale) + note for t in tasks})
+
+
 def add_counts(total: dict, counts: dict) -> None:
     for key, n in counts.items():
         total[key] = total.get(key, 0) + int(n)
@@ -157,18 +177,20 @@ def build_cohort(
     root: Path,
     subjects: list[tuple[int, Path]],
     read: Callable[[int, Path], SubjectData],
+    request: LoadRequest,
     *,
     classes: dict[str, tuple[str, ...]],
     score_names: tuple[str, ...],
     provenance: dict,
-    progress: bool,
-    skip_bad: bool,
 ) -> Cohort:
     """Read, pre-process and label ``subjects`` one at a time into a Cohort.
 
     ``read(subject_id, path)`` returns the subject's :class:`SubjectData`. A subject
     whose reading or pre-processing raises ECGDataError stops the load, or with
-    ``skip_bad`` is skipped, warned about and listed in ``provenance["skipped_subjects"]``.
+    ``request.skip_bad`` is skipped, warned about and listed in
+    ``provenance["skipped_subjects"]``. The cohort's provenance holds the dataset, the
+    request's threshold and lead (index and name, plus any ``provenance["lead"]`` extras),
+    ``provenance``, the pre-processing, the version and the counts.
     """
     parts: dict[str, list] = {"windows": [], "subject": [], "session": []}
     labels = {t: [] for t in classes}
@@ -177,7 +199,7 @@ def build_cohort(
     skipped = []
     session = 0
     window_seconds = PREPROCESSING["window_seconds"]
-    for sid, path in _progress(subjects, info.name, progress):
+    for sid, path in _progress(subjects, info.name, request.progress):
         try:
             data = read(sid, path)
             wins = preprocess_subject(
@@ -195,7 +217,7 @@ def build_cohort(
                 keep, lab, sco, drop = _label(trial, lo, hi, len(w))
                 found.append((w.windows[keep], lab, sco, drop, w.n_skipped_flat))
         except ECGDataError as exc:
-            if not skip_bad:
+            if not request.skip_bad:
                 raise
             warnings.warn(f"{info.name}: skipping subject {sid} ({path}): {exc}", stacklevel=3)
             skipped.append({"subject": int(sid), "file": str(path), "reason": str(exc)})
@@ -221,7 +243,10 @@ def build_cohort(
         "dataset": info.name,
         "title": info.title,
         "root": str(Path(root).resolve()),
+        "threshold": request.threshold,
         **provenance,
+        "lead": {"index": request.lead, "name": info.leads[request.lead],
+                 **provenance.get("lead", {})},
         "preprocessing": dict(PREPROCESSING),
         "ecgfast_version": __version__,
         "counts": {

@@ -18,18 +18,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ecgfast.data import ECGDataError
-from ecgfast.datasets._common import (
-    BINARY,
-    DatasetInfo,
-    SubjectData,
-    build_cohort,
-    check_range,
-    check_root,
-    dataset_error,
-    rated_trial,
-    threshold_rule,
-)
+from ecgfast.data import Cohort, ECGDataError
+from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, build_cohort,
+                                      check_range, check_root, dataset_error, rated_tasks,
+                                      rated_trial)
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
 
 FS = 128.0
@@ -106,35 +98,20 @@ def _reader(lead: int, threshold: float):
     return read
 
 
-def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
+def load(root, **options) -> Cohort:
     """Load AMIGOS (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
     with tasks arousal, valence, dominance and their ratings as scores."""
-    return build_cohort(
-        INFO,
-        Path(root),
-        subjects(root),
-        _reader(lead, threshold),
-        classes={t: BINARY for t in TASKS},
-        score_names=TASKS,
-        provenance={
-            "threshold": threshold,
-            "rules": {t: threshold_rule(t, threshold, "1-9") for t in TASKS},
-            "recordings": "joined_data trials; empty trials skipped and counted",
-            "lead": {"index": lead, "name": INFO.leads[lead], "column": ECG_COLUMNS[lead]},
-        },
-        progress=progress,
-        skip_bad=skip_bad,
-    )
+    request = LoadRequest(**options)
+    classes, rules = rated_tasks(TASKS, request.threshold, "1-9")
+    provenance = {"rules": rules,
+                  "recordings": "joined_data trials; empty trials skipped and counted",
+                  "lead": {"column": ECG_COLUMNS[request.lead]}}
+    return build_cohort(INFO, Path(root), subjects(root),
+                        _reader(request.lead, request.threshold), request,
+                        classes=classes, score_names=TASKS, provenance=provenance)
 
 
 INFO = DatasetInfo(
-    name="amigos",
-    title="AMIGOS (Miranda-Correa et al., IEEE TAC 2018), pre-processed release",
-    layout=LAYOUT,
-    tasks=TASKS,
-    default_threshold=5.0,
-    leads=("ECG right", "ECG left"),
-    load=load,
-    source_files=source_files,
-    fs=FS,
-)
+    name="amigos", title="AMIGOS (Miranda-Correa et al., IEEE TAC 2018), pre-processed release",
+    layout=LAYOUT, tasks=TASKS, default_threshold=5.0, leads=("ECG right", "ECG left"),
+    fs=FS, load=load, source_files=source_files)

@@ -23,18 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import ECGDataError
-from ecgfast.datasets._common import (
-    BINARY,
-    DatasetInfo,
-    SubjectData,
-    Trial,
-    build_cohort,
-    check_range,
-    check_root,
-    dataset_error,
-    threshold_rule,
-)
+from ecgfast.data import Cohort, ECGDataError
+from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, Trial, build_cohort,
+                                      check_range, check_root, dataset_error, rated_tasks)
 from ecgfast.datasets.tables import read_numeric
 
 FS = 1000.0
@@ -122,35 +113,18 @@ def _check_clock(t: np.ndarray, path: Path, name: str) -> None:
         raise ECGDataError(f"{path}: column {name} must be finite and strictly increasing (ms)")
 
 
-def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
+def load(root, **options) -> Cohort:
     """Load CASE (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
     with tasks arousal and valence and the windows' mean annotations as scores."""
-    return build_cohort(
-        INFO,
-        Path(root),
-        subjects(root),
-        _read(threshold),
-        classes={t: BINARY for t in TASKS},
-        score_names=TASKS,
-        provenance={
-            "threshold": threshold,
-            "rules": {t: threshold_rule(t, threshold, "0.5-9.5") + "; the rating is the "
-                      "mean annotation over the window's 10 s" for t in TASKS},
-            "lead": {"index": 0, "name": INFO.leads[0]},
-        },
-        progress=progress,
-        skip_bad=skip_bad,
-    )
+    request = LoadRequest(**options)
+    classes, rules = rated_tasks(TASKS, request.threshold, "0.5-9.5",
+                                 "; the rating is the mean annotation over the window's 10 s")
+    return build_cohort(INFO, Path(root), subjects(root), _read(request.threshold), request,
+                        classes=classes, score_names=TASKS, provenance={"rules": rules})
 
 
 INFO = DatasetInfo(
     name="case",
     title="CASE: Continuously Annotated Signals of Emotion (Sharma et al., Sci. Data 2019)",
-    layout=LAYOUT,
-    tasks=TASKS,
-    default_threshold=5.0,
-    leads=("ecg",),
-    load=load,
-    source_files=source_files,
-    fs=FS,
-)
+    layout=LAYOUT, tasks=TASKS, default_threshold=5.0, leads=("ecg",),
+    fs=FS, load=load, source_files=source_files)

@@ -20,18 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import ECGDataError
-from ecgfast.datasets._common import (
-    BINARY,
-    DatasetInfo,
-    SubjectData,
-    build_cohort,
-    check_range,
-    check_root,
-    dataset_error,
-    rated_trial,
-    threshold_rule,
-)
+from ecgfast.data import Cohort, ECGDataError
+from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, build_cohort,
+                                      check_range, check_root, dataset_error, rated_tasks,
+                                      rated_trial)
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
 
 FS = 256.0
@@ -86,9 +78,10 @@ def _subject_reader(path: Path, data: np.ndarray, lead: int, threshold: float):
     return read
 
 
-def load(root, *, threshold=3.0, lead=0, progress=True, skip_bad=False):
+def load(root, **options) -> Cohort:
     """Load DREAMER (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
     with tasks arousal, valence, dominance and their ratings as scores."""
+    request = LoadRequest(**options)
     (path,) = source_files(root)
     mat = loadmat(path)
     top = field(mat, "DREAMER", path, "")
@@ -104,32 +97,15 @@ def load(root, *, threshold=3.0, lead=0, progress=True, skip_bad=False):
     data = cells(field(top, "Data", path, "DREAMER"))
     del mat, top
     subjects = [(i + 1, path) for i in range(data.size)]
-    return build_cohort(
-        INFO,
-        Path(root),
-        subjects,
-        _subject_reader(path, data, lead, threshold),
-        classes={t: BINARY for t in TASKS},
-        score_names=TASKS,
-        provenance={
-            "threshold": threshold,
-            "rules": {t: threshold_rule(t, threshold, "1-5") for t in TASKS},
-            "recordings": "ECG.stimuli (the film clips), not ECG.baseline",
-            "lead": {"index": lead, "name": INFO.leads[lead]},
-        },
-        progress=progress,
-        skip_bad=skip_bad,
-    )
+    classes, rules = rated_tasks(TASKS, request.threshold, "1-5")
+    provenance = {"rules": rules,
+                  "recordings": "ECG.stimuli (the film clips), not ECG.baseline"}
+    return build_cohort(INFO, Path(root), subjects,
+                        _subject_reader(path, data, request.lead, request.threshold), request,
+                        classes=classes, score_names=TASKS, provenance=provenance)
 
 
 INFO = DatasetInfo(
-    name="dreamer",
-    title="DREAMER (Katsigiannis & Ramzan, IEEE JBHI 2017)",
-    layout=LAYOUT,
-    tasks=TASKS,
-    default_threshold=3.0,
-    leads=("ECG lead 1", "ECG lead 2"),
-    load=load,
-    source_files=source_files,
-    fs=FS,
-)
+    name="dreamer", title="DREAMER (Katsigiannis & Ramzan, IEEE JBHI 2017)",
+    layout=LAYOUT, tasks=TASKS, default_threshold=3.0, leads=("ECG lead 1", "ECG lead 2"),
+    fs=FS, load=load, source_files=source_files)

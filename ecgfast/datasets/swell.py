@@ -27,18 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import ECGDataError
-from ecgfast.datasets._common import (
-    BINARY,
-    DatasetInfo,
-    SubjectData,
-    build_cohort,
-    check_range,
-    check_root,
-    dataset_error,
-    rated_trial,
-    threshold_rule,
-)
+from ecgfast.data import Cohort, ECGDataError
+from ecgfast.datasets._common import (BINARY, DatasetInfo, LoadRequest, SubjectData, build_cohort,
+                                      check_range, check_root, dataset_error, rated_trial,
+                                      threshold_rule)
 from ecgfast.datasets.tables import read_numeric, read_rows
 
 FS = 2048.0
@@ -168,10 +160,11 @@ def read_ecg(path: Path) -> np.ndarray:
     return np.ascontiguousarray(table[:, 0])
 
 
-def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
+def load(root, **options) -> Cohort:
     """Load SWELL-KW (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
     with tasks condition, arousal and valence (ratings as scores)."""
-    root = Path(root)
+    request = LoadRequest(**options)
+    root, threshold = Path(root), request.threshold
     sheet = labels_file(check_root(root, LAYOUT))
     blocks, excluded = read_blocks(sheet)
     files = recordings(root)
@@ -196,10 +189,10 @@ def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
         root,
         [(sid, fs[0][1]) for sid, fs in files.items()],
         read,
+        request,
         classes={"condition": CONDITION_CLASSES, "arousal": BINARY, "valence": BINARY},
         score_names=("arousal", "valence"),
         provenance={
-            "threshold": threshold,
             "labels_file": str(sheet),
             "rules": {
                 "condition": "the block's Condition: N -> 0 neutral, I -> 1 interruptions, "
@@ -210,21 +203,11 @@ def load(root, *, threshold=5.0, lead=0, progress=True, skip_bad=False):
                 "non-relaxation row per (PP, Blok)",
             },
             "excluded": excluded,
-            "lead": {"index": 0, "name": INFO.leads[0]},
         },
-        progress=progress,
-        skip_bad=skip_bad,
     )
 
 
 INFO = DatasetInfo(
-    name="swell",
-    title="SWELL-KW (Koldijk et al., ICMI 2014)",
-    layout=LAYOUT,
-    tasks=("condition", "arousal", "valence"),
-    default_threshold=5.0,
-    leads=("ECG",),
-    load=load,
-    source_files=source_files,
-    fs=FS,
-)
+    name="swell", title="SWELL-KW (Koldijk et al., ICMI 2014)",
+    layout=LAYOUT, tasks=("condition", "arousal", "valence"), default_threshold=5.0, leads=("ECG",),
+    fs=FS, load=load, source_files=source_files)

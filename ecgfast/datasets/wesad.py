@@ -24,15 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import ECGDataError
-from ecgfast.datasets._common import (
-    DatasetInfo,
-    SubjectData,
-    Trial,
-    build_cohort,
-    check_root,
-    dataset_error,
-)
+from ecgfast.data import Cohort, ECGDataError
+from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, Trial, build_cohort,
+                                      check_root, dataset_error)
 from ecgfast.datasets.safe_pickle import load_pickle
 
 FS = 700.0
@@ -143,39 +137,24 @@ def _read(subject: int, path: Path) -> SubjectData:
     return SubjectData(subject, FS, [trial])
 
 
-def load(root, *, threshold=None, lead=0, progress=True, skip_bad=False):
+RULES = {
+    "affect": "code 1 baseline -> 0, 2 stress -> 1, 3 amusement -> 2, 4 meditation -> 3; "
+    "only windows whose 700 Hz samples all carry one code in 1-4 (straddling windows and "
+    "codes 0, 5-7 dropped and counted)",
+    "stress": "1 iff affect is stress (code 2), else 0",
+}
+
+
+def load(root, **options) -> Cohort:
     """Load WESAD (layout in the module docstring) into a :class:`~ecgfast.data.Cohort`
     with tasks ``affect`` and ``stress``, one session per subject."""
-    return build_cohort(
-        INFO,
-        Path(root),
-        subjects(root),
-        _read,
-        classes={"affect": AFFECT_CLASSES, "stress": STRESS_CLASSES},
-        score_names=(),
-        provenance={
-            "threshold": None,
-            "rules": {
-                "affect": "code 1 baseline -> 0, 2 stress -> 1, 3 amusement -> 2, "
-                "4 meditation -> 3; only windows whose 700 Hz samples all carry one code "
-                "in 1-4 (straddling windows and codes 0, 5-7 dropped and counted)",
-                "stress": "1 iff affect is stress (code 2), else 0",
-            },
-            "lead": {"index": 0, "name": INFO.leads[0]},
-        },
-        progress=progress,
-        skip_bad=skip_bad,
-    )
+    request = LoadRequest(**options)
+    return build_cohort(INFO, Path(root), subjects(root), _read, request,
+                        classes={"affect": AFFECT_CLASSES, "stress": STRESS_CLASSES},
+                        score_names=(), provenance={"rules": RULES})
 
 
 INFO = DatasetInfo(
-    name="wesad",
-    title="WESAD: Wearable Stress and Affect Detection (Schmidt et al., ICMI 2018)",
-    layout=LAYOUT,
-    tasks=("affect", "stress"),
-    default_threshold=None,
-    leads=("chest ECG",),
-    load=load,
-    source_files=source_files,
-    fs=FS,
-)
+    name="wesad", title="WESAD: Wearable Stress and Affect Detection (Schmidt et al., ICMI 2018)",
+    layout=LAYOUT, tasks=("affect", "stress"), default_threshold=None, leads=("chest ECG",),
+    fs=FS, load=load, source_files=source_files)

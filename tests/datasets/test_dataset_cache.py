@@ -48,28 +48,32 @@ def test_second_load_reads_the_cache_not_the_files(wesad_root, tmp_path, monkeyp
 
 
 def test_cached_load_is_at_least_20x_faster(tmp_path):
-    # Three subjects of 280 s at 700 Hz (all baseline), in the official container.
+    # Three subjects of 840 s at 700 Hz (a real 280 s record three times, all baseline) in
+    # the official container: long enough that pre-processing, not fixed per-call costs,
+    # decides the first load.
     from dataset_files import py2_pickle, toy_ecg, wesad_dict
 
     root = tmp_path / "WESAD"
     for s in (2, 3, 4):
-        ecg = toy_ecg(700, 280, offset_s=3.0 * s)
+        ecg = np.tile(toy_ecg(700, 280, offset_s=3.0 * s), 3)
         (root / f"S{s}").mkdir(parents=True)
         (root / f"S{s}" / f"S{s}.pkl").write_bytes(
             py2_pickle(wesad_dict(2, ecg=ecg, label=np.ones(ecg.size, np.int32))))
     load_dataset("wesad", root, cache_dir=tmp_path / "warm-up", progress=False)  # imports
-    cache = tmp_path / "cache"
-    t0 = time.perf_counter()
-    first = load_dataset("wesad", root, cache_dir=cache, progress=False)
-    t_first = time.perf_counter() - t0
-    times = []
-    for _ in range(3):
+    # Best of two on both sides (a fresh cache each time for the first load), so that
+    # a busy machine slowing one run does not decide the ratio.
+    firsts, times = [], []
+    for i in range(2):
+        cache = tmp_path / f"cache{i}"
+        t0 = time.perf_counter()
+        first = load_dataset("wesad", root, cache_dir=cache, progress=False)
+        firsts.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         again = load_dataset("wesad", root, cache_dir=cache, progress=False)
         times.append(time.perf_counter() - t0)
     _same(first, again)
-    assert len(first) == 3 * 28
-    assert t_first / min(times) >= 20.0, (t_first, times)
+    assert len(first) == 3 * 84
+    assert min(firsts) / min(times) >= 20.0, (firsts, times)
 
 
 def test_threshold_and_lead_are_part_of_the_key(tmp_path):
