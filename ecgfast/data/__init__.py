@@ -7,7 +7,7 @@
   windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
 - :func:`read_recording` / :class:`Recording`: ``.npy``, ``.csv`` and WFDB files.
 - :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
-  :class:`Windows`: high-pass 0.8 Hz ->
+  :class:`Windows` (settings: :class:`Preprocessing`): high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
   :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
   :func:`window`.
@@ -18,6 +18,7 @@ from ecgfast.data.ecgsyn import ecgsyn
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.preprocessing import (
     FLAT_STD_THRESHOLD,
+    Preprocessing,
     Windows,
     highpass,
     is_flat,
@@ -37,6 +38,7 @@ __all__ = [
     "FLAT_STD_THRESHOLD",
     "Cohort",
     "ECGDataError",
+    "Preprocessing",
     "Recording",
     "Windows",
     "ecgsyn",

@@ -36,6 +36,7 @@ from ecgfast.data.filters import (  # noqa: F401 (private names re-exported as b
 )
 from ecgfast.data.windowing import (  # noqa: F401
     FLAT_STD_THRESHOLD,
+    Preprocessing,
     Windows,
     _batches,
     _Chain,
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_TARGET_FS",
     "DEFAULT_WINDOW_SECONDS",
     "FLAT_STD_THRESHOLD",
+    "Preprocessing",
     "Windows",
     "check_fs",
     "check_signal",

@@ -99,6 +99,36 @@ def is_flat(windows: np.ndarray, fs: float = DEFAULT_TARGET_FS) -> np.ndarray:
     return np.diff(w, axis=1).std(axis=1) < threshold
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """The chain's settings, which :func:`preprocess`, :func:`iter_windows` and
+    :func:`preprocess_subject` take as keyword arguments of the same names.
+
+    Attributes:
+        target_fs: output sampling rate in Hz (256).
+        window_seconds: window length in seconds (10).
+        overlap: fraction of a window shared by consecutive windows, in [0, 1).
+        central: fraction of samples the robust z-score statistics use (0.95 in SSL-ECG).
+        highpass_hz: zero-phase high-pass cut-off in Hz (0.8).
+    """
+
+    target_fs: float = DEFAULT_TARGET_FS
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    overlap: float = 0.0
+    central: float = 0.95
+    highpass_hz: float = DEFAULT_HIGHPASS_HZ
+
+    @classmethod
+    def of(cls, options: dict, where: str) -> Preprocessing:
+        """The settings named in ``options`` (the rest default); TypeError naming
+        ``where`` and the unknown keyword otherwise."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"{where}: unknown pre-processing option(s) {unknown}; "
+                            f"known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**options)
+
+
 @dataclass
 class Windows:
     """Pre-processed windows of one recording (or one batch of a long recording).
@@ -171,16 +201,12 @@ def iter_windows(
     signal,
     fs: float,
     *,
-    target_fs: float = DEFAULT_TARGET_FS,
-    window_seconds: float = DEFAULT_WINDOW_SECONDS,
-    overlap: float = 0.0,
     batch_windows: int = 256,
     stats: tuple[float, float] | None = None,
-    central: float = 0.95,
-    highpass_hz: float = DEFAULT_HIGHPASS_HZ,
     pad_seconds: float = 20.0,
     chunk_seconds: float = 3600.0,
     source: str = "signal",
+    **options,
 ) -> Iterator[Windows]:
     """Pre-process a (long) recording batch by batch; yields :class:`Windows`.
 
@@ -194,29 +220,29 @@ def iter_windows(
     Args:
         signal: (n,) raw samples at ``fs`` Hz (any unit, e.g. mV).
         fs: sampling rate in Hz; required.
-        target_fs, window_seconds, overlap: output rate (Hz), window length (s) and
-            fractional overlap in [0, 1).
         batch_windows: windows per yielded batch (before dropping flat ones).
         stats: ``(mean, std)`` of the filtered, resampled recording; computed if None.
-        central: fraction of samples used for the statistics (0.95 in SSL-ECG).
-        highpass_hz: high-pass cut-off in Hz.
         source: name of the file, used in error messages.
+        **options: the chain's settings, the fields of :class:`Preprocessing`
+            (``target_fs``, ``window_seconds``, ``overlap``, ``central``, ``highpass_hz``).
 
     Returns:
         An iterator of :class:`Windows` with ``starts_s`` relative to the start of the
         recording; the sum of ``n_skipped_flat`` over batches is the recording's count.
         Arguments are checked, and the statistics computed, when this is called.
     """
+    opt = Preprocessing.of(options, source)
     fs = check_fs(fs, "fs", source)
-    target_fs = check_fs(target_fs, "target_fs", source)
+    target_fs = check_fs(opt.target_fs, "target_fs", source)
     if not (isinstance(batch_windows, (int, np.integer)) and batch_windows >= 1):
         raise ValueError(f"{source}: batch_windows must be an int >= 1, got {batch_windows!r}")
     x = check_signal(signal, source)
-    chain = _Chain(x, fs, target_fs, highpass_hz, pad_seconds, source)
-    length, hop, n_windows = window_geometry(chain.n_target, target_fs, window_seconds, overlap)
+    chain = _Chain(x, fs, target_fs, opt.highpass_hz, pad_seconds, source)
+    length, hop, n_windows = window_geometry(chain.n_target, target_fs, opt.window_seconds,
+                                             opt.overlap)
     if n_windows == 0:
         raise _windowing_error(
-            source, chain.n_raw, fs, chain.n_target, target_fs, length, window_seconds
+            source, chain.n_raw, fs, chain.n_target, target_fs, length, opt.window_seconds
         )
 
     if not chunk_seconds > 0:
@@ -231,7 +257,7 @@ def iter_windows(
             )
         else:
             whole_for_stats = whole
-        stats = zscore_stats(whole_for_stats, central, source=source)
+        stats = zscore_stats(whole_for_stats, opt.central, source=source)
         del whole_for_stats
     mean, std = _check_stats(stats)
     # Everything above runs (and raises) at the call; the batches are produced lazily.
@@ -262,16 +288,8 @@ def _cut(z, k0, k1, length, hop, target_fs, source) -> Windows:
 
 
 def preprocess(
-    signal,
-    fs: float,
-    *,
-    target_fs: float = DEFAULT_TARGET_FS,
-    window_seconds: float = DEFAULT_WINDOW_SECONDS,
-    overlap: float = 0.0,
-    source: str = "signal",
-    stats: tuple[float, float] | None = None,
-    central: float = 0.95,
-    highpass_hz: float = DEFAULT_HIGHPASS_HZ,
+    signal, fs: float, *, source: str = "signal", stats: tuple[float, float] | None = None,
+    **options,
 ) -> Windows:
     """The full SSL-ECG pre-processing of one recording, in memory.
 
@@ -283,6 +301,7 @@ def preprocess(
         signal: (n,) raw samples at ``fs`` Hz (mV or any unit).
         fs: sampling rate in Hz; required, > 0.
         source: the file name, used in error messages.
+        **options: the chain's settings, the fields of :class:`Preprocessing`.
 
     Returns:
         :class:`Windows`: (n_windows, round(window_seconds * target_fs)) float32.
@@ -292,36 +311,15 @@ def preprocess(
             than one window, a flat recording; the message names ``source``.
     """
     batches = list(
-        iter_windows(
-            signal,
-            fs,
-            target_fs=target_fs,
-            window_seconds=window_seconds,
-            overlap=overlap,
-            batch_windows=np.iinfo(np.int64).max,
-            stats=stats,
-            central=central,
-            highpass_hz=highpass_hz,
-            chunk_seconds=math.inf,
-            source=source,
-        )
+        iter_windows(signal, fs, batch_windows=np.iinfo(np.int64).max, stats=stats,
+                     chunk_seconds=math.inf, source=source, **options)
     )
     (only,) = batches
     return only
 
 
-def preprocess_subject(
-    signals,
-    fs: float,
-    *,
-    target_fs: float = DEFAULT_TARGET_FS,
-    window_seconds: float = DEFAULT_WINDOW_SECONDS,
-    overlap: float = 0.0,
-    central: float = 0.95,
-    highpass_hz: float = DEFAULT_HIGHPASS_HZ,
-    sources=None,
-    source: str = "subject",
-) -> list[Windows]:
+def preprocess_subject(signals, fs: float, *, sources=None, source: str = "subject",
+                       **options) -> list[Windows]:
     """The chain of :func:`preprocess` on every recording of one subject, z-scored with
     statistics shared by the subject (the papers' per-person normalisation).
 
@@ -336,6 +334,7 @@ def preprocess_subject(
         sources: one name per recording for error messages (default
             ``"<source> recording <i>"``).
         source: the subject's name, used in the statistics' error message.
+        **options: the chain's settings, the fields of :class:`Preprocessing`.
 
     Returns:
         One :class:`Windows` per recording, ``starts_s`` relative to its start.
@@ -344,8 +343,10 @@ def preprocess_subject(
         ECGDataError: NaN/Inf samples (naming the recording), no recording long enough
             for a window, a flat subject.
     """
+    opt = Preprocessing.of(options, source)
     fs = check_fs(fs, "fs", source)
-    target_fs = check_fs(target_fs, "target_fs", source)
+    target_fs = check_fs(opt.target_fs, "target_fs", source)
+    window_seconds, overlap = opt.window_seconds, opt.overlap
     signals = list(signals)
     names = list(sources) if sources is not None else [
         f"{source} recording {i}" for i in range(len(signals))
@@ -357,7 +358,7 @@ def preprocess_subject(
     up, down = resample_ratio(fs, target_fs)
     filtered = []
     for x, name in zip(signals, names):
-        chain = _Chain(check_signal(x, name), fs, target_fs, highpass_hz, 0.0, name)
+        chain = _Chain(check_signal(x, name), fs, target_fs, opt.highpass_hz, 0.0, name)
         length, hop, n_windows = window_geometry(chain.n_target, target_fs, window_seconds,
                                                  overlap)
         filtered.append(chain.span(0, chain.n_target) if n_windows else None)
@@ -367,7 +368,7 @@ def preprocess_subject(
         raise _windowing_error(
             source, n_raw, fs, -(-n_raw * up // down), target_fs, length, window_seconds
         )
-    mean, std = zscore_stats(np.concatenate(used), central, source=source)
+    mean, std = zscore_stats(np.concatenate(used), opt.central, source=source)
     out = []
     for y, name in zip(filtered, names):
         if y is None:
