@@ -225,18 +225,11 @@ def quantize_onnx(
     delta = _output_bias(fp32, int8_path, calib) if bias_correction else None
     _finish_int8_file(fp32_path, int8_path, delta)
 
-    report = measure_int8(
-        fp32,
-        OnnxEncoder(int8_path, providers="cpu", threads=threads),
-        n_calibration=len(calib),
-        eval_windows=evalw,
-        labels=labels,
-        probe=probe,
-        probe_splits=probe_splits,
-        benchmark_batch=benchmark_batch,
-        benchmark_repeats=benchmark_repeats,
-        threads=threads,
-    )
+    int8 = OnnxEncoder(int8_path, providers="cpu", threads=threads)
+    report = measure_int8(fp32, int8, n_calibration=len(calib), eval_windows=evalw,
+                          labels=labels, probe=probe, probe_splits=probe_splits,
+                          benchmark_batch=benchmark_batch, benchmark_repeats=benchmark_repeats,
+                          threads=threads)
     if print_report:
         print(report.format())
     return report

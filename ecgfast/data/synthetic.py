@@ -222,13 +222,8 @@ def make_cohort(
         },
         "ecgfast_version": __version__,
     }
-    return Cohort(
-        windows=arrays["windows"],
-        subject=arrays["subject"],
-        session=arrays["session"],
-        fs=fs,
-        labels={"arousal": arrays["arousal"], "valence": arrays["valence"]},
-        classes={"arousal": BINARY_CLASSES, "valence": BINARY_CLASSES},
-        scores={},
-        provenance=provenance,
-    )
+    tasks = ("arousal", "valence")
+    return Cohort(arrays["windows"], arrays["subject"], arrays["session"], fs,
+                  labels={t: arrays[t] for t in tasks},
+                  classes=dict.fromkeys(tasks, BINARY_CLASSES), scores={},
+                  provenance=provenance)
