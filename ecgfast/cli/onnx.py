@@ -21,7 +21,7 @@ def cmd_export(args) -> int:
         if args.calibration is None:
             raise UsageError("--int8 needs --calibration DATA (real windows to calibrate on)")
         args.data = args.calibration
-        windows, cohort = load_data(args, need_labels=False)
+        windows, cohort = _calibration(args, out)
         rng = np.random.default_rng(0)
         pick = np.sort(rng.permutation(len(windows))[: args.calibration_windows])
         int8 = out.with_name(out.stem + ".int8.onnx") if args.int8_out is None else Path(args.int8_out)
@@ -43,21 +43,40 @@ def embed_leads(encoder, requested) -> list | None:
     return None if encoder.in_channels == 1 else list(range(encoder.in_channels))
 
 
-def _read_for(encoder, args):
-    """(signal (C, n) or (n,), fs) of ``args.recording`` with the leads ``encoder`` takes."""
+def _read_for(encoder, recording, fs, leads_text):
+    """(signal (C, n) or (n,), fs) of ``recording`` with the leads ``encoder`` takes."""
     from ecgfast.data import read_leads, read_recording
 
-    leads = embed_leads(encoder, parse_leads(args.leads))
+    leads = embed_leads(encoder, parse_leads(leads_text))
     if leads is None:
-        rec = read_recording(args.recording, fs=args.fs)
+        rec = read_recording(recording, fs=fs)
         return rec.signal, rec.fs
-    rec = read_leads(args.recording, fs=args.fs, leads=leads)
+    rec = read_leads(recording, fs=fs, leads=leads)
     if len(rec.leads) != encoder.in_channels:
         own = f" ({', '.join(encoder.leads)})" if encoder.leads else ""
-        raise UsageError(f"--leads {args.leads}: {args.recording} gives {len(rec.leads)} "
-                         f"lead(s) ({', '.join(rec.leads)}), but {Path(args.model).name} takes "
+        raise UsageError(f"--leads {leads_text}: {recording} gives {len(rec.leads)} "
+                         f"lead(s) ({', '.join(rec.leads)}), but {encoder.path.name} takes "
                          f"{encoder.in_channels}{own}")
     return rec.signal, rec.fs
+
+
+def _calibration(args, model: Path):
+    """(windows, cohort or None) to calibrate ``model`` on: ``--calibration`` as ``--data``
+    for one lead; for C leads a recording read with the model's leads."""
+    from ecgfast.export import OnnxEncoder
+    from ecgfast.export.embed import iter_lead_windows
+
+    encoder = OnnxEncoder(model, providers="cpu")
+    if encoder.in_channels == 1:
+        return load_data(args, need_labels=False)
+    path = Path(args.calibration)
+    if path.suffix == ".npz" or not (path.exists() or path.with_suffix(".hea").exists()):
+        raise UsageError(f"--calibration {args.calibration}: {model.name} takes "
+                         f"{encoder.in_channels} leads; calibrate it on a recording that has "
+                         "them (WFDB record, .csv or .npy)")
+    signal, fs = _read_for(encoder, path, args.fs, None)
+    batches = iter_lead_windows(signal, fs, source=str(path))
+    return np.concatenate([b.windows for b in batches]), None
 
 
 def cmd_embed(args) -> int:
@@ -68,7 +87,7 @@ def cmd_embed(args) -> int:
     from ecgfast.export.embed import embed_windows, iter_lead_windows
 
     encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
-    signal, fs = _read_for(encoder, args)
+    signal, fs = _read_for(encoder, args.recording, args.fs, args.leads)
     if not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
     windows = iter_windows if signal.ndim == 1 else iter_lead_windows

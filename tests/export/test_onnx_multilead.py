@@ -321,3 +321,26 @@ def test_embed_unnamed_model_reads_the_first_c_leads(tmp_path):
     assert main(["embed", str(path), str(npy), "--fs", "500", "--out", str(out), "--quiet"]) == 0
     want = _expected(ort, sig[:2], 500.0)
     np.testing.assert_allclose(np.load(out), want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
+def test_cli_export_int8_calibrates_on_a_multilead_record(tmp_path, capsys):
+    from ecgfast.checkpoint import save_checkpoint
+
+    torch.manual_seed(5)
+    config = EncoderConfig(in_channels=12, leads=LEADS12, **SMALL)
+    enc = ECGEncoder(config).eval()
+    save_checkpoint(tmp_path / "run", epoch=1, config={"encoder": config.to_dict()},
+                    state_dict={f"encoder.{k}": v for k, v in enc.state_dict().items()})
+    record = _write_wfdb(tmp_path, _recording12(60.0), LEADS12)
+    out = tmp_path / "enc.onnx"
+    argv = ["export", str(tmp_path / "run"), "--out", str(out), "--int8", "--calibration",
+            str(record), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    int8 = OnnxEncoder(tmp_path / "enc.int8.onnx", providers="cpu")
+    assert int8.in_channels == 12 and int8.leads == LEADS12
+    assert "cosine" in capsys.readouterr().out
+    # a labelled cohort has one lead: named as the reason
+    argv[-2] = "synthetic"
+    assert main(argv) == 2
+    assert "enc.onnx takes 12 leads; calibrate it on a recording" in capsys.readouterr().err
