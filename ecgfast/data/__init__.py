@@ -5,7 +5,8 @@
   names, raw scores, provenance) and its ``.npz`` file format (see :mod:`.cohort`).
 - :func:`make_cohort`: a synthetic arousal/valence-labelled cohort of z-scored 10 s
   windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
-- :func:`read_recording` / :class:`Recording`: ``.npy``, ``.csv`` and WFDB files.
+- :func:`read_recording` / :class:`Recording`: one lead of a ``.npy``, ``.csv`` or WFDB
+  file; :func:`read_leads` / :class:`MultiLeadRecording`: several leads of one.
 - :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
   :class:`Windows` (settings: :class:`Preprocessing`): high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
@@ -30,7 +31,7 @@ from ecgfast.data.preprocessing import (
     window,
     zscore_stats,
 )
-from ecgfast.data.readers import Recording, read_recording
+from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
 from ecgfast.data.cohort import Cohort
 from ecgfast.data.synthetic import make_cohort
 
@@ -38,6 +39,7 @@ __all__ = [
     "FLAT_STD_THRESHOLD",
     "Cohort",
     "ECGDataError",
+    "MultiLeadRecording",
     "Preprocessing",
     "Recording",
     "Windows",
@@ -48,6 +50,7 @@ __all__ = [
     "make_cohort",
     "preprocess",
     "preprocess_subject",
+    "read_leads",
     "read_recording",
     "resample",
     "robust_zscore",

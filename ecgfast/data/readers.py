@@ -1,11 +1,16 @@
-"""Readers for real single-lead ECG recordings: ``.npy``, ``.csv`` and WFDB records.
+"""Readers for real ECG recordings: ``.npy``, ``.csv`` and WFDB records, one lead or many.
 
-:func:`read_recording` dispatches on the file suffix and returns a :class:`Recording`
-(one lead, float64, with its sampling rate). Every problem raises
-:class:`~ecgfast.data.errors.ECGDataError` (a ``ValueError``) whose message names the
-file and says what is wrong: missing file, unknown suffix, missing or non-positive
+:func:`read_leads` returns a :class:`MultiLeadRecording` ((leads, n) float64 with the
+lead names and sampling rate); :func:`read_recording` returns one lead as a
+:class:`Recording` through the same code. Both dispatch on the file suffix. Every problem
+raises :class:`~ecgfast.data.errors.ECGDataError` (a ``ValueError``) whose message names
+the file and says what is wrong: missing file, unknown suffix, missing or non-positive
 ``fs`` (npy/csv, which do not store it), empty file, NaN/Inf samples (with their count
-and first index), wrong rank, unknown lead, junk rows in a CSV (with the line number).
+and first index), wrong rank, unknown or missing leads (with the leads the file has),
+junk rows in a CSV (with the line number).
+
+Lead names: WFDB signal names from the header; CSV header names, else ``"0"``,
+``"1"``, ...; ``.npy`` arrays ``"0"`` ... ``"C-1"`` along the shorter axis.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +60,74 @@ class Recording:
         return int(self.signal.shape[0])
 
 
+@dataclass
+class MultiLeadRecording:
+    """Several leads of one recording, sampled together.
+
+    Attributes:
+        signal: (C, n) float64 samples, one row per lead, in the file's unit.
+        fs: sampling rate in Hz.
+        path: the file read (the ``.hea`` header for WFDB).
+        leads: the C lead names, in the order of ``signal``'s rows.
+    """
+
+    signal: np.ndarray
+    fs: float
+    path: str
+    leads: tuple[str, ...]
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return self.signal.shape[1] / self.fs
+
+    def __len__(self) -> int:
+        return int(self.signal.shape[1])
+
+
+@dataclass
+class _Leads:
+    """What a format reader returns: the chosen rows, their names, and whether the file
+    named them at all (a 1-D array or one unnamed column does not)."""
+
+    signal: np.ndarray
+    fs: float
+    path: str
+    names: list[str]
+    named: bool
+
+
+def read_leads(
+    path: str | os.PathLike, fs: float | None = None, *, leads: str | Sequence[str | int] = "all"
+) -> MultiLeadRecording:
+    """Read several leads of an ECG recording.
+
+    Args:
+        path: a ``.npy`` file ((C, n) or (n, C), leads along the shorter axis; or 1-D),
+            a ``.csv`` file (one column per lead), or a WFDB record (its ``.hea`` or
+            ``.dat`` file, or the record name without extension).
+        fs: sampling rate in Hz. Required for ``.npy`` and ``.csv``; for WFDB it is read
+            from the header, and a given ``fs`` must agree with it.
+        leads: ``"all"`` (every lead, in file order) or a sequence of lead names (str)
+            and/or indices (int), returned in the order asked.
+
+    Returns:
+        :class:`MultiLeadRecording` with a (len(leads), n) float64 signal.
+
+    Raises:
+        ECGDataError: naming the file; for requested leads the file lacks, naming the
+            missing leads and the leads the file has.
+    """
+    if isinstance(leads, str):
+        wanted = "all" if leads == "all" else [leads]
+    elif isinstance(leads, Sequence) and len(leads) > 0:
+        wanted = list(leads)
+    else:
+        raise TypeError(f"read_leads: leads must be 'all' or a non-empty sequence, got {leads!r}")
+    got = _read(path, fs, wanted, "read_leads")
+    return MultiLeadRecording(got.signal, got.fs, got.path, tuple(got.names))
+
+
 def read_recording(
     path: str | os.PathLike, fs: float | None = None, *, column: int | str | None = None
 ) -> Recording:
@@ -71,34 +145,81 @@ def read_recording(
     Returns:
         :class:`Recording` with a (n,) float64 signal.
     """
+    got = _read(path, fs, None if column is None else [column], "read_recording")
+    lead = got.names[0] if got.named else None
+    return Recording(signal=got.signal[0], fs=got.fs, path=got.path, lead=lead)
+
+
+def _read(path, fs, wanted, caller: str) -> _Leads:
+    """Dispatch on the suffix. ``wanted``: "all", a list of names/indices, or None (one
+    lead: the only one, WFDB's first, else ask for a choice)."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"read_recording: path must be a str or PathLike, got {type(path)}")
+        raise TypeError(f"{caller}: path must be a str or PathLike, got {type(path)}")
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".hea", ".dat") or (not p.exists() and Path(f"{p}.hea").exists()):
-        return _read_wfdb(p.with_suffix("") if suffix in (".hea", ".dat") else p, fs, column)
+        return _read_wfdb(p.with_suffix("") if suffix in (".hea", ".dat") else p, fs, wanted)
     if not p.exists():
         raise ECGDataError(f"{p}: file not found")
     if p.is_dir():
         raise ECGDataError(f"{p}: is a directory, expected a recording file")
     if suffix == ".npy":
-        return _read_npy(p, fs, column)
+        return _read_npy(p, fs, wanted)
     if suffix == ".csv":
-        return _read_csv(p, fs, column)
+        return _read_csv(p, fs, wanted)
     raise ECGDataError(
         f"{p}: unknown file type {suffix or '(no suffix)'!r}; supported: "
         f"{', '.join(SUFFIXES)} or a WFDB record name"
     )
 
 
-def _check_samples(signal: np.ndarray, path: Path) -> np.ndarray:
+def _select(wanted, names: list[str], kind: str, where, ask: str | None) -> list[int]:
+    """Row indices for ``wanted`` among ``names``. ``ask``: the error when ``wanted`` is
+    None and there are several leads to choose from (None: take the first)."""
+    if wanted is None:
+        if len(names) > 1 and ask is not None:
+            raise ECGDataError(ask)
+        return [0]
+    if wanted == "all":
+        return list(range(len(names)))
+    rows, missing = [], []
+    for w in wanted:
+        if isinstance(w, str):
+            if w in names:
+                rows.append(names.index(w))
+            else:
+                missing.append(w)
+        elif isinstance(w, (int, np.integer)) and not isinstance(w, bool):
+            if not -len(names) <= w < len(names):
+                raise ECGDataError(
+                    f"{where}: {kind} index {w} out of range for {len(names)} {kind}s"
+                )
+            rows.append(int(w) % len(names))
+        else:
+            raise TypeError(f"{where}: a {kind} must be an int index or a str name, got {w!r}")
+    if missing:
+        raise ECGDataError(
+            f"{where}: no {kind} named {', '.join(map(repr, missing))}; "
+            f"the file has {kind}s {names}"
+        )
+    if len(set(rows)) != len(rows):
+        raise ECGDataError(f"{where}: a {kind} is requested twice in {wanted}")
+    return rows
+
+
+def _check_samples(signal: np.ndarray, path: Path, names, lines=None) -> np.ndarray:
+    """``signal`` (C, n) after checking it is non-empty and finite; ``lines`` maps a
+    sample index to its file line for the message."""
     if signal.size == 0:
         raise ECGDataError(f"{path}: no samples (empty recording)")
     bad = ~np.isfinite(signal)
     if bad.any():
+        row, sample = divmod(int(np.argmax(bad)), signal.shape[1])
+        where = f" (line {lines[sample]})" if lines is not None else ""
+        lead = f" of lead {names[row]!r}" if signal.shape[0] > 1 else ""
         raise ECGDataError(
             f"{path}: {int(bad.sum())} NaN/Inf sample(s) out of {signal.size}; "
-            f"the first at sample {int(np.argmax(bad))}"
+            f"the first at sample {sample}{where}{lead}"
         )
     return signal
 
@@ -111,7 +232,7 @@ def _need_fs(fs, path: Path) -> float:
     return check_fs(fs, "fs", str(path))
 
 
-def _read_npy(path: Path, fs, column) -> Recording:
+def _read_npy(path: Path, fs, wanted) -> _Leads:
     fs = _need_fs(fs, path)
     if path.stat().st_size == 0:
         raise ECGDataError(f"{path}: empty file")
@@ -122,34 +243,30 @@ def _read_npy(path: Path, fs, column) -> Recording:
         raise ECGDataError(f"{path}: not a readable .npy array: {exc}") from None
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ECGDataError(f"{path}: expected a real numeric array, got dtype {arr.dtype}")
-    lead = None
-    if arr.ndim == 2 and 1 in arr.shape and column in (None, 0):
-        arr = arr.reshape(-1)
-    if arr.ndim == 2:
-        if column is None:
-            raise ECGDataError(
-                f"{path}: 2-D array of shape {arr.shape}; pass column=<lead index> to choose "
-                "a lead (leads are along the shorter axis)"
-            )
-        if isinstance(column, bool) or not isinstance(column, (int, np.integer)):
-            raise TypeError(f"{path}: column for a .npy file must be a lead index (int)")
+    named, shape = True, arr.shape
+    if arr.ndim == 1 or (arr.ndim == 2 and 1 in arr.shape):
+        arr, named = arr.reshape(1, -1), False
+    elif arr.ndim == 2:
         if arr.shape[0] == arr.shape[1]:
             raise ECGDataError(
                 f"{path}: square array {arr.shape}: cannot tell the lead axis from the time axis"
             )
-        lead_axis = int(np.argmin(arr.shape))
-        n_leads = arr.shape[lead_axis]
-        if not -n_leads <= column < n_leads:
-            raise ECGDataError(f"{path}: lead index {column} out of range for {n_leads} leads")
-        arr = np.take(arr, column, axis=lead_axis)
-        lead = str(column)
-    elif arr.ndim != 1:
+        if arr.shape[0] > arr.shape[1]:
+            arr = arr.T
+    else:
         raise ECGDataError(
             f"{path}: expected a 1-D signal or a 2-D (leads, samples) array, got shape "
             f"{arr.shape} ({arr.ndim}-D)"
         )
-    signal = _check_samples(np.asarray(arr, dtype=np.float64), path)
-    return Recording(signal=signal, fs=fs, path=str(path), lead=lead)
+    names = [str(i) for i in range(arr.shape[0])]
+    ask = (
+        f"{path}: 2-D array of shape {shape}; pass column=<lead index> to choose a lead "
+        "(leads are along the shorter axis)"
+    )
+    rows = _select(wanted, names, "lead", path, ask)
+    signal = np.asarray(arr[rows], dtype=np.float64)
+    picked = [names[r] for r in rows]
+    return _Leads(_check_samples(signal, path, picked), fs, str(path), picked, named)
 
 
 def _is_number(text: str) -> bool:
@@ -160,7 +277,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, fs, column) -> Recording:
+def _read_csv(path: Path, fs, wanted) -> _Leads:
     fs = _need_fs(fs, path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -189,55 +306,31 @@ def _read_csv(path: Path, fs, column) -> Recording:
     n_cols = len(header) if header is not None else len(fields)
     if not numbered:
         raise ECGDataError(f"{path}: empty file (a header row and no samples)")
+    names = header if header is not None else [str(i) for i in range(n_cols)]
+    ask = f"{path}: {n_cols} columns {names}; pass column=<index or name> to choose one"
+    rows = _select(wanted, names, "column", path, ask)
 
-    if column is None:
-        if n_cols != 1:
-            names = header if header is not None else list(range(n_cols))
-            raise ECGDataError(
-                f"{path}: {n_cols} columns {names}; pass column=<index or name> to choose one"
-            )
-        index = 0
-    elif isinstance(column, str):
-        if header is None or column not in header:
-            raise ECGDataError(
-                f"{path}: no column named {column!r}; header: {header if header else 'none'}"
-            )
-        index = header.index(column)
-    elif isinstance(column, (int, np.integer)) and not isinstance(column, bool):
-        if not -n_cols <= column < n_cols:
-            raise ECGDataError(f"{path}: column {column} out of range for {n_cols} columns")
-        index = int(column) % n_cols
-    else:
-        raise TypeError(f"{path}: column must be an int index or a str name, got {column!r}")
-
-    values = np.empty(len(numbered), dtype=np.float64)
+    values = np.empty((len(rows), len(numbered)), dtype=np.float64)
     for k, (line_no, line) in enumerate(numbered):
         row = split(line)
         if len(row) != n_cols:
             raise ECGDataError(
                 f"{path}: line {line_no} has {len(row)} fields, expected {n_cols}: {line!r}"
             )
-        try:
-            values[k] = float(row[index])
-        except ValueError:
-            raise ECGDataError(
-                f"{path}: line {line_no}: non-numeric value {row[index]!r} in column {index}"
-            ) from None
-    if not np.isfinite(values).all():
-        bad = ~np.isfinite(values)
-        first_bad = int(np.argmax(bad))
-        raise ECGDataError(
-            f"{path}: {int(bad.sum())} NaN/Inf sample(s) out of {values.size}; the first at "
-            f"sample {first_bad} (line {numbered[first_bad][0]})"
-        )
-    if header is not None:
-        lead = header[index]
-    else:
-        lead = None if n_cols == 1 else str(index)
-    return Recording(signal=values, fs=fs, path=str(path), lead=lead)
+        for j, index in enumerate(rows):
+            try:
+                values[j, k] = float(row[index])
+            except ValueError:
+                raise ECGDataError(
+                    f"{path}: line {line_no}: non-numeric value {row[index]!r} in column {index}"
+                ) from None
+    picked = [names[r] for r in rows]
+    _check_samples(values, path, picked, lines=[n for n, _ in numbered])
+    named = header is not None or n_cols > 1
+    return _Leads(values, fs, str(path), picked, named)
 
 
-def _read_wfdb(record: Path, fs, column) -> Recording:
+def _read_wfdb(record: Path, fs, wanted) -> _Leads:
     import wfdb
 
     hea = Path(f"{record}.hea")
@@ -249,21 +342,10 @@ def _read_wfdb(record: Path, fs, column) -> Recording:
         header = wfdb.rdheader(str(record))
     except _WFDB_ERRORS as exc:
         raise ECGDataError(f"{hea}: not a readable WFDB header: {exc}") from None
-    names = list(header.sig_name or [])
+    names = [str(n) for n in (header.sig_name or [])]
     if not names:
         raise ECGDataError(f"{hea}: the record has no signals")
-    if column is None:
-        channel = 0
-    elif isinstance(column, str):
-        if column not in names:
-            raise ECGDataError(f"{hea}: no signal named {column!r}; signals: {names}")
-        channel = names.index(column)
-    elif isinstance(column, (int, np.integer)) and not isinstance(column, bool):
-        if not -len(names) <= column < len(names):
-            raise ECGDataError(f"{hea}: signal index {column} out of range for {len(names)}")
-        channel = int(column) % len(names)
-    else:
-        raise TypeError(f"{hea}: column must be an int index or a str name, got {column!r}")
+    rows = _select(wanted, names, "signal", hea, None)
     header_fs = float(header.fs)
     if not (math.isfinite(header_fs) and header_fs > 0):
         raise ECGDataError(f"{hea}: header sampling rate must be > 0 Hz, got {header.fs!r}")
@@ -271,10 +353,17 @@ def _read_wfdb(record: Path, fs, column) -> Recording:
         raise ECGDataError(f"{hea}: fs={fs} Hz was given but the header says {header_fs} Hz")
     if not header.sig_len:
         raise ECGDataError(f"{hea}: the record has no samples (sig_len = {header.sig_len})")
+    channels = sorted(set(rows))
     try:
-        rec = wfdb.rdrecord(str(record), channels=[channel], physical=True)
+        rec = wfdb.rdrecord(str(record), channels=channels, physical=True)
     except _WFDB_ERRORS as exc:
         raise ECGDataError(f"{hea}: cannot read the signal file(s): {exc}") from None
-    signal = np.asarray(rec.p_signal, dtype=np.float64).reshape(-1)
-    _check_samples(signal, hea)
-    return Recording(signal=signal, fs=header_fs, path=str(hea), lead=names[channel])
+    p_signal = np.asarray(rec.p_signal, dtype=np.float64)
+    if p_signal.ndim != 2 or p_signal.shape[1] != len(channels):
+        raise ECGDataError(
+            f"{hea}: the signal file holds shape {p_signal.shape}, expected "
+            f"(samples, {len(channels)})"
+        )
+    signal = np.ascontiguousarray(p_signal.T[[channels.index(r) for r in rows]])
+    picked = [names[r] for r in rows]
+    return _Leads(_check_samples(signal, hea, picked), header_fs, str(hea), picked, True)
