@@ -215,17 +215,19 @@ _PEAK = textwrap.dedent("""
 
 def test_peak_memory_of_a_chunked_step_does_not_grow_with_the_batch():
     """Peak RSS of one process running steps in order (ru_maxrss only grows): batch 2048 at
-    chunk 64 may exceed batch 256 at chunk 64 by at most the batch-sized tensors (inputs,
-    embeddings and their gradients, the loss's (2N, D) buffers; under 8 MiB here) plus
-    8 MiB of allocator slack. An unchunked batch of 2048 after it shows that the
-    measurement sees activations at all (it must grow by more than 4x that bound)."""
+    chunk 64 may exceed batch 256 at chunk 64 only by batch-sized tensors. At 2048 the
+    (2N, D) = (4096, 128) fp32 embeddings take 2 MiB, the inputs 0.75 MiB; with their
+    gradient, the streaming loss's normalised copies and its 256-row tile (4 MiB) that is
+    about 16 MiB; the bound is 32 MiB (16 embedding-sized buffers; measured here: 15-18
+    MiB). An unchunked batch of 2048 after it (measured: about 265 MiB more) shows that the
+    measurement sees the activations: it must grow by more than 4x the bound."""
     code = _PEAK.format(tests=os.path.join(REPO, "tests"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr
     peak = json.loads(proc.stdout.strip().splitlines()[-1])
-    bound = 16 * 2**20
+    bound = 32 * 2**20
     grown = peak["large"] - peak["small"]
     assert grown < bound, (grown, peak)
     assert peak["unchunked"] - peak["large"] > 4 * bound, peak
