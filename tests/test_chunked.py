@@ -231,3 +231,32 @@ def test_peak_memory_of_a_chunked_step_does_not_grow_with_the_batch():
     grown = peak["large"] - peak["small"]
     assert grown < bound, (grown, peak)
     assert peak["unchunked"] - peak["large"] > 4 * bound, peak
+
+
+SYNTH = ["--subjects", "2", "--sessions", "2", "--session-seconds", "20", "--quiet"]
+
+
+def test_cli_large_batch_flags_reach_the_run(tmp_path, capsys):
+    from ecgfast.cli import main
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), "--epochs", "1", "--objective", "contrastive",
+                 "--batch-size", "4", "--max-steps-per-epoch", "1", "--chunk-size", "3",
+                 "--optimizer", "lars", "--lr", "0.3", "--lr-schedule", "cosine",
+                 "--warmup-epochs", "0.5", "--lr-scaling", "sqrt", "--weight-decay", "1e-6",
+                 "--momentum", "0.8", "--precision", "fp32", "--device", "cpu", *SYNTH]) == 0
+    saved = json.loads((run / "checkpoints" / "epoch-0001" / "config.json").read_text())
+    assert {k: saved["training"][k] for k in ("chunk_size", "optimizer", "lr_schedule",
+                                              "warmup_epochs", "lr_scaling", "weight_decay",
+                                              "momentum", "precision")} == {
+        "chunk_size": 3, "optimizer": "lars", "lr_schedule": "cosine", "warmup_epochs": 0.5,
+        "lr_scaling": "sqrt", "weight_decay": 1e-6, "momentum": 0.8, "precision": "fp32"}
+    assert saved["step_state"]["schedule"]["base_lr"] == pytest.approx(0.3 * (4 / 256) ** 0.5)
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(tmp_path / "t"), "--chunk-size", "2", *SYNTH]) == 2
+    assert "nothing to chunk" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(tmp_path / "f"), "--objective", "both",
+                 "--precision", "fp16", "--device", "cpu", *SYNTH]) == 2
+    assert "fp16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(tmp_path / "x"), "--chunk-size", "many", *SYNTH])
