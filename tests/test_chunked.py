@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 import torch
+from large_batch_helpers import TINY, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 from ecgfast.chunked import (
     ChunkedStep,
@@ -25,24 +26,13 @@ from ecgfast.chunked import (
     chunk_bounds,
     saved_bytes_per_window,
 )
-from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.models import ECGEncoder
 from ecgfast.objectives import build_objective
 from ecgfast.training import PretrainConfig, pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.2,
-                     residual="all", attention=True)
 LENGTH = 96
 TOL = {"rtol": 1e-4, "atol": 1e-6}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _objective(name: str, seed: int = 0):
@@ -161,7 +151,7 @@ def test_pretrain_with_chunks_runs_and_resumes_bit_equal(tmp_path):
 
 
 def test_auto_chunk_size_follows_the_free_memory(monkeypatch):
-    import ecgfast.chunked as chunked
+    from ecgfast import chunked
 
     obj = _objective("contrastive").train()
     x = torch.randn(64, LENGTH)
@@ -224,7 +214,7 @@ def test_peak_memory_of_a_chunked_step_does_not_grow_with_the_batch():
     code = _PEAK.format(tests=os.path.join(REPO, "tests"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env=env)
+                          timeout=300, cwd=REPO, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     peak = json.loads(proc.stdout.strip().splitlines()[-1])
     bound = 32 * 2**20

@@ -8,22 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from large_batch_helpers import TINY, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 from ecgfast import checkpoint as ckpt
-from ecgfast.models import EncoderConfig
 from ecgfast.optim import LARS, LRSchedule, build_optimizer, param_groups, scaled_lr
 from ecgfast.training import PretrainConfig, pretrain
-
-TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.2,
-                     residual="all", attention=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _norm(v):

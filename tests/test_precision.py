@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from large_batch_helpers import one_thread  # noqa: F401 (autouse fixture)
 
-import ecgfast.precision as precision
+from ecgfast import precision
 from ecgfast.chunked import TrainStep
 from ecgfast.layers import EncoderBlock
 from ecgfast.losses import nt_xent, transformation_recognition_loss
@@ -19,14 +20,6 @@ from ecgfast.training import PretrainConfig, pretrain
 TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.1,
                      residual="all", attention=True)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_precision_resolution_and_refusals():
