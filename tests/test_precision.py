@@ -3,6 +3,11 @@ CPU, the fp16 skip policy, and fp16 + scaler on CUDA."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +146,37 @@ def test_fp16_with_scaler_on_a_large_logit_batch_has_no_nan():
     statuses = [stepper(x, g, 0, i, 8).status for i in range(8)]
     assert statuses.count("ok") >= 1, statuses
     assert all(torch.isfinite(p).all() for p in obj.parameters())
+
+
+_TRITON_BF16 = textwrap.dedent("""
+    import torch
+    from ecgfast.layers import EncoderBlock
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 40)
+    out = {}
+    for backend in ("eager", "triton"):
+        torch.manual_seed(1)
+        block = EncoderBlock(4, 8, 5, residual=True, attention=True, backend=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = block(x)
+        y.float().square().sum().backward()
+        out[backend] = (y.float(), [p.grad for p in block.parameters()], y.dtype)
+    (ye, ge, de), (yt, gt, dt) = out["eager"], out["triton"]
+    assert de == dt == torch.bfloat16, (de, dt)
+    torch.testing.assert_close(yt, ye, rtol=2e-2, atol=2e-2)
+    for a, b in zip(gt, ge):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
+    print("ok")
+""")
+
+
+def test_triton_encoder_block_under_bf16_autocast_matches_eager():
+    """The dispatch boundary casts for the Triton autograd Functions too (interpreter on the
+    CPU, in a fresh process: Triton reads TRITON_INTERPRET when ecgfast.kernels is imported)."""
+    if torch.cuda.is_available():
+        pytest.skip("the CUDA kernel tests cover the compiled kernels")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _TRITON_BF16], capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
