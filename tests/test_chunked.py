@@ -178,7 +178,7 @@ def test_bad_chunk_sizes_are_refused(kwargs, match):
 
 
 _PEAK = textwrap.dedent("""
-    import json, resource, sys, torch
+    import json, sys, torch
     sys.path.insert(0, {tests!r})
     from test_chunked import TINY, LENGTH
     from ecgfast.chunked import ChunkedStep
@@ -189,7 +189,10 @@ _PEAK = textwrap.dedent("""
     obj = build_objective("contrastive", ECGEncoder(TINY), nt_xent_backend="streaming")
     g = torch.Generator().manual_seed(0)
     off = lambda: torch.autocast("cpu", enabled=False)
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def peak():  # this process's own high-water RSS (ru_maxrss keeps the forking parent's)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     out = {{}}
     for name, batch, chunk in [("warm", 256, 64), ("small", 256, 64), ("large", 2048, 64),
                                ("unchunked", 2048, 2048)]:
@@ -204,8 +207,9 @@ _PEAK = textwrap.dedent("""
 
 
 def test_peak_memory_of_a_chunked_step_does_not_grow_with_the_batch():
-    """Peak RSS of one process running steps in order (ru_maxrss only grows): batch 2048 at
-    chunk 64 may exceed batch 256 at chunk 64 only by batch-sized tensors. At 2048 the
+    """Peak RSS (VmHWM, which only grows) of one fresh process running steps in order:
+    batch 2048 at chunk 64 may exceed batch 256 at chunk 64 only by batch-sized tensors
+    (ru_maxrss would not do: it keeps the forking parent's peak across exec). At 2048 the
     (2N, D) = (4096, 128) fp32 embeddings take 2 MiB, the inputs 0.75 MiB; with their
     gradient, the streaming loss's normalised copies and its 256-row tile (4 MiB) that is
     about 16 MiB; the bound is 32 MiB (16 embedding-sized buffers; measured here: 15-18
