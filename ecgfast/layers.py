@@ -14,6 +14,7 @@ from torch import nn
 
 from ecgfast import dispatch
 from ecgfast.ops.encoder import BlockParams, BlockSpec
+from ecgfast.precision import autocast_dtype, autocast_off
 
 
 class SqueezeExcitation(nn.Module):
@@ -51,7 +52,8 @@ class EncoderBlock(nn.Module):
     forward (``conv1(x)`` still computes the plain 'same' convolution).
 
     Forward: x (B, C_in, L) -> (B, C, (L - pool_size) // pool_stride + 1), or (B, C)
-    with the global max.
+    with the global max. Under ``torch.autocast`` the block runs in the autocast dtype
+    (input and parameters cast here; gradients flow back to the fp32 parameters).
     """
 
     def __init__(
@@ -102,8 +104,15 @@ class EncoderBlock(nn.Module):
             *((sc.weight, sc.bias) if sc is not None else (None, None)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dispatch.encoder_block(x, self.block_params(), self.spec, self.training,
-                                      self.backend)
+        params, dtype = self.block_params(), autocast_dtype(x.device.type)
+        if dtype is None:
+            return dispatch.encoder_block(x, params, self.spec, self.training, self.backend)
+        # under autocast: the block in its dtype with autocast off, since autocast does not
+        # see the Triton autograd Functions and the eager CPU conv backward needs one dtype
+        params = BlockParams(*(None if t is None else t.to(dtype) for t in params))
+        with autocast_off(x.device.type):
+            return dispatch.encoder_block(x.to(dtype), params, self.spec, self.training,
+                                          self.backend)
 
     def extra_repr(self) -> str:
         pool = "global max" if self.pool_size is None else f"maxpool({self.pool_size}, {self.pool_stride})"

@@ -8,9 +8,17 @@ They are conveniences on top of the standalone pieces in :mod:`ecgfast.transform
 - :class:`TransformationRecognition`: SSL-ECG; 7 versions of each window, 7 binary heads.
 - :class:`Contrastive`: SimCLR; two augmented views, projection head, NT-Xent.
 - :class:`Combined`: ``w_t * transformation + w_c * contrastive``.
+
+The contrastive objectives split a step in two, so that :mod:`ecgfast.chunked` can run
+the first part chunk by chunk: :meth:`Contrastive.embed` (views, encoder, projection and
+any per-window loss of a slice of the batch, an :class:`Embedded`) and
+:meth:`Contrastive.join` (the NT-Xent over all the batch's embeddings). ``forward`` is
+``join(embed(windows))``: the same functions, in the same order of random draws.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -32,12 +40,23 @@ def _transform_step(encoder, heads, windows, generator, weights):
     return loss, {"transform_loss": loss.detach(), "transform_acc": acc}
 
 
-def _contrastive_step(encoder, projection, augment, loss_fn, windows, generator):
+class Embedded(NamedTuple):
+    """What :meth:`Contrastive.embed` returns for a batch (or a slice) of n windows.
+
+    ``z``: (2n, D) projections, view 1 then view 2 (row i and row n + i are a positive
+    pair). ``local_loss``: the weighted part of the loss that is a mean over these
+    windows (Combined: ``transform_weight * transformation loss``), or None.
+    ``metrics``: detached scalars that are means over these windows.
+    """
+
+    z: torch.Tensor
+    local_loss: torch.Tensor | None
+    metrics: dict
+
+
+def _contrastive_embed(encoder, projection, augment, windows, generator) -> torch.Tensor:
     v1, v2 = augment.two_views(windows, generator=generator)
-    n = v1.shape[0]
-    z = projection(encoder(torch.cat([v1, v2])))
-    loss = loss_fn(z[:n], z[n:])
-    return loss, {"contrastive_loss": loss.detach()}
+    return projection(encoder(torch.cat([v1, v2])))
 
 
 def _contrastive_loss(loss, temperature, backend, gather_distributed) -> NTXentLoss:
@@ -101,9 +120,22 @@ class Contrastive(nn.Module):
         self.augment = augment if augment is not None else ContrastiveAugment()
         self.loss = _contrastive_loss(loss, temperature, backend, gather_distributed)
 
+    def embed(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> Embedded:
+        """Two augmented views of ``windows`` (B, L), through encoder and projection."""
+        z = _contrastive_embed(self.encoder, self.projection, self.augment, windows, generator)
+        return Embedded(z, None, {})
+
+    def join(self, z1: torch.Tensor, z2: torch.Tensor, local_loss: torch.Tensor | None = None,
+             metrics: dict | None = None):
+        """``(loss, metrics)`` from all views' projections z1, z2 (N, D) and the
+        :class:`Embedded` parts that are means over windows (already combined)."""
+        lc = self.loss(z1, z2)
+        return lc, {**(metrics or {}), "contrastive_loss": lc.detach()}
+
     def forward(self, windows: torch.Tensor, generator: torch.Generator | None = None):
-        return _contrastive_step(self.encoder, self.projection, self.augment, self.loss,
-                                 windows, generator)
+        z, local_loss, metrics = self.embed(windows, generator)
+        n = z.shape[0] // 2
+        return self.join(z[:n], z[n:], local_loss, metrics)
 
 
 class Combined(Contrastive):
@@ -123,10 +155,15 @@ class Combined(Contrastive):
         self.transform_weight = transform_weight
         self.contrastive_weight = contrastive_weight
 
-    def forward(self, windows: torch.Tensor, generator: torch.Generator | None = None):
+    def embed(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> Embedded:
+        """The transformation loss of ``windows`` (weighted), then the contrastive views."""
         lt, mt = _transform_step(self.encoder, self.heads, windows, generator, self.weights)
-        lc, mc = super().forward(windows, generator)
-        return self.transform_weight * lt + self.contrastive_weight * lc, {**mt, **mc}
+        z = _contrastive_embed(self.encoder, self.projection, self.augment, windows, generator)
+        return Embedded(z, self.transform_weight * lt, mt)
+
+    def join(self, z1, z2, local_loss=None, metrics=None):
+        lc, mc = super().join(z1, z2, None, metrics)
+        return local_loss + self.contrastive_weight * lc, mc
 
 
 def build_objective(name: str, encoder: ECGEncoder, *, temperature: float = 0.5,

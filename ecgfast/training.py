@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ecgfast import checkpoint as ckpt
+from ecgfast.chunked import TrainStep, check_step_options
 from ecgfast.distributed import init_process_group_from_env, wrap_ddp
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
@@ -54,7 +55,11 @@ class PretrainConfig:
         objective: "transform" (SSL-ECG), "contrastive" (NT-Xent) or "both".
         epochs: total number of epochs (a resumed run continues up to this).
         batch_size: windows per step, before the 7 versions / 2 views are made.
-        lr, weight_decay: Adam's.
+        lr, weight_decay, optimizer ("adam" | "adamw" | "lars"), momentum (LARS),
+            lr_schedule ("constant" | "cosine" after ``warmup_epochs`` of warm-up, over
+            ``schedule_epochs`` or ``epochs``), lr_scaling ("none" | "linear" | "sqrt"):
+            see :mod:`ecgfast.optim`. precision: see :mod:`ecgfast.precision`.
+        chunk_size: windows per encoder pass, int or "auto" (:mod:`ecgfast.chunked`).
         seed: all randomness derives from it.
         temperature: NT-Xent tau.
         transform_weight, contrastive_weight: for "both".
@@ -80,6 +85,14 @@ class PretrainConfig:
     max_steps_per_epoch: int | None = None
     keep_checkpoints: int = 2
     patience: int | None = None
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    schedule_epochs: int | None = None
+    lr_scaling: str = "none"
+    precision: str = "auto"
+    chunk_size: int | str | None = None
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -97,6 +110,7 @@ class PretrainConfig:
             raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
         if self.patience is not None and not (isinstance(self.patience, int) and self.patience >= 1):
             raise ValueError(f"patience must be an integer >= 1 or None, got {self.patience!r}")
+        check_step_options(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -242,7 +256,7 @@ def pretrain(
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
     has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
 
-    start_epoch, history, optimizer_state, state = 0, [], None, None
+    start_epoch, history, optimizer_state, state, step_state = 0, [], None, None, None
     logged: list[dict] = []  # what metrics.jsonl holds, for the training curve
     stop = {"best_epoch": None, "best_loss": math.inf, "bad_epochs": 0}
     if resume and has_checkpoint:
@@ -266,6 +280,7 @@ def pretrain(
         logged = truncate_metrics(run_dir / METRICS, start_epoch) if rank == 0 else []
         history = saved.config.get("history") or [r for r in logged if r.get("kind") == "epoch"]
         stop.update(saved.config.get("early_stopping") or {})
+        step_state = saved.config.get("step_state")
     elif has_checkpoint:
         raise FileExistsError(
             f"{run_dir}: already holds a checkpoint; pass resume=True (--resume) to continue it "
@@ -287,11 +302,11 @@ def pretrain(
     if state is not None:
         objective.load_state_dict(state)
     objective.to(device)
-    optimizer = torch.optim.Adam(objective.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
     model = wrap_ddp(objective, ctx)
+    stepper = TrainStep.build(config, model, objective, world, device)
+    if optimizer_state is not None:
+        stepper.optimizer.load_state_dict(optimizer_state)
+        stepper.load_state_dict(step_state, str(ckpt.resolve_checkpoint(run_dir)))
 
     saved_config = {
         "encoder": encoder_config.to_dict(),
@@ -318,19 +333,15 @@ def pretrain(
                    unit="batch", disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
         for step, idx in enumerate(bar):
             x = windows[idx].to(device, non_blocking=True)
-            loss, metrics = model(x, gen)
-            finite = torch.isfinite(loss.detach()).float()
-            if world > 1:  # every rank stops together, or none does
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if not bool(finite):
+            loss, metrics, status = stepper(x, gen, epoch, step, len(batches))
+            if status == "diverged":
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 kept = f"the last checkpoint ({last_path}) is untouched" if last_path else "no checkpoint was written yet"
                 raise TrainingDivergedError(
                     f"loss became {loss.item()} at {where}; {kept}. Try a lower lr (now {config.lr})."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if status == "skipped":  # fp16: the scaler backed off; see ecgfast.precision
+                continue
             global_step += 1
             seen += x.shape[0]
             losses.append(loss.item())
@@ -358,7 +369,8 @@ def pretrain(
                 stop["bad_epochs"] += 1
             epoch_record["best_epoch"] = stop["best_epoch"]
         history.append(epoch_record)
-        state_config = {**saved_config, "history": history, "early_stopping": stop}
+        state_config = {**saved_config, "history": history, "early_stopping": stop,
+                        "step_state": stepper.state_dict()}
         if rank == 0:
             # metrics first: a resume drops records past its checkpoint, never misses one
             append_jsonl(run_dir / METRICS, records + [epoch_record])
@@ -368,7 +380,7 @@ def pretrain(
                                      state_dict=objective.state_dict(), config=state_config)
             last_path = ckpt.save_checkpoint(
                 run_dir, epoch=epoch + 1, state_dict=objective.state_dict(),
-                config=state_config, optimizer_state=optimizer.state_dict(),
+                config=state_config, optimizer_state=stepper.optimizer.state_dict(),
                 keep=config.keep_checkpoints,
             )
             plot_training_curve(logged, run_dir / CURVE)

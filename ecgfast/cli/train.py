@@ -32,6 +32,34 @@ def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=0.5, help="NT-Xent tau")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--max-steps-per-epoch", type=int, default=None)
+    _add_large_batch_args(p)
+
+
+def _chunk_size(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def _add_large_batch_args(p: argparse.ArgumentParser) -> None:
+    """Step options for large batches: chunking, optimizer, schedule, precision."""
+    g = p.add_argument_group("large batches")
+    g.add_argument("--chunk-size", type=_chunk_size, default=None, metavar="N|auto",
+                   help="windows per encoder pass of a contrastive step (default: the whole "
+                        "batch; auto: the largest that fits half the free memory)")
+    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "lars"))
+    g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up")
+    g.add_argument("--lr-scaling", default="none", choices=("none", "linear", "sqrt"),
+                   help="scale --lr by (global batch / 256), or its square root")
+    g.add_argument("--weight-decay", type=float, default=0.0,
+                   help="not applied to biases with adamw and lars")
+    g.add_argument("--momentum", type=float, default=0.9, help="LARS momentum")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast dtype (auto: bf16 on CUDA GPUs that support it, else fp32)")
 
 
 def _pretrain_config(args):
@@ -41,7 +69,11 @@ def _pretrain_config(args):
         return PretrainConfig(objective=args.objective, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               temperature=args.temperature, device=args.device,
-                              max_steps_per_epoch=args.max_steps_per_epoch)
+                              max_steps_per_epoch=args.max_steps_per_epoch,
+                              chunk_size=args.chunk_size, optimizer=args.optimizer,
+                              lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+                              lr_scaling=args.lr_scaling, weight_decay=args.weight_decay,
+                              momentum=args.momentum, precision=args.precision)
     except ValueError as err:
         raise UsageError(f"training options: {err}") from err
 

@@ -1,0 +1,142 @@
+"""Mixed precision for training: which dtype autocast uses, and the fp16 gradient scaler.
+
+``--precision`` / :attr:`ecgfast.training.PretrainConfig.precision`:
+
+- "fp32": no autocast.
+- "bf16": ``torch.autocast(device, bfloat16)``; on CUDA it needs a GPU that supports
+  bf16 (``torch.cuda.is_bf16_supported()``); on the CPU it runs everywhere (natively fast
+  with AVX-512 BF16 / AMX, emulated and slow without).
+- "fp16": autocast in float16 with a :class:`torch.amp.GradScaler` (the scaled loss keeps
+  small fp16 gradients from flushing to zero); CUDA only, refused on the CPU.
+- "auto": bf16 on CUDA GPUs that support it, fp32 elsewhere (the CPU included: bf16 on a
+  CPU is an explicit choice).
+
+Parameters, the loss and the optimizer state stay fp32: autocast casts the inputs of its
+listed ops, :class:`ecgfast.layers.EncoderBlock` casts its input and parameters to the
+autocast dtype at the dispatch boundary (the Triton autograd Functions are not seen by
+autocast, and the eager CPU conv backward needs one dtype), and :mod:`ecgfast.losses`
+runs both losses with autocast off on fp32-accumulating backends.
+
+A non-finite loss under fp16 skips the step and halves the scale (what the scaler does
+for non-finite gradients); :data:`MAX_CONSECUTIVE_SKIPS` skipped steps in a row stop the
+run (:func:`ecgfast.training.pretrain` raises ``TrainingDivergedError``). Under fp32 and
+bf16 the first non-finite loss stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: fp16 steps in a row with a non-finite loss before the run stops.
+MAX_CONSECUTIVE_SKIPS = 5
+
+
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    return name
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """"fp32", "bf16" or "fp16" for ``name`` on ``device``; ValueError when the device
+    cannot run it."""
+    check_precision(name)
+    cuda = device.type == "cuda"
+    if name == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "fp16" and not cuda:
+        raise ValueError(f"precision='fp16' needs a CUDA device (fp16 autocast with a gradient "
+                         f"scaler), got {device}; use 'bf16' or 'fp32' on the CPU")
+    if name == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16': {torch.cuda.get_device_name(device)} does not "
+                         "support bfloat16; use 'fp16' or 'fp32'")
+    return name
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs in on ``device_type`` now, or None when it is off (or the
+    device type has no autocast, e.g. "meta")."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except RuntimeError:
+        pass
+    return None
+
+
+def autocast_off(device_type: str):
+    """A context that turns autocast off on ``device_type`` when it is on (else a no-op)."""
+    if autocast_dtype(device_type) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
+
+
+class Precision:
+    """One run's precision: :meth:`autocast` for the forward passes, :meth:`scale` for the
+    loss before backward, :meth:`step` for the optimizer (unscale, skip on overflow, update).
+
+    ``name``: a :data:`PRECISIONS` entry, resolved for ``device`` by
+    :func:`resolve_precision`. Its :meth:`state_dict` (the scaler's, JSON numbers) goes in
+    the checkpoint so a resumed fp16 run continues with the same scale.
+    """
+
+    def __init__(self, name: str, device: torch.device):
+        self.name = resolve_precision(name, device)
+        self.device_type = device.type
+        self.dtype = DTYPES[self.name]
+        self.scaler = (torch.amp.GradScaler(device.type) if self.name == "fp16" else None)
+        self.skipped_in_a_row = 0
+
+    def autocast(self):
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss if self.scaler is None else self.scaler.scale(loss)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            optimizer.step()
+            return
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def skip(self) -> bool:
+        """Record a step whose loss was not finite; True when the run may go on (fp16,
+        fewer than :data:`MAX_CONSECUTIVE_SKIPS` in a row), False when it must stop."""
+        if self.scaler is None:
+            return False
+        self.skipped_in_a_row += 1
+        self._set_scaler(self.scaler.get_scale() * self.scaler.get_backoff_factor(), 0)
+        return self.skipped_in_a_row < MAX_CONSECUTIVE_SKIPS
+
+    def finished_step(self) -> None:
+        self.skipped_in_a_row = 0
+
+    def state_dict(self) -> dict:
+        if self.scaler is None:
+            return {}
+        return {"scale": float(self.scaler.get_scale()),
+                "growth_tracker": int(self.scaler.state_dict()["_growth_tracker"]),
+                "skipped_in_a_row": self.skipped_in_a_row}
+
+    def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
+        if self.scaler is None or not state:
+            return
+        scale, tracker = state.get("scale"), state.get("growth_tracker")
+        skipped = state.get("skipped_in_a_row", 0)
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0
+                and isinstance(tracker, int) and tracker >= 0 and isinstance(skipped, int)):
+            raise ValueError(f"{where}: invalid gradient scaler state {state!r}")
+        self._set_scaler(scale, tracker)
+        self.skipped_in_a_row = skipped
+
+    def _set_scaler(self, scale: float, growth_tracker: int) -> None:
+        self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": scale,
+                                     "_growth_tracker": growth_tracker})

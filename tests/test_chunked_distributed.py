@@ -1,0 +1,120 @@
+"""Chunked contrastive steps under two gloo ranks against one process on the global batch.
+
+Each rank holds 5 of the 10 windows of a global batch, cuts them into chunks of 3 (so the
+last chunk is smaller), gathers every rank's embeddings in the loss and averages its
+gradients over ranks in one all-reduce (ecgfast.chunked). One process then builds the
+same global batch in one autograd graph, drawing each rank's views and dropout masks from
+that rank's random streams in the ranks' chunk order, and takes the same Adam steps.
+Loss, every gradient and the weights after three steps agree, for "contrastive" and "both".
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from common import free_port  # benchmarks/common.py, on pytest's pythonpath
+
+from ecgfast.chunked import TrainStep, chunk_bounds
+from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
+from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.objectives import build_objective
+from ecgfast.training import PretrainConfig
+
+WORLD, PER_RANK, CHUNK, STEPS, LENGTH = 2, 5, 3, 3, 96
+TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.2,
+                     residual="all", attention=True)
+NAMES = ("contrastive", "both")
+TOL = {"rtol": 1e-4, "atol": 1e-6}
+
+
+def _batches():
+    g = torch.Generator().manual_seed(11)
+    return [torch.randn(WORLD * PER_RANK, LENGTH, generator=g) for _ in range(STEPS)]
+
+
+def _objective(name, gather):
+    torch.manual_seed(0)
+    return build_objective(name, ECGEncoder(TINY), gather_distributed=gather)
+
+
+def _worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ctx = init_process_group_from_env("cpu")
+    try:
+        for name in NAMES:
+            objective = _objective(name, gather=True)
+            cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK,
+                                 precision="fp32")
+            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective, WORLD, ctx.device)
+            torch.manual_seed(100 + rank)
+            gen = torch.Generator().manual_seed(200 + rank)
+            record = {"loss": [], "grads": []}
+            for step, x in enumerate(_batches()):
+                out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], gen, 0, step, STEPS)
+                assert out.status == "ok"
+                record["loss"].append(out.loss)
+                record["grads"].append([p.grad.clone() for p in objective.parameters()])
+            record["weights"] = [p.detach().clone() for p in objective.parameters()]
+            torch.save(record, os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+    finally:
+        dist.barrier()
+        destroy_process_group()
+
+
+def _reference(name):
+    """One process, one graph per step over the global batch, each rank's randomness."""
+    objective = _objective(name, gather=False)
+    opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
+    states = []
+    for rank in range(WORLD):
+        torch.manual_seed(100 + rank)
+        states.append([torch.get_rng_state(), torch.Generator().manual_seed(200 + rank)])
+    n = WORLD * PER_RANK
+    losses, grads = [], []
+    for x in _batches():
+        z1, z2, local = [], [], None
+        for rank in range(WORLD):
+            torch.set_rng_state(states[rank][0])
+            mine = x[rank * PER_RANK:(rank + 1) * PER_RANK]
+            for a, b in chunk_bounds(PER_RANK, CHUNK):
+                z, part, _ = objective.embed(mine[a:b], states[rank][1])
+                z1.append(z[: b - a])
+                z2.append(z[b - a:])
+                if part is not None:
+                    local = part * ((b - a) / n) if local is None else local + part * ((b - a) / n)
+            states[rank][0] = torch.get_rng_state()
+        loss, _ = objective.join(torch.cat(z1), torch.cat(z2), local, {})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in objective.parameters()])
+    return losses, grads, [p.detach().clone() for p in objective.parameters()]
+
+
+def test_chunked_steps_under_two_ranks_match_one_process(tmp_path):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in NAMES:
+            ranks = [torch.load(tmp_path / f"{name}-rank{r}.pt") for r in range(WORLD)]
+            losses, grads, weights = _reference(name)
+            for step in range(STEPS):
+                # "both": each rank's transformation loss is its own windows' mean; their
+                # mean over ranks is the global batch's
+                mean_loss = sum(r["loss"][step] for r in ranks) / WORLD
+                torch.testing.assert_close(mean_loss, losses[step], **TOL)
+                for r in ranks:
+                    for a, b in zip(r["grads"][step], grads[step]):
+                        torch.testing.assert_close(a, b, **TOL)
+            for r in ranks:
+                for a, b in zip(r["weights"], weights):
+                    torch.testing.assert_close(a, b, **TOL)
+    finally:
+        torch.set_num_threads(threads)
