@@ -8,7 +8,8 @@ fresh random inputs: the output and the gradient of every input and parameter.
 Tolerances (normwise relative error, ||got - want|| / ||want||, against a float32 reference
 computed from the same, dtype-rounded, inputs and parameters):
 
-- float32: 1e-5 under the interpreter (fp32 "ieee" dot); 5e-3 on CUDA (TF32 dot, as cuDNN).
+- float32: 1e-5 under the interpreter (fp32 "ieee" dot); 1e-4 on CUDA, where conftest.py
+  turns TF32 off for both the kernels and cuDNN (fp32 sums in another order).
 - bfloat16, one kernel: 1e-2 (one rounding of the output to bf16, 2^-9 relative, plus the
   bf16 rounding of the output gradient).
 - bfloat16, whole encoder: against the same composition of the reference ops in fp32 with
@@ -48,7 +49,7 @@ from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-FP32_TOL = 1e-5 if INTERPRET else 5e-3
+FP32_TOL = 1e-5 if INTERPRET else 1e-4
 KERNEL_TOL = {torch.float32: FP32_TOL, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 DTYPES = [torch.float32, torch.bfloat16] + ([] if INTERPRET else [torch.float16])
 #: Small, awkward widths for the whole-encoder grid (interpreter time); block 3's
