@@ -147,6 +147,26 @@ def test_conv_argument_errors():
         conv1d_act_dropout(x, w, None, act="gelu")
 
 
+def test_large_batch_past_int32_offsets_is_refused():
+    """An output past the kernels' int32 offsets (with room for the backward's last block)
+    is refused before any launch, by the conv and by the block backend's declared limits
+    (expanded views: no memory)."""
+    from ecgfast.kernels.conv1d import MAX_NUMEL
+    from ecgfast.kernels.encoder_block import BACKEND
+
+    assert MAX_NUMEL + 2**15 <= 2**31 - 1
+    spec = EncoderConfig().block_specs()[0]  # 1 -> 32 channels
+    batch = MAX_NUMEL // (spec.out_channels * 2560) + 1
+    x = torch.zeros(1, 1, 1, device=DEVICE).expand(batch, 1, 2560)
+    w = torch.zeros(spec.out_channels, 1, spec.kernel_size, device=DEVICE)
+    with pytest.raises(ValueError, match="the Triton conv supports at most .* \\(split the batch\\)"):
+        conv1d_act_dropout(x, w, None)
+    params = random_block_params(spec, device=DEVICE)
+    reasons = BACKEND.limits(x, params, spec, True)
+    assert any("more than its int32 offsets reach" in r for r in reasons), reasons
+    assert BACKEND.limits(x[: batch - 1], params, spec, True) == []
+
+
 # ---------------------------------------------------------------- dropout
 
 def _dropout_case(p, seed, dtype=torch.float32):
