@@ -6,12 +6,17 @@ the three :class:`~ecgfast.ops.encoder.BlockSpec` of the default encoder
 at L = 1277; 64 -> 128, K = 8 with the global max at L = 635; residual, SE, relu, dropout
 0.1) with parameters from :func:`~ecgfast.ops.encoder.random_block_params`. The input of
 blocks 2 and 3 needs a gradient, the ECG (block 1's) does not. Variants "eager" (the
-reference), "triton" (the fused kernels) and "compile" (``torch.compile`` of the
-reference). CUDA (when present): batch 256, fp32 and bf16. CPU: batch 32, fp32, eager vs
-compile (the Triton kernels need a GPU; the CPU interpreter is for tests). Each result's
-``extra_info`` holds the device, median seconds per step, windows/s, the block's modelled
-conv FLOP/s (:func:`block_traffic`) and its fraction of the GEMM rate measured in the same
-run, and the peak memory of one step. The whole encoder model: ``bench_encoder.py``. Run:
+reference), "triton" (the fused kernels), "compile" (``torch.compile`` of the reference,
+mode "default": no CUDA graphs) and "compile-cudagraphs" (mode "reduce-overhead": CUDA
+graphs). GPU (when present): batch 256, bf16 and fp32 strict (no TF32 in any variant).
+``gpu_check.sh --dry-run`` runs block 3's GPU cases on the CPU, batch 2, L = 128, Triton under
+the interpreter and torch.compile with backend "eager" (plumbing only). CPU: batch 32,
+fp32, eager vs compile (the Triton kernels need a GPU; the CPU interpreter is for tests).
+Each result's ``extra_info`` holds the device, median seconds per step, windows/s, the
+block's modelled conv FLOP/s (:func:`block_traffic`) and its fraction of the yardstick (CPU:
+the 1024^3 fp32 GEMM rate of the same run; GPU: a same-dtype 8192^3 matmul of the same run),
+the compile mode, and the peak memory of one step. The whole encoder model:
+``bench_encoder.py``. Run:
 
     python -m pytest benchmarks/bench_encoder_block.py --benchmark-json benchmarks/results/encoder_block-<machine>.json
 
@@ -21,23 +26,39 @@ run, and the peak memory of one step. The whole encoder model: ``bench_encoder.p
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-from common import PeakMemory, device_info, same_run_gemm_rate, sync
+from common import (
+    PeakMemory,
+    device_info,
+    dry_run,
+    fp32_strict,
+    gpu_device,
+    gpu_skip_reason,
+    same_run_gemm_rate,
+    sync,
+    yardstick_matmul_rate,
+)
 
 from ecgfast import dispatch
 from ecgfast.models import EncoderConfig
 from ecgfast.ops.encoder import encoder_block, random_block_params
 
 LENGTH = 2560
-BATCH = {"cuda": 256, "cpu": 32}
-VARIANTS = ("eager", "triton", "compile")
+BATCH = {"cuda": 2 if dry_run() else 256, "cpu": 32}
+GPU_LENGTH = 128 if dry_run() else LENGTH
+VARIANTS = ("eager", "triton", "compile", "compile-cudagraphs")
+#: torch.compile mode of each compile variant.
+COMPILE_MODES = {"compile": "default", "compile-cudagraphs": "reduce-overhead"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SPECS = EncoderConfig().block_specs()
+BLOCKS = (3,) if dry_run() else (1, 2, 3)  # a dry run proves the plumbing on one block
 
 
-def _lengths() -> list[int]:
-    lengths = [LENGTH]
+def _lengths(length: int = LENGTH) -> list[int]:
+    lengths = [length]
     for spec in SPECS[:-1]:
         lengths.append(spec.out_length(lengths[-1]))
     return lengths
@@ -46,8 +67,10 @@ def _lengths() -> list[int]:
 def skip_reason(device: str, variant: str, dtype: str) -> str | None:
     """Why ``variant`` ("eager" | "triton" | "compile") in ``dtype`` is not measured on
     ``device`` here (None: it is); bench_encoder.py uses it too."""
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and gpu_skip_reason():
         return "no CUDA device: the eager/triton/compile GPU comparison needs one"
+    if device == "cpu" and variant == "compile-cudagraphs":
+        return "CUDA graphs need a CUDA device"
     if device == "cpu" and variant == "triton":
         return "the Triton kernels run on CUDA GPUs (TRITON_INTERPRET on the CPU is for tests)"
     if device == "cpu" and dtype != "fp32":
@@ -62,22 +85,35 @@ def skip_reason(device: str, variant: str, dtype: str) -> str | None:
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("block", [1, 2, 3])
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype):
     reason = skip_reason(device, variant, dtype)
     if reason:
         pytest.skip(reason)
     torch.manual_seed(0)
-    batch, spec, length = BATCH[device], SPECS[block - 1], _lengths()[block - 1]
-    params = random_block_params(spec, device=device, dtype=DTYPES[dtype])
+    batch, spec = BATCH[device], SPECS[block - 1]
+    length = _lengths(GPU_LENGTH if device == "cuda" else LENGTH)[block - 1]
+    on = gpu_device() if device == "cuda" else device  # a dry run's "cuda" cases: the CPU
+    strict = fp32_strict() if DTYPES[dtype] == torch.float32 else contextlib.nullcontext()
+    with strict:
+        _measure(benchmark, device, on, block, variant, dtype, batch, spec, length)
+
+
+def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
+    params = random_block_params(spec, device=on, dtype=DTYPES[dtype])
     for t in params:
         if t is not None:
             t.requires_grad_()
-    x = torch.randn(batch, spec.in_channels, length, device=device, dtype=DTYPES[dtype])
+    x = torch.randn(batch, spec.in_channels, length, device=on, dtype=DTYPES[dtype])
     x.requires_grad_(block > 1)
-    if variant == "compile":
-        run = torch.compile(encoder_block)
+    mode = COMPILE_MODES.get(variant)
+    if mode is not None:  # a fresh cache per case: no recompile limit, no dynamic shapes
+        torch._dynamo.reset()
+    if mode is not None and dry_run():  # no C++ toolchain time in a dry run: plumbing only
+        run, mode = torch.compile(encoder_block, backend="eager"), f"{mode} (dry run: backend eager)"
+    elif mode is not None:
+        run = torch.compile(encoder_block, mode=mode, dynamic=False)
     else:
         def run(x, params, spec, training):
             return dispatch.encoder_block(x, params, spec, training, variant)
@@ -87,16 +123,22 @@ def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype
         for t in params:
             if t is not None:
                 t.grad = None
+        if variant == "compile-cudagraphs":
+            torch.compiler.cudagraph_mark_step_begin()
         run(x, params, spec, True).float().sum().backward()
-        sync(device)
+        sync(on)
 
-    for _ in range(3):  # warm-up: autotuning, torch.compile, allocator
+    for _ in range(0 if dry_run() else 3):  # warm-up: autotuning, torch.compile, allocator
         step()
-    with PeakMemory(device) as mem:
+    with PeakMemory(on) as mem:
         step()
-    benchmark.pedantic(step, rounds=10 if device == "cuda" else 3, warmup_rounds=1)
+    rounds = 10 if device == "cuda" and not dry_run() else (1 if dry_run() else 3)
+    benchmark.pedantic(step, rounds=rounds, warmup_rounds=0 if dry_run() else 1)
     median = benchmark.stats.stats.median
-    gemm = same_run_gemm_rate(device, DTYPES[dtype])
+    if device == "cuda":
+        gemm = yardstick_matmul_rate(on, DTYPES[dtype])
+    else:
+        gemm = same_run_gemm_rate(device, DTYPES[dtype])
     pooled = spec.out_length(length)
     model = block_traffic(spec.in_channels, spec.out_channels, spec.kernel_size, length,
                           pooled, batch=batch)
@@ -106,7 +148,8 @@ def test_encoder_block_forward_backward(benchmark, device, block, variant, dtype
         "batch": batch, "length": length, "median_s": median,
         "windows_per_s": batch / median, "model_flops_per_s": flops / median,
         "gemm_flops_per_s": gemm, "fraction_of_gemm_rate": flops / median / gemm,
-        "peak_memory_bytes": mem.peak_bytes,
+        "peak_memory_bytes": mem.peak_bytes, "compile_mode": mode,
+        "fp32_strict": DTYPES[dtype] == torch.float32,
     })
 
 

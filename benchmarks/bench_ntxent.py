@@ -2,25 +2,43 @@
 
 - CPU: eager vs streaming at 2N in {1024, 8192, 16384}, D = 128, fp32; streaming alone at
   2N = 131072 (eager would need the 2N x 2N matrix several times: ~64 GiB per copy).
-- CUDA (skipped with a reason when no GPU): eager vs triton at 2N in {8192, 65536,
-  262144}, D = 128, bf16 inputs (eager is skipped where its 2N x 2N fp32 logits alone
-  exceed half the GPU's memory).
+- GPU (skipped with a reason when there is none): bf16 inputs, D = 128, eager vs triton at
+  2N in {8192, 65536, 262144} (eager skipped where its 2N x 2N fp32 logits alone exceed half
+  the GPU's memory), triton alone at 2N = 2^20, and eager fp32 strict (no TF32) at the
+  sizes eager takes. ``gpu_check.sh --dry-run`` runs these on the CPU under the
+  interpreter at 2N in {32, 48} and 64, D = 16 (plumbing only).
 
 Each result's ``extra_info`` holds: the FLOP floor (3 GEMMs of 2N x 2N x D: s = z z^T and
 the two products of its gradient), the byte floor (read z1, z2 once, write their
-gradients once), achieved FLOP/s, the fp32 GEMM rate measured in the same run, and peak
-memory measured in a separate, identical call (in the timed call itself for the single
-round at 2N = 131072). ``test_cpu_targets`` then checks the CPU
-targets at 2N = 16384 (streaming peak memory <= 5 % of eager's, time <= 1.2x eager's).
+gradients once), achieved FLOP/s, and peak memory measured in a separate, identical call
+(in the timed call itself for single-round cases). Its yardstick: on the CPU the fp32
+GEMM rate measured in the same run (1024^3); on the GPU a same-dtype 8192^3 matmul
+measured in the same run, and the time over the floor ``3 * 2 (2N)^2 D / R_mm +
+3 (2N)^2 / R_sfu`` (benchmarks/README.md, "NT-Xent floor on a GPU"). ``test_cpu_targets``
+then checks the CPU targets at 2N = 16384 (streaming peak memory <= 5 % of eager's, time
+<= 1.2x eager's).
 
     python -m pytest benchmarks/bench_ntxent.py --benchmark-json benchmarks/results/ntxent-cpu.json
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-from common import PeakMemory, device_info, same_run_gemm_rate, sync
+from common import (
+    PeakMemory,
+    device_info,
+    dry_run,
+    fp32_strict,
+    gpu_device,
+    gpu_skip_reason,
+    nominal_sfu_rate,
+    same_run_gemm_rate,
+    sync,
+    yardstick_matmul_rate,
+)
 
 from ecgfast.losses import nt_xent
 
@@ -28,8 +46,13 @@ D = 128
 TAU = 0.5
 CPU_SIZES = (1024, 8192, 16384)
 CPU_LARGE = 131072
-CUDA_SIZES = (8192, 65536, 262144)
-ROUNDS = {1024: 20, 8192: 5, 16384: 3, CPU_LARGE: 1}
+GPU_D = 16 if dry_run() else D
+GPU_SIZES = (32, 48) if dry_run() else (8192, 65536, 262144)
+GPU_LARGE = 64 if dry_run() else 2**20
+ROUNDS = {1024: 20, 8192: 5, 16384: 3, CPU_LARGE: 1, 65536: 5, 262144: 3, GPU_LARGE: 1}
+if dry_run():
+    ROUNDS.update(dict.fromkeys((*GPU_SIZES, GPU_LARGE), 1))
+GPU_DTYPES = {"bf16": torch.bfloat16, "fp32-strict": torch.float32}
 
 _RESULTS: dict[tuple[str, str, int], dict] = {}
 
@@ -42,14 +65,24 @@ def floors(two_n: int, d: int = D, bytes_per_value: int = 4) -> dict:
     }
 
 
-def _run(benchmark, device, backend, two_n, dtype):
+def gpu_floor_s(two_n: int, d: int, matmul_rate: float, sfu_rate: float | None) -> float | None:
+    """NT-Xent forward+backward floor on a GPU: its 3 GEMMs at the measured matmul rate plus
+    its 3 (2N)^2 exponentials (forward: exp(s_ij); backward: exp(s_ij - lse_i) and
+    exp(s_ij - lse_j)) at the SFU rate; None without an SFU rate."""
+    if sfu_rate is None:
+        return None
+    return floors(two_n, d)["flop_floor"] / matmul_rate + 3 * two_n * two_n / sfu_rate
+
+
+def _run(benchmark, device, backend, two_n, dtype, d=D, strict=False):
     torch.manual_seed(0)
-    z1 = torch.randn(two_n // 2, D, device=device, dtype=dtype, requires_grad=True)
-    z2 = torch.randn(two_n // 2, D, device=device, dtype=dtype, requires_grad=True)
+    z1 = torch.randn(two_n // 2, d, device=device, dtype=dtype, requires_grad=True)
+    z2 = torch.randn(two_n // 2, d, device=device, dtype=dtype, requires_grad=True)
 
     def step():
         z1.grad = z2.grad = None
-        nt_xent(z1, z2, TAU, backend=backend).backward()
+        with fp32_strict() if strict else contextlib.nullcontext():
+            nt_xent(z1, z2, TAU, backend=backend).backward()
         sync(device)
 
     rounds = ROUNDS.get(two_n, 3)
@@ -65,19 +98,28 @@ def _run(benchmark, device, backend, two_n, dtype):
 
         pm = benchmark.pedantic(measured_step, rounds=1, warmup_rounds=0)
     median = benchmark.stats.stats.median
-    fl = floors(two_n, D, torch.finfo(dtype).bits // 8)
+    fl = floors(two_n, d, torch.finfo(dtype).bits // 8)
     info = {
         "device": device_info(),
         "backend": backend,
         "two_n": two_n,
-        "d": D,
+        "d": d,
         "dtype": str(dtype),
+        "fp32_strict": strict,
         "median_s": median,
         "peak_memory_bytes": pm.peak_bytes,
         **fl,
         "flops_per_s_at_floor": fl["flop_floor"] / median,
-        "gemm_flops_per_s": same_run_gemm_rate(device),
     }
+    if device == "cpu" and not dry_run():
+        info["gemm_flops_per_s"] = same_run_gemm_rate(device)
+    else:  # the GPU yardstick: same-dtype 8192^3 matmul, this run
+        info["gemm_flops_per_s"] = yardstick_matmul_rate(device, dtype)
+        info["gemm_n"] = 64 if dry_run() else 8192
+        sfu, info["sfu_source"] = nominal_sfu_rate()
+        info["sfu_per_s"] = sfu
+        info["floor_s"] = gpu_floor_s(two_n, d, info["gemm_flops_per_s"], sfu)
+        info["time_over_floor"] = None if info["floor_s"] is None else median / info["floor_s"]
     info["fraction_of_gemm"] = info["flops_per_s_at_floor"] / info["gemm_flops_per_s"]
     benchmark.extra_info.update(info)
     _RESULTS[(device, backend, two_n)] = info
@@ -106,11 +148,20 @@ def test_cpu_targets():
     assert time_ratio <= 1.2, f"streaming takes {time_ratio:.2f}x eager's time"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
-@pytest.mark.parametrize("two_n", CUDA_SIZES)
-@pytest.mark.parametrize("backend", ["eager", "triton"])
-def test_ntxent_cuda(benchmark, backend, two_n):
+@pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
+@pytest.mark.parametrize("two_n", GPU_SIZES)
+@pytest.mark.parametrize("backend,dtype", [("eager", "bf16"), ("triton", "bf16"),
+                                           ("eager", "fp32-strict")])
+def test_ntxent_cuda(benchmark, backend, dtype, two_n):
     logits_bytes = 4 * two_n * two_n
-    if backend == "eager" and logits_bytes > torch.cuda.get_device_properties(0).total_memory / 2:
+    if (backend == "eager" and not dry_run()
+            and logits_bytes > torch.cuda.get_device_properties(0).total_memory / 2):
         pytest.skip(f"eager needs {logits_bytes / 2**30:.0f} GiB per 2N x 2N fp32 copy")
-    _run(benchmark, "cuda", backend, two_n, torch.bfloat16)
+    _run(benchmark, gpu_device(), backend, two_n, GPU_DTYPES[dtype], GPU_D,
+         strict=dtype == "fp32-strict")
+
+
+@pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
+def test_ntxent_cuda_triton_largest(benchmark):
+    """2N = 2^20 (bf16, D = 128) on one GPU: triton alone (eager's logits would be 4 TiB)."""
+    _run(benchmark, gpu_device(), "triton", GPU_LARGE, torch.bfloat16, GPU_D)

@@ -79,6 +79,92 @@ def same_run_gemm_rate(device: str = "cpu", dtype: torch.dtype = torch.float32) 
     return gemm_rate(device, dtype)
 
 
+# ------------------------------------------------------------------ GPU runs and their dry run
+#: Set by ``benchmarks/gpu_check.sh --dry-run``: the suites' GPU cases run on the CPU under
+#: TRITON_INTERPRET=1 at tiny sizes, to prove the plumbing (files, fields), not to time.
+DRY_RUN_ENV = "ECGFAST_GPU_DRY_RUN"
+
+
+def dry_run() -> bool:
+    """True inside ``gpu_check.sh --dry-run``."""
+    return os.environ.get(DRY_RUN_ENV) == "1"
+
+
+def gpu_device() -> str:
+    """Device of the suites' GPU cases: "cuda", or "cpu" in a dry run."""
+    return "cpu" if dry_run() else "cuda"
+
+
+def gpu_skip_reason() -> str | None:
+    """Why the GPU cases cannot run here (None: they can)."""
+    if dry_run() or torch.cuda.is_available():
+        return None
+    return "no CUDA GPU on this machine (gpu_check.sh --dry-run runs these on the CPU)"
+
+
+#: Side of the square matmul that is the GPU yardstick (a GPU-filling size; tiny in a dry run).
+YARDSTICK_N = 8192
+
+
+@functools.cache
+def yardstick_matmul_rate(device: str, dtype: torch.dtype) -> float:
+    """FLOP/s of a same-dtype ``YARDSTICK_N``^3 matmul on ``device``, once per process, in
+    the precision the run compares against (fp32 strict: no TF32); 64^3 in a dry run."""
+    n = 64 if dry_run() else YARDSTICK_N
+    with fp32_strict():
+        return gemm_rate(device, dtype, n=n, repeats=3 if dry_run() else 15)
+
+
+@contextlib.contextmanager
+def fp32_strict():
+    """fp32 matmuls and convolutions without TF32 inside ``with`` (restored after), through
+    PyTorch's ``fp32_precision`` API where it exists, else the legacy ``allow_tf32`` flags."""
+    nodes = [torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)]
+    nodes = [n for n in nodes if n is not None and hasattr(n, "fp32_precision")]
+    if nodes:
+        saved = [n.fp32_precision for n in nodes]
+        for n in nodes:
+            n.fp32_precision = "ieee"
+    else:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if nodes:
+            for n, v in zip(nodes, saved):
+                n.fp32_precision = v
+        else:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+#: MUFU (special-function unit) results per clock per SM for exp2 on sm_80/sm_90 (CUDA C
+#: programming guide, arithmetic instruction throughput table).
+SFU_PER_CLOCK_PER_SM = 16
+
+
+def nominal_sfu_rate() -> tuple[float | None, str]:
+    """(exp2 results/s, how it was obtained): SMs x 16 x the maximum SM clock (NVML, else
+    PyTorch's device properties); (None, reason) off CUDA. Nominal, not measured."""
+    if not torch.cuda.is_available():
+        return None, "no CUDA device"
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    clock_hz, source = None, None
+    with contextlib.suppress(Exception):  # NVML is optional
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        clock_hz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM) * 1e6
+        source = "NVML max SM clock"
+    if clock_hz is None and getattr(props, "clock_rate", None):
+        clock_hz, source = props.clock_rate * 1e3, "torch device properties clock_rate"
+    if clock_hz is None:
+        return None, "SM clock unknown (no NVML, no clock_rate)"
+    rate = props.multi_processor_count * SFU_PER_CLOCK_PER_SM * clock_hz
+    return rate, f"{props.multi_processor_count} SMs x {SFU_PER_CLOCK_PER_SM}/clock x {source}"
+
+
 def sync(device) -> None:
     """Wait for the work queued on ``device`` (a no-op off CUDA)."""
     if torch.device(device).type == "cuda":

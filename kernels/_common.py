@@ -35,6 +35,21 @@ def launch_device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
+#: Largest flat element offset the kernels' int32 index arithmetic reaches.
+MAX_INT32_OFFSET = 2**31 - 1
+#: CUDA's grid limits: axis 0 up to 2^31 - 1 programs, axes 1 and 2 up to 65535 (so the
+#: kernels put the batch, the axis that grows, on axis 0).
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+
+def check_grid(grid: tuple[int, ...], what: str) -> None:
+    """ValueError naming ``what`` when ``grid`` exceeds :data:`GRID_LIMITS`."""
+    for axis, (n, limit) in enumerate(zip(grid, GRID_LIMITS)):
+        if n > limit:
+            raise ValueError(f"{what}: {n} programs on grid axis {axis}, more than CUDA allows "
+                             f"({limit}); grid {tuple(grid)}")
+
+
 #: Input dtypes of every Triton kernel (fp32 accumulation inside).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -74,46 +74,51 @@ class KernelSpec:
 
 def _ntxent_specs() -> list[KernelSpec]:
     from ecgfast.kernels import ntxent as k
+    from ecgfast.kernels import ntxent_configs as nc
 
-    d = 128  # the projection width the production configs are tuned for
-    rows = k.ROWWISE_BLOCK_M
+    rows = nc.ROWWISE_BLOCK_M
     common = {"n_rows": "i32", "half": "i32", "row_start": "i32", "row_count": "i32",
-              "D": "i32", "stride_xm": "i32"}
-    fwd_sig = {"X": "*{dtype}", "RNORM": "*fp32", "LSE": "*fp32", "POS": "*fp32", **common,
-               "scale_log2": "fp32"}
+              "D": "i32", "stride_xm": "i32", "cols_per_split": "i32"}
+    fwd_sig = {"X": "*{dtype}", "RNORM": "*fp32", "MAX2": "*fp32", "SUM2": "*fp32",
+               "POS": "*fp32", **common, "scale_log2": "fp32"}
     bwd_sig = {"X": "*{dtype}", "RNORM": "*fp32", "LSE": "*fp32", "DZ": "*fp32",
-               "GRAD": "*fp32", **common, "stride_dzm": "i32", "scale_log2": "fp32",
-               "grad_scale": "fp32"}
+               "GRAD": "*fp32", **common, "stride_dzm": "i32", "stride_dzs": "i32",
+               "scale_log2": "fp32", "grad_scale": "fp32"}
+    divisible = ("D", "stride_xm", "cols_per_split")
 
-    def configs(cfgs):
-        return [AOTConfig(f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']}", dict(c.kwargs),
-                          c.num_warps, c.num_stages) for c in cfgs]
+    def configs(cfgs):  # each distinct one once (a family may use one for every 2N)
+        out = [AOTConfig(f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']}", dict(c.kwargs),
+                         c.num_warps, c.num_stages) for c in cfgs]
+        return [c for i, c in enumerate(out) if c not in out[:i]]
 
     specs = [
         KernelSpec("ntxent_rnorm", k._rnorm_kernel,
                    {"X": "*{dtype}", "RNORM": "*fp32", "n_rows": "i32", "D": "i32",
                     "stride_xm": "i32"},
-                   {"BLOCK_K": k._block_k(d)}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
+                   {"BLOCK_K": 128}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
                    divisible=("D", "stride_xm")),
     ]
-    for family, dtypes in (("16bit", ("bf16", "fp16")), ("fp32", ("fp32-tf32",)),
-                           ("fp32-ieee", ("fp32-ieee",))):
-        block_k = k._block_k(d, family)
-        specs += [
-            KernelSpec("ntxent_fwd", k._ntxent_fwd_kernel, fwd_sig,
-                       {"BLOCK_K": block_k, "UPCAST": False}, configs(k.FWD_CONFIGS[family]),
-                       dtypes, True, ("D", "stride_xm")),
-            KernelSpec("ntxent_bwd", k._ntxent_bwd_kernel, bwd_sig,
-                       {"BLOCK_K": block_k, "BLOCK_DOUT": k._block_dout(d), "UPCAST": False},
-                       configs(k.BWD_CONFIGS[family]), dtypes, True,
-                       ("D", "stride_xm", "stride_dzm")),
-        ]
+    # each D range at a width it serves: 128 and 256 (one tile), 512 (chunked)
+    for d_range, d in (("d128", 128), ("d256", 256), ("chunked", 512)):
+        for family, dtypes in (("16bit", ("bf16", "fp16")), ("fp32", ("fp32-tf32",)),
+                               ("fp32-ieee", ("fp32-ieee",))):
+            one_tile = d <= nc.ONE_TILE_MAX_D
+            blocks = {"BLOCK_D": nc.block_d(d, family), "ONE_TILE": one_tile, "UPCAST": False}
+            dout = blocks["BLOCK_D"] if one_tile else nc.CHUNK_DOUT
+            specs += [
+                KernelSpec(f"ntxent_fwd_{d_range}", k._ntxent_fwd_kernel, fwd_sig, blocks,
+                           configs(nc.FWD_CONFIGS[family, d_range]), dtypes, True, divisible),
+                KernelSpec(f"ntxent_bwd_{d_range}", k._ntxent_bwd_kernel, bwd_sig,
+                           dict(blocks, BLOCK_DOUT=dout),
+                           configs(nc.BWD_CONFIGS[family, d_range]), dtypes, True,
+                           (*divisible, "stride_dzm", "stride_dzs")),
+            ]
     specs.append(
         KernelSpec("ntxent_normalize_bwd", k._normalize_bwd_kernel,
                    {"X": "*{dtype}", "RNORM": "*fp32", "DZ": "*fp32", "DX": "*{dtype}",
                     "n_rows": "i32", "D": "i32", "stride_xm": "i32", "stride_dzm": "i32",
                     "stride_dxm": "i32"},
-                   {"BLOCK_K": k._block_dout(d)}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
+                   {"BLOCK_K": 128}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
                    divisible=("D", "stride_xm", "stride_dzm", "stride_dxm")))
     return specs
 

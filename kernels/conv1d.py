@@ -6,8 +6,8 @@ padding puts (K - 1) // 2 zeros on the left and the rest (one more for even K) o
 
 Kernels, in launch order:
 
-- ``_conv1d_fwd_kernel``: one program per (BLOCK_T time steps, BLOCK_CO output channels,
-  sample). The convolution is an implicit GEMM: with the reduction index r = ci * K + k over
+- ``_conv1d_fwd_kernel``: one program per (sample, BLOCK_T time steps, BLOCK_CO output
+  channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535). The convolution is an implicit GEMM: with the reduction index r = ci * K + k over
   R = C_in * K, ``y^T[t, co] = sum_r X^T[t, r] W^T[r, co]`` where ``X^T[t, r] =
   x[ci, t + k - pad]`` is gathered tile by tile (BLOCK_T x BLOCK_R, zero outside [0, L))
   and never stored; each tile pair goes through ``tl.dot`` (fp32 accumulation). Time is
@@ -52,14 +52,17 @@ from ecgfast.kernels._common import (
     buffer_dtype,
     check_kernel_dtype,
     dot_input_precision,
+    MAX_INT32_OFFSET,
+    check_grid,
     interpreting,
     launch_device,
 )
 from ecgfast.ops.encoder import grad_like
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
-#: The dropout RNG offset is an int32 flat index into y.
-MAX_NUMEL = 2**31 - 1
+#: The dropout RNG offset is an int32 flat index into y, and the element-wise backward's
+#: last block reaches up to BWD_BLOCK_INTERPRET - 1 past the end: both stay below 2^31.
+MAX_NUMEL = MAX_INT32_OFFSET - 2**15
 
 
 def conv_config(c_in: int, c_out: int, k: int, length: int = 2560, ieee_fp32: bool = False,
@@ -96,9 +99,9 @@ def _conv1d_fwd_kernel(X, W, BIAS, Y, PART, seed, p_drop, drop_scale, negative_s
                        INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     # Tiles are time-major, (BLOCK_T, BLOCK_CO): time is the GEMM's M axis (64-128 rows,
     # what sm_90's warpgroup MMA wants), output channels its N axis (32-128).
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(0)  # batch on axis 0: axes 1 and 2 stop at 65535
+    pid_t = tl.program_id(1)
+    pid_c = tl.program_id(2)
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
     t_ok = t < L
@@ -218,7 +221,8 @@ def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
     n_tblocks = triton.cdiv(length, cfg["BLOCK_T"])
     part = (torch.empty((bsz, c_out, n_tblocks), device=x.device, dtype=torch.float32)
             if write_sums else y)
-    grid = (n_tblocks, triton.cdiv(c_out, cfg["BLOCK_CO"]), bsz)
+    grid = (bsz, n_tblocks, triton.cdiv(c_out, cfg["BLOCK_CO"]))
+    check_grid(grid, f"Triton conv of length {length}")
     with launch_device(x):
         _conv1d_fwd_kernel[grid](
             x, weight, bias if bias is not None else weight, y, part,
@@ -246,6 +250,7 @@ def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
     gz = torch.empty_like(y, dtype=buffer_dtype(y.dtype))
     block = BWD_BLOCK_INTERPRET if interpreting() else BWD_BLOCK
     grid = (triton.cdiv(numel, block),)
+    check_grid(grid, "Triton conv backward")
     with launch_device(y):
         _act_dropout_bwd_kernel[grid](
             gy.contiguous() if gy is not None else y,

@@ -5,12 +5,15 @@ With ``x = cat(z1, z2)`` (2N x D), ``r_i = 1 / max(||x_i||, eps)``, ``z_i = r_i 
 
     loss = 1/2N sum_i (lse_i - s_{i,p(i)}),     lse_i = logsumexp_{j != i} s_ij
 
-Kernels, in launch order:
+Kernels, in launch order (built like Triton's fused-attention tutorial):
 
 - ``_rnorm_kernel``: r_i per row (2N floats).
-- ``_ntxent_fwd_kernel``: one program per BLOCK_M rows; online log-sum-exp (base 2) over
-  BLOCK_N-column tiles of ``x x^T``, the diagonal masked, K-loop over D in BLOCK_K chunks.
-  Writes lse_i and the positive logit s_{i,p(i)}; nothing else reaches global memory.
+- ``_ntxent_fwd_kernel``: one program per (BLOCK_M anchor rows, view, column split). With
+  D <= 256 (``ONE_TILE``) the row block is loaded once, D padded to ``BLOCK_D`` (a power of
+  two), and each BLOCK_N-column tile of ``x x^T`` is one full-D ``tl.dot``, so the column
+  loop is the long, software-pipelined loop; larger D loops over D in BLOCK_D chunks per
+  tile. Online log-sum-exp (base 2), the diagonal masked. Writes each split's running max
+  and sum and the positive logit; a merge in PyTorch (2N x splits floats) gives lse_i.
 - ``_ntxent_bwd_kernel``: recomputes the tiles from lse and accumulates, per row tile,
   both the row term and the column term of ``dz = (G + G^T) z / tau`` (``s`` is symmetric,
   so tile (I, J) of ``G^T`` is ``exp(s_IJ - lse_J)``: one ``s`` tile gives both), minus the
@@ -18,7 +21,10 @@ Kernels, in launch order:
 
       dz_i = g / (2N tau) * sum_j (exp(s_ij - lse_i) + exp(s_ij - lse_j) - 2 [j == p(i)]) z_j
 
-  The output D is split over grid axis 1 in BLOCK_DOUT chunks (one chunk for D <= 128).
+  With ONE_TILE one load of the column rows serves both the similarity tile and the
+  ``P . z`` operand; larger D also splits the output D over grid axis 1 in 128-wide chunks.
+  Column splits (when row tiles give < 2 programs per SM: 2N = 8192 then fills an H200)
+  write partial dz, summed in PyTorch.
 - ``_normalize_bwd_kernel``: ``dx_i = r_i (dz_i - z_i (z_i . dz_i))``, cast to the input dtype.
 
 Dtypes: x in fp32, bf16 or fp16 (:data:`BACKEND`), read natively; every ``tl.dot``
@@ -26,10 +32,13 @@ accumulates in fp32. The ``x x^T`` dot takes the raw inputs (exact products for 
 the backward's second dot takes ``P`` (values in [-2, 2]) and the normalised ``z`` in the
 input dtype. ``input_precision`` ("ieee" or "tf32") selects the fp32 dot mode (through
 dispatch: PyTorch's matmul setting); it is ignored for bf16/fp16. Every ``tl.dot`` operand
-is at least 16 wide on each axis (D is padded with masked loads up to BLOCK_K >= 16).
+is at least 16 wide on each axis (D is padded with masked loads up to BLOCK_D >= 16).
+Offsets are int32: 2N x D must stay below 2^31 (2N = 2^20 with D <= 1024 does), which
+:func:`_limits` checks.
 
-Production configurations (``FWD_CONFIGS``, ``BWD_CONFIGS``) are listed next to the kernels
-and are what :mod:`ecgfast.kernels.aot` compiles for sm_80 and sm_90.
+Production configurations (per dtype family and D range) and their choice per shape are in
+:mod:`ecgfast.kernels.ntxent_configs`; :mod:`ecgfast.kernels.aot` compiles them for sm_80
+and sm_90.
 """
 
 from __future__ import annotations
@@ -39,45 +48,15 @@ import triton
 import triton.language as tl
 
 from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_names
-from ecgfast.kernels._common import (KERNEL_DTYPES, dot_input_precision, interpreting,
-                                     launch_device)
+from ecgfast.kernels._common import (KERNEL_DTYPES, MAX_INT32_OFFSET, check_grid,
+                                     dot_input_precision, interpreting, launch_device)
+from ecgfast.kernels.ntxent_configs import (BWD_CONFIGS, CHUNK_DOUT, FWD_CONFIGS,
+                                            ONE_TILE_MAX_D, ROWWISE_BLOCK_M, block_d,
+                                            column_splits, family, merge_splits, pick,
+                                            sm_count)
 
-NORM_EPS = 1e-12
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
-
-#: Production configs per family ("16bit": bf16/fp16, "fp32": fp32 with tf32 dots,
-#: "fp32-ieee": fp32 with exact dots on the FMA units): the first for 2N < 8192, the second
-#: (bigger row tile) from 2N >= 8192. BLOCK_K (the D chunk of the x x^T dot) is
-#: next_pow2(clamp(D, 16, BLOCK_K_MAX)); BLOCK_DOUT (dz columns per program)
-#: next_pow2(clamp(D, 16, 128)). Chosen among candidates compiled for sm_80 and sm_90 at
-#: D = 128 with several Triton versions as ones that spill no registers with any of them
-#: (register allocation differs between versions; "ieee" keeps fp32 operands in registers,
-#: hence its narrower tiles and single-stage backward loops). tests/kernels/test_aot.py
-#: checks them; the versions and the candidates that spilled are in benchmarks/README.md
-#: ("Ahead-of-time compilation").
-def _configs(*tiles):
-    """``triton.Config`` list from (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples."""
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
-            for m, n, w, st in tiles]
-
-
-FWD_CONFIGS = {
-    "16bit": _configs((64, 64, 4, 3), (128, 64, 8, 3)),
-    "fp32": _configs((64, 64, 4, 3), (128, 64, 8, 3)),
-    "fp32-ieee": _configs((64, 32, 8, 3), (128, 64, 8, 2)),
-}
-BWD_CONFIGS = {
-    "16bit": _configs((64, 64, 4, 2), (128, 32, 8, 2)),
-    "fp32": _configs((64, 16, 8, 2), (128, 16, 8, 2)),
-    "fp32-ieee": _configs((64, 16, 8, 1), (128, 16, 8, 1)),
-}
-BLOCK_K_MAX = {"16bit": 64, "fp32": 32, "fp32-ieee": 32}
-#: Rows per program of the row-wise kernels (_rnorm_kernel, _normalize_bwd_kernel).
-ROWWISE_BLOCK_M = 16
-#: Small fixed config used under TRITON_INTERPRET=1 (numpy, CPU): the smallest legal tiles.
-INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
-
 
 @triton.jit
 def _dot(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -104,48 +83,76 @@ def _rnorm_kernel(X, RNORM, n_rows, D, stride_xm,
 
 
 @triton.jit
-def _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """Raw (BLOCK_M, BLOCK_N) tile of x x^T, fp32 accumulation, K-loop over D."""
+def _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+              ONE_TILE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Raw (BLOCK_M, BLOCK_N) tile of x x^T in fp32 and, with ONE_TILE, the (BLOCK_N,
+    BLOCK_D) column rows it loaded (one full-D dot against the resident row block ``q``);
+    otherwise a loop over D in BLOCK_D chunks (the returned column rows are unused)."""
+    offs_d = tl.arange(0, BLOCK_D)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < D
-        a = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        bt = tl.load(X + cols[None, :] * stride_xm + offs_k[:, None],
-                     mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-        acc = _dot(a, bt, acc, INPUT_PRECISION, UPCAST)
-    return acc
+    if ONE_TILE:
+        k = tl.load(X + cols[:, None] * stride_xm + offs_d[None, :],
+                    mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        acc = _dot(q, tl.trans(k), acc, INPUT_PRECISION, UPCAST)
+    else:
+        k = q
+        for k0 in range(0, D, BLOCK_D):
+            d = k0 + offs_d
+            d_ok = d < D
+            a = tl.load(X + rows[:, None] * stride_xm + d[None, :],
+                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+            bt = tl.load(X + cols[None, :] * stride_xm + d[:, None],
+                         mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+            acc = _dot(a, bt, acc, INPUT_PRECISION, UPCAST)
+    return acc, k
 
 
 @triton.jit
-def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, row_start, row_count, D, stride_xm,
-                       scale_log2,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    # this program's anchor rows: view program_id(1), local rows [local0, local0 + BLOCK_M)
-    # of the owned range [row_start, row_start + row_count) of that view
-    view = tl.program_id(1)
+def _anchor_rows(X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2, view,
+                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ONE_TILE: tl.constexpr):
+    """This program's anchor rows (local rows [local0, local0 + BLOCK_M) of the owned range
+    [row_start, row_start + row_count) of ``view``), their base-2 scale r_i log2(e) / tau,
+    their positives' columns and, with ONE_TILE, the row block itself, loaded once."""
     local0 = tl.program_id(0) * BLOCK_M
     local = local0 + tl.arange(0, BLOCK_M)
     row0 = view * half + row_start + local0
     rows = row0 + tl.arange(0, BLOCK_M)
     row_ok = local < row_count
-    # s in base 2: s2_ij = x_i . x_j * (r_i * log2(e) / tau) * r_j
     row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
     pos_col = tl.where(rows < half, rows + half, rows - half)
+    offs_d = tl.arange(0, BLOCK_D)
+    if ONE_TILE:
+        q = tl.load(X + rows[:, None] * stride_xm + offs_d[None, :],
+                    mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    else:  # the chunked path loads the rows chunk by chunk
+        q = tl.zeros((BLOCK_M, BLOCK_D), dtype=X.dtype.element_ty)
+    return local0, local, row0, rows, row_ok, row_scale, pos_col, q
+
+
+@triton.jit
+def _ntxent_fwd_kernel(X, RNORM, MAX2, SUM2, POS, n_rows, half, row_start, row_count, D,
+                       stride_xm, cols_per_split, scale_log2,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                       ONE_TILE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       UPCAST: tl.constexpr):
+    view = tl.program_id(1)
+    split = tl.program_id(2)
+    _local0, local, row0, rows, row_ok, row_scale, pos_col, q = _anchor_rows(
+        X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2, view, BLOCK_M,
+        BLOCK_D, ONE_TILE)
     pos_lo = tl.min(pos_col, axis=0)
     pos_hi = tl.max(pos_col, axis=0)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     pos_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for n0 in range(0, n_rows, BLOCK_N):
+    c_lo = split * cols_per_split
+    c_hi = tl.minimum(c_lo + cols_per_split, n_rows)
+    for n0 in range(c_lo, c_hi, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < n_rows
-        acc = _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
-                        BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST)
+        acc, _ = _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm, BLOCK_M, BLOCK_N,
+                           BLOCK_D, ONE_TILE, INPUT_PRECISION, UPCAST)
         col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
         s = acc * row_scale[:, None] * col_r[None, :]
         # Masks only on the few tiles that need them (keeps registers for the rest).
@@ -157,37 +164,37 @@ def _ntxent_fwd_kernel(X, RNORM, LSE, POS, n_rows, half, row_start, row_count, D
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # row with nothing valid yet
         l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
         m_i = m_new
-    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
-    out = view * row_count + local
-    tl.store(LSE + out, lse, mask=row_ok)
+    out = split * 2 * row_count + view * row_count + local
+    tl.store(MAX2 + out, m_i, mask=row_ok)
+    tl.store(SUM2 + out, l_i, mask=row_ok)
     tl.store(POS + out, pos_i * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
 def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_count, D,
-                       stride_xm, stride_dzm, scale_log2, grad_scale,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       BLOCK_DOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       stride_xm, stride_dzm, stride_dzs, cols_per_split, scale_log2,
+                       grad_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_D: tl.constexpr, BLOCK_DOUT: tl.constexpr,
+                       ONE_TILE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        UPCAST: tl.constexpr):
-    view = tl.program_id(2)  # anchor rows as in the forward kernel
-    local0 = tl.program_id(0) * BLOCK_M
-    local = local0 + tl.arange(0, BLOCK_M)
-    row0 = view * half + row_start + local0
-    rows = row0 + tl.arange(0, BLOCK_M)
-    row_ok = local < row_count
-    offs_d = tl.program_id(1) * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
-    d_ok = offs_d < D
-    row_scale = tl.load(RNORM + rows, mask=row_ok, other=0.0) * scale_log2
-    lse2_row = tl.load(LSE + rows, mask=row_ok, other=0.0) * 1.4426950408889634
-    pos_col = tl.where(rows < half, rows + half, rows - half)
+    view = tl.program_id(1) % 2  # axis 1: view, then (chunked D only) the output D chunk
+    split = tl.program_id(2)
+    local0, local, row0, rows, row_ok, row_scale, pos_col, q = _anchor_rows(
+        X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2, view, BLOCK_M,
+        BLOCK_D, ONE_TILE)
     pos_lo = tl.min(pos_col, axis=0)
     pos_hi = tl.max(pos_col, axis=0)
+    offs_d = (tl.program_id(1) // 2) * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
+    d_ok = offs_d < D
+    lse2_row = tl.load(LSE + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     acc_dz = tl.zeros((BLOCK_M, BLOCK_DOUT), dtype=tl.float32)
-    for n0 in range(0, n_rows, BLOCK_N):
+    c_lo = split * cols_per_split
+    c_hi = tl.minimum(c_lo + cols_per_split, n_rows)
+    for n0 in range(c_lo, c_hi, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < n_rows
-        acc = _sim_tile(X, rows, row_ok, cols, col_ok, D, stride_xm,
-                        BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST)
+        acc, k = _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm, BLOCK_M, BLOCK_N,
+                           BLOCK_D, ONE_TILE, INPUT_PRECISION, UPCAST)
         col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
         lse2_col = tl.load(LSE + cols, mask=col_ok, other=0.0) * 1.4426950408889634
         s2 = acc * row_scale[:, None] * col_r[None, :]
@@ -201,15 +208,17 @@ def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_cou
         a = tl.exp2(s2 - lse2_row[:, None]) + tl.exp2(s2 - lse2_col[None, :])
         if (n0 + BLOCK_N > pos_lo) & (n0 <= pos_hi):  # holds some positives
             a = a - tl.where(cols[None, :] == pos_col[:, None], 2.0, 0.0)
-        # z_j = r_j x_j for the output columns of this program, in the input dtype
-        xc = tl.load(X + cols[:, None] * stride_xm + offs_d[None, :],
-                     mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-        zc = (xc.to(tl.float32) * col_r[:, None]).to(xc.dtype)
-        acc_dz = _dot(a.to(xc.dtype), zc, acc_dz, INPUT_PRECISION, UPCAST)
+        # z_j = r_j x_j for this program's output columns, in the input dtype: with
+        # ONE_TILE the column rows the similarity tile loaded
+        if not ONE_TILE:
+            k = tl.load(X + cols[:, None] * stride_xm + offs_d[None, :],
+                        mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+        zc = (k.to(tl.float32) * col_r[:, None]).to(k.dtype)
+        acc_dz = _dot(a.to(k.dtype), zc, acc_dz, INPUT_PRECISION, UPCAST)
     g = tl.load(GRAD).to(tl.float32) * grad_scale  # upstream grad / (2N tau)
     out = view * row_count + local
-    tl.store(DZ + out[:, None] * stride_dzm + offs_d[None, :], acc_dz * g,
-             mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(DZ + split * stride_dzs + out[:, None] * stride_dzm + offs_d[None, :],
+             acc_dz * g, mask=row_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
@@ -237,32 +246,6 @@ def _normalize_bwd_kernel(X, RNORM, DZ, DX, n_rows, D, stride_xm, stride_dzm,
                  dx.to(DX.dtype.element_ty), mask=mask)
 
 
-def _family(dtype, input_precision: str) -> str:
-    if dtype != torch.float32:
-        return "16bit"
-    return "fp32-ieee" if input_precision == "ieee" else "fp32"
-
-
-def _block_k(d: int, family: str = "16bit") -> int:
-    """K chunk of the x x^T dot: D padded to a power of two >= 16, at most BLOCK_K_MAX."""
-    return triton.next_power_of_2(min(max(d, 16), BLOCK_K_MAX[family]))
-
-
-def _block_dout(d: int) -> int:
-    """Output columns of dz per program: D padded to a power of two >= 16, at most 128."""
-    return triton.next_power_of_2(min(max(d, 16), 128))
-
-
-def _pick(configs, family: str, n_rows: int, override: dict | None) -> dict:
-    """Fixed production choice: the bigger row tile only when there are rows to fill it."""
-    if override is not None:
-        return dict(override, num_warps=4, num_stages=1)
-    if interpreting():
-        return dict(INTERPRET_CONFIG, num_warps=4, num_stages=1)
-    cfg = configs[family][1] if n_rows >= 8192 else configs[family][0]
-    return dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-
 class TritonNTXent(torch.autograd.Function):
     """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32).
 
@@ -284,19 +267,25 @@ class TritonNTXent(torch.autograd.Function):
         two_n, d = x.shape
         upcast = interpreting() and x.dtype == torch.bfloat16
         rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
-        lse = torch.empty(2 * shard.count, dtype=torch.float32, device=x.device)
-        pos = torch.empty_like(lse)
-        family = _family(x.dtype, input_precision)
-        block_k = _block_k(d, family)
-        cfg = _pick(FWD_CONFIGS, family, 2 * shard.count, tiles)
-        grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), 2)
+        fam = family(x.dtype, input_precision)
+        bd = block_d(d, fam)
+        cfg = pick(FWD_CONFIGS, fam, d, 2 * shard.count, tiles)
+        row_programs = triton.cdiv(shard.count, cfg["BLOCK_M"])
+        splits, per_split = column_splits(2 * row_programs, two_n, cfg["BLOCK_N"], tiles,
+                                          sm_count(x))
+        parts = torch.empty((3, splits, 2 * shard.count), dtype=torch.float32, device=x.device)
+        grid = (row_programs, 2, splits)
+        check_grid(grid, "Triton NT-Xent forward")
         with launch_device(x):
             _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
-                x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_k)
+                x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M,
+                BLOCK_K=min(bd, 128))
             _ntxent_fwd_kernel[grid](
-                x, rnorm, lse, pos, two_n, two_n // 2, shard.start, shard.count, d,
-                x.stride(0), LOG2E / temperature, BLOCK_K=block_k,
-                INPUT_PRECISION=input_precision, UPCAST=upcast, **cfg)
+                x, rnorm, parts[0], parts[1], parts[2], two_n, two_n // 2, shard.start,
+                shard.count, d, x.stride(0), per_split, LOG2E / temperature, BLOCK_D=bd,
+                ONE_TILE=d <= ONE_TILE_MAX_D, INPUT_PRECISION=input_precision, UPCAST=upcast,
+                **cfg)
+        lse, pos = merge_splits(*parts)
         ctx.save_for_backward(x, rnorm, shard.gather_rows(lse))
         ctx.temperature = temperature
         ctx.input_precision = input_precision
@@ -311,26 +300,44 @@ class TritonNTXent(torch.autograd.Function):
         shard = ctx.shard
         two_n, d = x.shape
         upcast = interpreting() and x.dtype == torch.bfloat16
-        dz = torch.empty((2 * shard.count, d), dtype=torch.float32, device=x.device)
-        family = _family(x.dtype, ctx.input_precision)
-        cfg = _pick(BWD_CONFIGS, family, 2 * shard.count, ctx.tiles)
-        block_d = _block_dout(d)
-        grid = (triton.cdiv(shard.count, cfg["BLOCK_M"]), triton.cdiv(d, block_d), 2)
+        fam = family(x.dtype, ctx.input_precision)
+        cfg = pick(BWD_CONFIGS, fam, d, 2 * shard.count, ctx.tiles)
+        one_tile = d <= ONE_TILE_MAX_D
+        bd = block_d(d, fam)
+        block_dout = bd if one_tile else CHUNK_DOUT
+        n_dout = triton.cdiv(d, block_dout)
+        row_programs = triton.cdiv(shard.count, cfg["BLOCK_M"])
+        splits, per_split = column_splits(2 * n_dout * row_programs, two_n, cfg["BLOCK_N"],
+                                          ctx.tiles, sm_count(x))
+        dz = torch.empty((splits, 2 * shard.count, d), dtype=torch.float32, device=x.device)
+        grid = (row_programs, 2 * n_dout, splits)
+        check_grid(grid, "Triton NT-Xent backward")
         grad = grad_loss.detach().reshape(1).to(torch.float32).contiguous()
         own_x, own_rnorm = shard.own_rows(x), shard.own_rows(rnorm)
         dx = torch.empty((2 * shard.count, d), dtype=x.dtype, device=x.device)
         with launch_device(x):
             _ntxent_bwd_kernel[grid](
                 x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
-                x.stride(0), dz.stride(0), LOG2E / ctx.temperature,
-                shard.grad_scale / (two_n * ctx.temperature),
-                BLOCK_K=_block_k(d, family), BLOCK_DOUT=block_d,
+                x.stride(0), dz.stride(1), dz.stride(0), per_split, LOG2E / ctx.temperature,
+                shard.grad_scale / (two_n * ctx.temperature), BLOCK_D=bd,
+                BLOCK_DOUT=block_dout, ONE_TILE=one_tile,
                 INPUT_PRECISION=ctx.input_precision, UPCAST=upcast, **cfg)
+            dz = dz[0] if splits == 1 else dz.sum(dim=0)
             _normalize_bwd_kernel[(triton.cdiv(2 * shard.count, ROWWISE_BLOCK_M),)](
                 own_x, own_rnorm, dz, dx, 2 * shard.count, d, own_x.stride(0), dz.stride(0),
-                dx.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=block_d)
+                dx.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=min(block_dout, 128))
         n = shard.count
         return dx[:n], dx[n:], None, None, None, None, None, None
+
+
+def _limits(z1, z2=None, temperature=None, shard=None) -> list[str]:
+    """The kernels' int32 offsets: 2N x D (2N over every rank) below 2^31."""
+    rows = 2 * (z1.shape[0] if shard is None else shard.total)
+    d = z1.shape[-1] if z1.dim() == 2 else 1
+    if rows * d > MAX_INT32_OFFSET:
+        return [(f"2N x D = {rows} x {d} = {rows * d} elements, more than its int32 offsets "
+                 f"reach ({MAX_INT32_OFFSET}); use backend='streaming'")]
+    return []
 
 
 def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
@@ -340,7 +347,7 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
     takes (fp32/bf16/fp16), on a CUDA device (or CPU under TRITON_INTERPRET=1).
     ``input_precision``: "ieee" or "tf32" (fp32 inputs). ``tiles``: optional
     ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the production configs,
-    for tests. ``shard``: this rank's :class:`~ecgfast.distributed.RowShard` of a
+    for tests, with an optional ``"SPLITS"`` (column splits, int >= 1). ``shard``: this rank's :class:`~ecgfast.distributed.RowShard` of a
     distributed batch (None: all is here). Returns the fp32 mean over the 2N rows (of the
     global batch). Checks the kernel-only arguments, and each view against
     :data:`BACKEND`'s capabilities (dispatch's path, :func:`_run`, skips both checks).
@@ -352,6 +359,9 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
             v = tiles.get(key)
             if not isinstance(v, int) or v < 16 or v & (v - 1):
                 raise ValueError(f"tiles[{key!r}] must be a power of two >= 16, got {v!r}")
+        splits = tiles.get("SPLITS", 1)
+        if not isinstance(splits, int) or splits < 1:
+            raise ValueError(f"tiles['SPLITS'] must be an int >= 1, got {splits!r}")
     capabilities = BACKEND.capabilities
     for name, z in (("z1", z1), ("z2", z2)):
         if z.dtype not in capabilities.dtypes:
@@ -362,6 +372,9 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
             raise BackendUnavailable(f"triton NT-Xent cannot take {name}: " + "; ".join(reasons))
     if z1.dtype != z2.dtype:
         raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
+    reasons = _limits(z1, z2, temperature, shard)
+    if reasons:
+        raise BackendUnavailable("triton NT-Xent cannot take z1, z2: " + "; ".join(reasons))
     return _apply(z1, z2, temperature, input_precision, tiles, shard)
 
 
@@ -383,4 +396,4 @@ def _run(z1, z2, temperature, shard=None):
 
 #: CUDA tensors (CPU ones under the interpreter) in fp32, bf16 or fp16.
 BACKEND = Backend("nt_xent", "triton", _run,
-                  Capabilities(dtypes=KERNEL_DTYPES, triton=True))
+                  Capabilities(dtypes=KERNEL_DTYPES, triton=True), _limits)

@@ -9,8 +9,8 @@ max over time -> (B, C).
 
 Kernels:
 
-- ``_se_residual_pool_fwd_kernel``: one program per (BLOCK_T pooled outputs, BLOCK_C
-  channels, sample); tiles are time-major (time is the projection GEMM's M axis). Local
+- ``_se_residual_pool_fwd_kernel``: one program per (sample, BLOCK_T pooled outputs,
+  BLOCK_C channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535); tiles are time-major (time is the projection GEMM's M axis). Local
   pool: for each of the POOL window offsets i, the pre-pool tile ``y[j * STRIDE + i, c]``
   is computed in registers (f and x loaded, the projection as a
   ``tl.dot`` over C_in in BLOCK_CIN >= 16 chunks, zero-padded, or one rank-1 FMA update when
@@ -20,8 +20,8 @@ Kernels:
   program walks the time axis in BLOCK_T tiles. Writes the pooled output and the argmax:
   the window offset in int8 (local pool, POOL <= 127) or the time index in int32 (global).
   y itself never reaches memory.
-- ``_se_residual_pool_bwd_kernel``: one program per (BLOCK_T time steps, BLOCK_C channels,
-  sample) gathers the pooled gradient back to time, ``gy[t] = sum_j [argmax_j == t] g_j``
+- ``_se_residual_pool_bwd_kernel``: one program per (sample, BLOCK_T time steps, BLOCK_C
+  channels) gathers the pooled gradient back to time, ``gy[t] = sum_j [argmax_j == t] g_j``
   over the at most ceil(POOL / STRIDE) windows holding t (no atomics, deterministic), then
   writes ``gf = a * gy``, the per-tile partial sums of ``f * gy`` for ``ga`` and, when there
   is a shortcut, gy itself, whose 1x1 projection backward (two small GEMMs) runs in PyTorch.
@@ -47,6 +47,7 @@ import triton.language as tl
 
 from ecgfast.kernels._common import (
     buffer_dtype,
+    check_grid,
     check_kernel_dtype,
     dot_input_precision,
     interpreting,
@@ -127,8 +128,8 @@ def _se_residual_pool_fwd_kernel(F, A, X, WS, BS, OUT, ARG, C, C_in, L, L_out,
                                  PROJ_DOT: tl.constexpr, BLOCK_C: tl.constexpr,
                                  BLOCK_T: tl.constexpr, BLOCK_CIN: tl.constexpr,
                                  INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    pid_j = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(0)  # batch on axis 0: axes 1 and 2 stop at 65535
+    pid_j = tl.program_id(1)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     row = b * C + c
@@ -177,8 +178,8 @@ def _se_residual_pool_bwd_kernel(GOUT, ARG, F, A, GF, GY, PART, C, L, L_out, n_t
                                  POOL: tl.constexpr, STRIDE: tl.constexpr, NQ: tl.constexpr,
                                  HAS_SE: tl.constexpr, WRITE_GY: tl.constexpr,
                                  BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid_t = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(0)
+    pid_t = tl.program_id(1)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     c_ok = c < C
@@ -283,7 +284,8 @@ class SEResidualPool(torch.autograd.Function):
             out = torch.empty((bsz, c, l_out), device=f.device, dtype=buffer_dtype(f.dtype))
             arg = torch.empty((bsz, c, l_out), device=f.device, dtype=torch.int8)
             pool, n_j = pool_size, triton.cdiv(l_out, cfg["BLOCK_T"])
-        grid = (n_j, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
+        grid = (bsz, n_j, triton.cdiv(c, cfg["BLOCK_C"]))
+        check_grid(grid, f"Triton SE-residual-pool of length {length}")
         with launch_device(f):
             _se_residual_pool_fwd_kernel[grid](
                 f, a_c, x_c, ws2, bs_c, out, arg, c, c_in, length, l_out,
@@ -314,7 +316,8 @@ class SEResidualPool(torch.autograd.Function):
         n_t = triton.cdiv(length, cfg["BLOCK_T"])
         part = (torch.empty((bsz, c, n_t), device=f.device, dtype=torch.float32)
                 if has_se else gf)
-        grid = (n_t, bsz, triton.cdiv(c, cfg["BLOCK_C"]))
+        grid = (bsz, n_t, triton.cdiv(c, cfg["BLOCK_C"]))
+        check_grid(grid, f"Triton SE-residual-pool backward of length {length}")
         with launch_device(f):
             _se_residual_pool_bwd_kernel[grid](
                 gout.contiguous(), arg, f, a if has_se else f, gf, gy, part, c, length,

@@ -8,7 +8,8 @@ fresh random inputs: the output and the gradient of every input and parameter.
 Tolerances (normwise relative error, ||got - want|| / ||want||, against a float32 reference
 computed from the same, dtype-rounded, inputs and parameters):
 
-- float32: 1e-5 under the interpreter (fp32 "ieee" dot); 5e-3 on CUDA (TF32 dot, as cuDNN).
+- float32: 1e-5 under the interpreter (fp32 "ieee" dot); 1e-4 on CUDA, where conftest.py
+  turns TF32 off for both the kernels and cuDNN (fp32 sums in another order).
 - bfloat16, one kernel: 1e-2 (one rounding of the output to bf16, 2^-9 relative, plus the
   bf16 rounding of the output gradient).
 - bfloat16, whole encoder: against the same composition of the reference ops in fp32 with
@@ -48,7 +49,7 @@ from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-FP32_TOL = 1e-5 if INTERPRET else 5e-3
+FP32_TOL = 1e-5 if INTERPRET else 1e-4
 KERNEL_TOL = {torch.float32: FP32_TOL, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 DTYPES = [torch.float32, torch.bfloat16] + ([] if INTERPRET else [torch.float16])
 #: Small, awkward widths for the whole-encoder grid (interpreter time); block 3's
@@ -144,6 +145,26 @@ def test_conv_argument_errors():
         conv1d_act_dropout(x, w, None, p=1.0)
     with pytest.raises(ValueError, match="act must be one of"):
         conv1d_act_dropout(x, w, None, act="gelu")
+
+
+def test_large_batch_past_int32_offsets_is_refused():
+    """An output past the kernels' int32 offsets (with room for the backward's last block)
+    is refused before any launch, by the conv and by the block backend's declared limits
+    (expanded views: no memory)."""
+    from ecgfast.kernels.conv1d import MAX_NUMEL
+    from ecgfast.kernels.encoder_block import BACKEND
+
+    assert MAX_NUMEL + 2**15 <= 2**31 - 1
+    spec = EncoderConfig().block_specs()[0]  # 1 -> 32 channels
+    batch = MAX_NUMEL // (spec.out_channels * 2560) + 1
+    x = torch.zeros(1, 1, 1, device=DEVICE).expand(batch, 1, 2560)
+    w = torch.zeros(spec.out_channels, 1, spec.kernel_size, device=DEVICE)
+    with pytest.raises(ValueError, match="the Triton conv supports at most .* \\(split the batch\\)"):
+        conv1d_act_dropout(x, w, None)
+    params = random_block_params(spec, device=DEVICE)
+    reasons = BACKEND.limits(x, params, spec, True)
+    assert any("more than its int32 offsets reach" in r for r in reasons), reasons
+    assert BACKEND.limits(x[: batch - 1], params, spec, True) == []
 
 
 # ---------------------------------------------------------------- dropout

@@ -81,7 +81,7 @@ T16 = {"BLOCK_M": 16, "BLOCK_N": 16}
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n", (1, 2, 7))
 def test_small_n_every_d_and_tau(n, dtype):
-    """Every D (1 and 200 need padding; 200 needs two K chunks and two output chunks)."""
+    """Every D (1 and 200 need padding: 200 is one 256-wide tile)."""
     for i, d in enumerate(DS):
         for j, tau in enumerate(TAUS):
             check(n, d, tau, dtype, LAYOUTS[(i + j) % len(LAYOUTS)], T16)
@@ -190,3 +190,67 @@ def test_backward_refuses_double_backward():
     (g,) = torch.autograd.grad(loss, z1, seed, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
+
+
+# ---------------------------------------------------------------- column splits, wide D, limits
+
+@pytest.mark.parametrize("n,d,dtype,bm,bn,splits", [
+    (64, 24, torch.float32, 16, 16, 3),      # 8 column tiles over 3 splits: 3 + 3 + 2
+    (50, 200, torch.bfloat16, 32, 16, 2),
+    (7, 16, torch.float16, 16, 16, 4),       # more splits asked than column tiles: one each
+])
+def test_column_splits_match_one_split(n, d, dtype, bm, bn, splits):
+    """Columns split across programs, merged afterwards (log-sum-exp of the splits'
+    partial sums, summed dz): the same loss and gradients as one split."""
+    check(n, d, 0.1, dtype, "contiguous", {"BLOCK_M": bm, "BLOCK_N": bn, "SPLITS": splits})
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_wide_d_takes_the_chunked_path(dtype):
+    """D > 256: the similarity tile loops over D in chunks and the output D is split over
+    grid axis 1 (300 = three 128-wide chunks), with and without column splits."""
+    check(9, 300, 0.2, dtype, "strided", T16)
+    check(9, 300, 0.2, dtype, "contiguous", dict(T16, SPLITS=2))
+
+
+def test_column_split_choice_fills_the_gpu():
+    from ecgfast.kernels.ntxent_configs import column_splits
+
+    # 2N = 8192, 128-row tiles: 64 row programs on 132 SMs -> 5 splits of 26 column tiles
+    assert column_splits(64, 8192, 64, None, 132) == (5, 26 * 64)
+    # 2N = 65536: 512 row programs, already >= 2 per SM -> one split
+    assert column_splits(512, 65536, 64, None, 132) == (1, 65536)
+    # few columns: at least 4 column tiles per split
+    assert column_splits(2, 256, 64, None, 132) == (1, 256)
+    assert column_splits(2, 100, 16, None, None) == (1, 112)  # no GPU: one split
+    with pytest.raises(ValueError, match="SPLITS"):
+        nt_xent_triton(torch.randn(4, 16, device=DEVICE), torch.randn(4, 16, device=DEVICE),
+                       0.5, tiles={"BLOCK_M": 16, "BLOCK_N": 16, "SPLITS": 0})
+
+
+def test_offsets_past_int32_are_refused_before_any_allocation():
+    """2N x D >= 2^31 would overflow the kernels' int32 offsets: the launcher and dispatch
+    refuse it with the sizes and the backend to use (expanded views: no memory)."""
+    from ecgfast.dispatch import BackendUnavailable
+
+    z = torch.zeros(1, 1, device=DEVICE).expand(2**19, 2048)
+    with pytest.raises(BackendUnavailable, match=r"2N x D = 1048576 x 2048 = 2147483648 "
+                                                 r"elements, more than its int32 offsets"):
+        nt_xent_triton(z, z, 0.5)
+    with pytest.raises(BackendUnavailable, match="backend='streaming'"):
+        nt_xent(z, z, 0.5, backend="triton")
+    ok = torch.zeros(1, 1, device=DEVICE).expand(2**19, 1024)  # 2N = 2^20, D = 1024 fits
+    from ecgfast.kernels.ntxent import BACKEND
+
+    assert BACKEND.limits(ok, ok, 0.5, None) == []
+
+
+def test_grid_limits_name_the_axis():
+    from ecgfast.kernels._common import check_grid
+
+    check_grid((2**31 - 1, 65535, 65535), "fine")
+    with pytest.raises(ValueError, match="conv: 65536 programs on grid axis 1, more than "
+                                         "CUDA allows \\(65535\\)"):
+        check_grid((4, 65536, 1), "conv")
+    with pytest.raises(ValueError, match="grid axis 0"):
+        check_grid((2**31, 1, 1), "x")
