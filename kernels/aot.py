@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import re
 import subprocess
 import sys
@@ -264,20 +266,27 @@ def compile_one(spec: KernelSpec, dtype: str, config: AOTConfig, target: str) ->
     }
 
 
+def _compile_job(job: tuple[int, str, int, str]) -> dict:
+    i, dtype, j, target = job
+    spec = kernel_specs()[i]
+    return compile_one(spec, dtype, spec.configs[j], target)
+
+
 def report(names: list[str] | None = None, targets: list[str] | None = None,
-           dtypes: list[str] | None = None) -> list[dict]:
-    """Compile every (kernel, dtype, production config, target); one dict per compile."""
-    rows = []
-    for spec in kernel_specs():
-        if names and spec.name not in names:
-            continue
-        for dtype in spec.dtypes:
-            if dtypes and dtype not in dtypes:
-                continue
-            for config in spec.configs:
-                for target in targets or list(TARGETS):
-                    rows.append(compile_one(spec, dtype, config, target))
-    return rows
+           dtypes: list[str] | None = None, jobs: int | None = None) -> list[dict]:
+    """Compile every (kernel, dtype, production config, target); one dict per compile, in
+    that order. ``jobs`` compiles run at once in forked processes (default: the cores),
+    since each compile is single-threaded and independent of the others."""
+    work = [(i, dtype, j, target)
+            for i, spec in enumerate(kernel_specs()) if not names or spec.name in names
+            for dtype in spec.dtypes if not dtypes or dtype in dtypes
+            for j in range(len(spec.configs))
+            for target in targets or list(TARGETS)]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
+    if jobs == 1:
+        return [_compile_job(w) for w in work]
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        return pool.map(_compile_job, work, chunksize=1)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -301,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=list(TARGETS))
     parser.add_argument("--dtype", action="append", help="bf16, fp16, fp32, fp32-tf32, ...")
     parser.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="compiles at once (default: the number of cores)")
     args = parser.parse_args(argv)
-    rows = report(args.kernel, args.target, args.dtype)
+    rows = report(args.kernel, args.target, args.dtype, args.jobs)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
 

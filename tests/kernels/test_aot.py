@@ -6,8 +6,8 @@ fp32 with tf32 dots and fp32 with "ieee" dots (the exact mode on the FMA units, 
 default for fp32), at every production configuration, and checks: it compiled for both
 targets, ``tl.dot`` reached the tensor cores where it can (HMMA on sm_80, HGMMA on sm_90),
 and no register spilled (STACK = 0, no LDL/STL in the SASS). fp16 compiles like bf16 and
-is left to the CLI to keep this test's compile time down (211 s cold on the shared 2-core
-Xeon VM with the issue-15 NT-Xent configurations; Triton's cache makes reruns quick). This checks the installed Triton; the
+is left to the CLI to keep this test's compile time down (the compiles run in parallel,
+one per core; Triton's cache makes reruns quick). This checks the installed Triton; the
 production configurations were chosen spill-free with Triton 3.6.0 and 3.8.0 (the NT-Xent
 kernels of issue 15 at D = 128, 256 and 512), 3.9.0 as well for the encoder kernels.
 """
