@@ -8,14 +8,16 @@ and SE channel attention):
     block 2: the same with 64 filters, k=16
     block 3: the same with 128 filters, k=8, then a global max over time -> (B, 128)
 
-Input (B, 1, L) or (B, L); L = 2560 (10 s at 256 Hz) in the papers, any
-L >= :attr:`ECGEncoder.min_length` works.
+Input (B, C, L) with C = ``EncoderConfig.in_channels`` leads (1 by default, when (B, L)
+is accepted too); L = 2560 (10 s at 256 Hz) in the papers, any
+L >= :attr:`ECGEncoder.min_length` works. Only block 1's first conv (and its 1x1 shortcut)
+sees the leads: its weight is (32, C, 32).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,6 +49,10 @@ class EncoderConfig:
         backend: "auto" | "eager" | "triton"; see :mod:`ecgfast.dispatch`.
         filters, kernel_sizes: per block; the papers' 32/64/128 and 32/16/8.
         pool_size, pool_stride: the MaxPool1d after blocks 1 and 2.
+        in_channels: number of input leads C (the input is (B, C, L)); default 1.
+        leads: optional names of those leads, in input order (``len(leads) ==
+            in_channels``), e.g. ("I", "II", "V1"), so that a checkpoint or an ONNX file
+            says which leads it was trained on; None when unknown.
     """
 
     residual: str | tuple[bool, bool, bool] = "all"
@@ -60,7 +66,8 @@ class EncoderConfig:
     kernel_sizes: tuple[int, int, int] = (32, 16, 8)
     pool_size: int = 8
     pool_stride: int = 2
-    in_channels: int = field(default=1, repr=False)
+    in_channels: int = 1
+    leads: tuple[str, ...] | None = None
 
     def __post_init__(self):
         residual = self.residual
@@ -87,6 +94,26 @@ class EncoderConfig:
                             pool_size=self.pool_size, pool_stride=self.pool_stride,
                             se_reduction=self.se_reduction)
         dispatch.check_backend("encoder_block", self.backend)
+        self._check_leads()
+
+    def _check_leads(self) -> None:
+        c = self.in_channels
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"in_channels must be an int >= 1 (the number of leads), got {c!r}")
+        leads = self.leads
+        if leads is None:
+            return
+        if isinstance(leads, str) or not isinstance(leads, (tuple, list)):
+            raise TypeError(f"leads must be a sequence of lead names or None, got {leads!r}")
+        leads = tuple(leads)
+        if not all(isinstance(n, str) and n.strip() for n in leads):
+            raise ValueError(f"leads must be non-empty strings, got {leads!r}")
+        if len(set(leads)) != len(leads):
+            raise ValueError(f"leads must be distinct, got {leads!r}")
+        if len(leads) != c:
+            raise ValueError(f"leads has {len(leads)} name(s) {leads!r} but in_channels is "
+                             f"{c}; give in_channels={len(leads)}")
+        object.__setattr__(self, "leads", leads)
 
     @property
     def residual_blocks(self) -> tuple[bool, bool, bool]:
@@ -120,10 +147,13 @@ class EncoderConfig:
         d["residual"] = self.residual if isinstance(self.residual, str) else list(self.residual)
         d["filters"] = list(self.filters)
         d["kernel_sizes"] = list(self.kernel_sizes)
+        d["leads"] = None if self.leads is None else list(self.leads)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
+        """The inverse of :meth:`to_dict`; a dict without ``in_channels`` / ``leads`` (an
+        older checkpoint) gets the defaults (1 lead, no names)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -134,8 +164,14 @@ class EncoderConfig:
         return dataclasses.replace(self, **changes)
 
 
+def lead_names(leads: tuple[str, ...] | None) -> str:
+    """``", leads I, II, V1"`` for error messages; empty when the leads have no names."""
+    return "" if not leads else f", leads {', '.join(leads)}"
+
+
 class ECGEncoder(nn.Module):
-    """The 3-block 1-D CNN encoder; (B, 1, L) or (B, L) -> (B, filters[-1]).
+    """The 3-block 1-D CNN encoder; (B, C, L) -> (B, filters[-1]), C = config.in_channels
+    ((B, L) too when C is 1).
 
     See the module docstring for the architecture and :class:`EncoderConfig` for the
     options. Parameters and ``state_dict`` keys do not depend on ``config.backend``.
@@ -170,16 +206,18 @@ class ECGEncoder(nn.Module):
             raise TypeError(f"ECGEncoder input must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(f"ECGEncoder input must be floating point, got dtype {x.dtype}")
+        c = self.config.in_channels
         if x.dim() == 2:
             x = x.unsqueeze(1)
         elif x.dim() != 3:
             raise ValueError(
-                f"ECGEncoder input must be (batch, {self.config.in_channels}, length) or "
-                f"(batch, length), got shape {tuple(x.shape)}"
+                f"ECGEncoder input must be (batch, {c}, length)"
+                f"{' or (batch, length)' if c == 1 else ''}, got shape {tuple(x.shape)}"
             )
-        if x.shape[1] != self.config.in_channels:
+        if x.shape[1] != c:
             raise ValueError(
-                f"ECGEncoder input must have {self.config.in_channels} channel(s) on axis 1, "
+                f"ECGEncoder input has {x.shape[1]} lead(s) (channels on axis 1) but this "
+                f"encoder takes {c} (in_channels={c}{lead_names(self.config.leads)}), "
                 f"got shape {tuple(x.shape)}"
             )
         if x.shape[-1] < self.min_length:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import onnx
 
-INPUT_NAME = "ecg"  # (batch, 1, length) float32
+INPUT_NAME = "ecg"  # (batch, leads, length) float32; leads = EncoderConfig.in_channels
 OUTPUT_NAME = "embedding"  # (batch, D) float32
-DOC_STRING = (
-    f"ecgfast ECGEncoder: input '{INPUT_NAME}' (batch, 1, length) float32 -> "
-    f"'{OUTPUT_NAME}' (batch, 128) float32"
-)
+
+
+def doc_string(leads: int, dim: int) -> str:
+    """The model's doc string: its interface in one line."""
+    return (f"ecgfast ECGEncoder: input '{INPUT_NAME}' (batch, {leads}, length) float32 -> "
+            f"'{OUTPUT_NAME}' (batch, {dim}) float32")
+
 
 META_CONFIG = "ecgfast.encoder_config"  # json of EncoderConfig.to_dict(), sorted keys
 META_MIN_LENGTH = "ecgfast.min_length"  # shortest accepted input, in samples
+META_LEADS = "ecgfast.leads"  # json list of the input's lead names (files whose leads have names)
 META_LAYOUT = "ecgfast.layout"  # "2d" or "1d" (ecgfast.export.onnx_export.LAYOUTS)
 META_VERSION = "ecgfast.version"  # ecgfast.__version__ of the exporter
 META_QUANTIZATION = "ecgfast.quantization"  # INT8 files only

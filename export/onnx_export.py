@@ -19,11 +19,12 @@ from pathlib import Path
 import onnx
 
 from ecgfast.export.metadata import (
-    DOC_STRING,
     META_CONFIG,
     META_LAYOUT,
+    META_LEADS,
     META_MIN_LENGTH,
     META_VERSION,
+    doc_string,
     write_metadata,
 )
 from ecgfast.export.passes import (
@@ -68,9 +69,11 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
         META_LAYOUT: layout,
         META_VERSION: __version__,
     }
+    if encoder.config.leads is not None:
+        meta[META_LEADS] = json.dumps(list(encoder.config.leads))
     del model.metadata_props[:]
     write_metadata(model, meta)
-    model.doc_string = DOC_STRING
+    model.doc_string = doc_string(encoder.config.in_channels, encoder.embedding_dim)
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 

@@ -54,8 +54,9 @@ from ecgfast.export.runtime import OnnxEncoder
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def _as_windows(x, name: str, min_length: int) -> np.ndarray:
-    """(N, 1, L) float32 from an array (N, 1, L) or (N, L); clear errors otherwise."""
+def _as_windows(x, name: str, min_length: int, leads: int = 1) -> np.ndarray:
+    """(N, C, L) float32 (C = ``leads``) from an array (N, C, L), or (N, L) for one lead;
+    clear errors otherwise."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
@@ -64,8 +65,10 @@ def _as_windows(x, name: str, min_length: int) -> np.ndarray:
         raise TypeError(f"{name} must be floating point, got dtype {x.dtype}")
     if x.ndim == 2:
         x = x[:, None, :]
-    if x.ndim != 3 or x.shape[1] != 1:
-        raise ValueError(f"{name} must be (n, 1, length) or (n, length), got shape {x.shape}")
+    if x.ndim != 3 or x.shape[1] != leads:
+        raise ValueError(f"{name} must be (n, {leads}, length)"
+                         f"{' or (n, length)' if leads == 1 else ''} for a {leads}-lead model, "
+                         f"got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: need at least one window")
     if x.shape[2] < min_length:
@@ -83,7 +86,7 @@ def _even_batch(n: int, batch: int) -> int:
 
 
 class _WindowReader:
-    """CalibrationDataReader over (N, 1, L) windows in batches of equal size."""
+    """CalibrationDataReader over (N, C, L) windows in batches of equal size."""
 
     def __init__(self, input_name: str, windows: np.ndarray, batch: int):
         self.input_name, self.windows = input_name, windows
@@ -125,8 +128,9 @@ def quantize_onnx(
     Args:
         fp32_path: .onnx from :func:`ecgfast.export.export_onnx`.
         int8_path: where to write the INT8 model.
-        calibration_windows: (N, 1, L) or (N, L) real, pre-processed ECG windows (float,
-            finite); a few dozen to a few hundred are enough.
+        calibration_windows: (N, C, L) real, pre-processed ECG windows of the model's C
+            leads ((N, L) for one lead; float, finite); a few dozen to a few hundred are
+            enough.
         eval_windows: windows to compare fp32 and INT8 on (default: the calibration ones).
         eval_labels: (n_eval,) integer class labels of ``eval_windows``: for each of
             ``probe_splits`` seeded half/half splits an MLP probe
@@ -176,11 +180,12 @@ def quantize_onnx(
     if int8_path.resolve() == fp32_path.resolve():
         raise ValueError(f"int8_path must differ from fp32_path ({fp32_path})")
     fp32 = OnnxEncoder(fp32_path, providers="cpu", threads=threads)  # validates the file
-    calib = _as_windows(calibration_windows, "calibration_windows", fp32.min_length)
+    calib = _as_windows(calibration_windows, "calibration_windows", fp32.min_length,
+                        fp32.in_channels)
     evalw = (
         calib
         if eval_windows is None
-        else _as_windows(eval_windows, "eval_windows", fp32.min_length)
+        else _as_windows(eval_windows, "eval_windows", fp32.min_length, fp32.in_channels)
     )
     labels = None
     if eval_labels is not None:

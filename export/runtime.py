@@ -24,14 +24,39 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 from ecgfast.export.errors import OnnxModelError
+from ecgfast.export.interface import lead_names_of, load_and_check
 from ecgfast.export.metadata import min_length_of, read_metadata
 from ecgfast.export.passes import fold_rows
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+def cuda_provider_options(conv_algo_search: str = "EXHAUSTIVE", device_id: int = 0) -> dict:
+    """Options of onnxruntime's CUDA execution provider for the encoder's convolutions.
+
+    - ``cudnn_conv_algo_search``: how cuDNN picks each Conv's algorithm. "EXHAUSTIVE"
+      (the default here and onnxruntime's) times every algorithm the first time a Conv
+      sees an input shape and caches the winner: embedding runs repeat one window length
+      and a few batch sizes, so the search is paid a handful of times and every later
+      call gets the fastest kernel. "HEURISTIC" takes cuDNN's guess without timing (no
+      first-call cost; the choice for inputs whose length changes call after call),
+      "DEFAULT" a fixed implicit-GEMM algorithm.
+    - ``cudnn_conv_use_max_workspace`` "1": the search may consider algorithms that need
+      a large workspace, which are often the fast ones for long 1-D signals.
+    - ``cudnn_conv1d_pad_to_nc1d`` "1": a 1-D Conv's (N, C, L) input goes to cuDNN as
+      (N, C, 1, L) rather than (N, C, L, 1), the layout whose kernels run along the
+      signal; it matters for files exported with ``layout="1d"`` (the default 2-D layout
+      is height-1 2-D already).
+    """
+    if conv_algo_search not in CONV_ALGO_SEARCHES:
+        raise ValueError(f"conv_algo_search must be one of {CONV_ALGO_SEARCHES}, got "
+                         f"{conv_algo_search!r}")
+    return {"device_id": str(int(device_id)), "cudnn_conv_algo_search": conv_algo_search,
+            "cudnn_conv_use_max_workspace": "1", "cudnn_conv1d_pad_to_nc1d": "1"}
 
 
 def _ort():
@@ -69,49 +94,6 @@ def cuda_usable() -> bool:
     return True
 
 
-def _load_and_check(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise FileNotFoundError(f"OnnxEncoder: {path} does not exist")
-    if not path.is_file():
-        raise OnnxModelError(f"OnnxEncoder: {path} is not a file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        _check_interface(path, model)
-    except OnnxModelError:
-        raise
-    except Exception as err:  # a file we did not write: whatever its parse or fields raise
-        raise OnnxModelError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from err
-    return model
-
-
-def _check_interface(path: Path, model: onnx.ModelProto) -> None:
-    """One float32 (batch, 1, length) input and one (batch, D) output, or OnnxModelError."""
-    g = model.graph
-    if not model.opset_import or not g.node or not g.input or not g.output:
-        raise OnnxModelError(f"{path}: not an ONNX model (no graph, inputs, outputs or opset)")
-    inits = {init.name for init in g.initializer}
-    inputs = [vi for vi in g.input if vi.name not in inits]
-    if len(inputs) != 1 or len(g.output) != 1:
-        raise OnnxModelError(
-            f"{path}: expected one input (batch, 1, length) and one output (batch, D); "
-            f"got inputs {[vi.name for vi in inputs]} and outputs {[o.name for o in g.output]}"
-        )
-    ttype = inputs[0].type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in ttype.shape.dim]
-    if ttype.elem_type != onnx.TensorProto.FLOAT or len(dims) != 3 or dims[1] != 1:
-        names = onnx.TensorProto.DataType
-        dtype = names.Name(ttype.elem_type) if ttype.elem_type in names.values() else "?"
-        raise OnnxModelError(
-            f"{path}: input {inputs[0].name!r} must be float32 (batch, 1, length), "
-            f"got {dtype} {tuple(dims)}"
-        )
-    out = g.output[0].type.tensor_type
-    if len(out.shape.dim) != 2:
-        raise OnnxModelError(
-            f"{path}: output {g.output[0].name!r} must be (batch, D), got rank {len(out.shape.dim)}"
-        )
-
-
 def _from_onnxruntime(err: Exception) -> bool:
     return type(err).__module__.startswith("onnxruntime")
 
@@ -122,7 +104,8 @@ class OnnxEncoder:
     Args:
         path: .onnx file from :func:`ecgfast.export.export_onnx` (or
             :func:`ecgfast.export.quantize_onnx`); its input must be float32
-            (batch, 1, length) and its output (batch, D).
+            (batch, C, length), C the leads its first convolution takes, and its output
+            (batch, D).
         providers: "auto" (CUDA when :func:`cuda_usable`, else CPU), "cpu" or "cuda"
             (an error if CUDA is not usable).
         threads: intra-op threads of the CPU provider (None: onnxruntime's default, one
@@ -137,11 +120,14 @@ class OnnxEncoder:
             thread count through a copy of the graph whose block 1 works on the signal
             folded into two rows (:func:`ecgfast.export.passes.fold_rows`: same sums, but
             onnxruntime can split block 1's convolutions over two threads at batch 1).
-            Files the fold does not apply to (INT8, the 1-D layout, leaky-ReLU encoders)
-            run as they are.
+            Files the fold does not apply to (INT8, the 1-D layout, leaky-ReLU encoders,
+            more than one lead) run as they are.
+        conv_algo_search: cuDNN's algorithm search on the CUDA provider
+            (:func:`cuda_provider_options` says which and why); ignored on the CPU.
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
-    accepted input, from the file's metadata), ``embedding_dim``, ``metadata``.
+    accepted input, from the file's metadata), ``in_channels`` (its number of leads C),
+    ``leads`` (their names from the metadata, or None), ``embedding_dim``, ``metadata``.
 
     Raises :class:`~ecgfast.export.OnnxModelError` (naming the file) for a file it cannot
     run: at load (not ONNX, a damaged file, another signature, a graph onnxruntime or the
@@ -156,6 +142,7 @@ class OnnxEncoder:
         threads: int | None = None,
         spin: bool = False,
         row_fold: bool = True,
+        conv_algo_search: str = "EXHAUSTIVE",
     ):
         self.path = Path(path)
         if providers not in PROVIDER_CHOICES:
@@ -167,11 +154,13 @@ class OnnxEncoder:
         for name, flag in (("spin", spin), ("row_fold", row_fold)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
-        model = _load_and_check(self.path)
+        cuda_options = cuda_provider_options(conv_algo_search)
+        model, self.in_channels = load_and_check(self.path)
         try:
             self.metadata = read_metadata(model)
         except UnicodeDecodeError as err:
             raise OnnxModelError(f"{self.path}: unreadable metadata ({err})") from err
+        self.leads = lead_names_of(self.path, self.metadata, self.in_channels)
         self.min_length = min_length_of(self.metadata)
         out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
         self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
@@ -193,7 +182,7 @@ class OnnxEncoder:
         self.spin = spin
         if threads is not None:
             options.intra_op_num_threads = threads
-        chosen = [CUDA, CPU] if use_cuda else [CPU]
+        chosen = [(CUDA, cuda_options), CPU] if use_cuda else [CPU]
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
             # names onnxruntime cannot decode raise here, not at the first call
@@ -228,7 +217,7 @@ class OnnxEncoder:
     # ------------------------------------------------------------------ input checks
 
     def _check(self, x, name: str = "x"):
-        """Validate ``x`` and return it as (B, 1, L) float32 (numpy or torch, as given)."""
+        """Validate ``x`` and return it as (B, C, L) float32 (numpy or torch, as given)."""
         is_torch = _is_torch(x)
         if is_torch:
             import torch
@@ -247,15 +236,19 @@ class OnnxEncoder:
                 x = x.astype(np.float32)
             elif x.dtype != np.float32:
                 raise TypeError(f"{name} must be a float32 array, got dtype {x.dtype}")
-        if x.ndim == 2:
+        c = self.in_channels
+        if x.ndim == 2:  # one lead
             x = x[:, None, :]
         elif x.ndim != 3:
+            raise ValueError(f"{name} must be (batch, {c}, length)"
+                             f"{' or (batch, length)' if c == 1 else ''}, got shape "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] != c:
+            names = f" ({', '.join(self.leads)})" if self.leads else ""
             raise ValueError(
-                f"{name} must be (batch, 1, length) or (batch, length), got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != 1:
-            raise ValueError(
-                f"{name} must have 1 channel on axis 1 (batch, 1, length), got shape {tuple(x.shape)}"
+                f"{name} must have {c} channel{'s' if c != 1 else ''} on axis 1 (batch, {c}, "
+                f"length): {self.path.name} takes {c} lead(s){names}, got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})"
             )
         if x.shape[0] > 0 and x.shape[2] < self.min_length:
             raise ValueError(
@@ -278,8 +271,9 @@ class OnnxEncoder:
         """Embeddings of windows ``x``.
 
         Args:
-            x: (B, 1, L) or (B, L) float32 numpy array or torch tensor (float64/float16
-                are cast to float32); L >= :attr:`min_length`; finite values.
+            x: (B, C, L) float32 numpy array or torch tensor, C = :attr:`in_channels`
+                ((B, L) when C is 1; float64/float16 are cast to float32);
+                L >= :attr:`min_length`; finite values.
             batch_size: windows per onnxruntime call (bounds memory).
 
         Returns:
@@ -314,7 +308,7 @@ class OnnxEncoder:
         return self.session
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        """One onnxruntime call on (b, 1, L) float32; the output must be (b, D)."""
+        """One onnxruntime call on (b, C, L) float32; the output must be (b, D)."""
         try:
             out = self._session_for(len(chunk)).run([self.output_name], {self.input_name: chunk})[0]
         except Exception as err:

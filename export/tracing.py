@@ -4,10 +4,11 @@
 ``backend="eager"`` (whatever backend the model or checkpoint was trained with), so the
 file holds only standard ONNX ops (Conv, Relu/LeakyRelu, ReduceMean, Gemm, Sigmoid, Mul,
 Add, MaxPool, ReduceMax). :func:`trace` exports it with a dynamic batch axis and a dynamic
-length axis: input ``ecg`` (batch, 1, length) float32, output ``embedding`` (batch, 128)
-float32. ``torch.export`` specialises the length axis of ``F.max_pool1d`` to the example
-length (seen with PyTorch 2.13), so the trace runs with max_pool1d written as a (1, k)
-max_pool2d, which :func:`ecgfast.export.passes.fold_max_pool_2d` folds back.
+length axis: input ``ecg`` (batch, C, length) float32 with C = ``config.in_channels`` leads
+(a fixed axis), output ``embedding`` (batch, 128) float32. ``torch.export`` specialises
+the length axis of ``F.max_pool1d`` to the example length (seen with PyTorch 2.13), so the
+trace runs with max_pool1d written as a (1, k) max_pool2d, which
+:func:`ecgfast.export.passes.fold_max_pool_2d` folds back.
 """
 
 from __future__ import annotations

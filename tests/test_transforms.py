@@ -350,7 +350,7 @@ def test_make_pretext_batch_layout(three_d):
     [
         (lambda: T.add_noise(torch.randn(10)), ValueError, "x must be"),
         (lambda: T.scale(torch.randn(2, 3, 4, 5)), ValueError, "x must be"),
-        (lambda: T.negate(torch.randn(2, 2, 10)), ValueError, "one lead"),
+        (lambda: T.negate(torch.randn(2, 0, 10)), ValueError, "at least one lead"),
         (lambda: T.time_flip(torch.ones(2, 10, dtype=torch.int64)), TypeError, "floating"),
         (lambda: T.time_flip([[1.0, 2.0]]), TypeError, "torch.Tensor"),
         (lambda: T.scale(torch.randn(2, 0)), ValueError, "L = 0"),

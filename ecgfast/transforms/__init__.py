@@ -1,15 +1,23 @@
 """SSL-ECG signal transformations and contrastive augmentations, batched on the device.
 
-Every function takes a batch of single-lead windows ``x`` of shape (B, L) or (B, 1, L)
-(any floating dtype, any device; L in samples) and returns a new contiguous tensor of
-the same shape, dtype and device. There is no Python loop over windows: random choices
-are drawn for the whole batch at once (one draw per window) and applied with gather,
-``searchsorted`` and linear interpolation computed from index maths.
+The arguments every function shares (each function's docstring refers here):
 
-Randomness comes from the optional ``generator`` (a :class:`torch.Generator`);
-``generator=None`` uses the global RNG. Random numbers are drawn on the generator's
-device and moved to ``x``'s device, so pass a generator on ``x``'s device to keep
-everything there. fp16/bf16 inputs are processed in fp32 and cast back.
+- ``x``: a batch of windows, (B, L) (one lead) or (B, C, L) (C leads), any floating
+  dtype, any device, L in samples. The result is a new contiguous tensor of the same
+  shape, dtype and device. fp16/bf16 inputs are processed in fp32 and cast back.
+- ``generator``: optional :class:`torch.Generator` the random choices come from;
+  None uses the global RNG. Random numbers are drawn on the generator's device and moved
+  to ``x``'s device, so pass a generator on ``x``'s device to keep everything there.
+- ``per_lead`` (random functions only): False (the default) makes one draw per window,
+  applied to all its leads alike (the same scale factor, shift, segment order, time warp,
+  SNR; a multi-lead ECG stays one heartbeat seen from C directions); True makes one
+  draw per (window, lead), as if every lead were a window of its own. Noise samples are
+  independent per sample either way, and the SNR is relative to each lead's own power.
+  For C = 1 both give the same result.
+
+There is no Python loop over windows: random choices are drawn for the whole batch at
+once and applied with gather, ``searchsorted`` and linear interpolation computed from
+index maths.
 
 - :mod:`ecgfast.transforms.pretext`: the six SSL-ECG transformations (Sarkar & Etemad
   2020, original parameters) and :func:`make_pretext_batch`, the 7 versions of every

@@ -1,6 +1,7 @@
 """What the SSL-ECG transformations and the contrastive augmentations share: input checks,
 random draws on the generator's device, the noise model and the time-warp maths
-(private to :mod:`ecgfast.transforms`)."""
+(private to :mod:`ecgfast.transforms`). Windows are handled as (B, C, L); random draws are
+(B,) (or (B, L) time maps) and broadcast over the C leads."""
 
 from __future__ import annotations
 
@@ -11,24 +12,42 @@ import torch
 
 
 def _as_windows(x: torch.Tensor, fn: str) -> torch.Tensor:
-    """Check ``x`` is (B, L) or (B, 1, L) floating point; return a (B, L) view/copy."""
+    """Check ``x`` is (B, L) or (B, C, L) floating point; return a (B, C, L) view (C = 1
+    for (B, L))."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{fn}: x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() == 3:
-        if x.shape[1] != 1:
-            raise ValueError(
-                f"{fn}: x must be (B, L) or (B, 1, L) (one lead), got shape {tuple(x.shape)}"
-            )
-    elif x.dim() != 2:
+    if x.dim() not in (2, 3):
         raise ValueError(
-            f"{fn}: x must be (B, L) or (B, 1, L), got a {x.dim()}-D tensor of shape "
+            f"{fn}: x must be (B, L) or (B, C, L) (C leads), got a {x.dim()}-D tensor of shape "
             f"{tuple(x.shape)}"
         )
+    if x.dim() == 3 and x.shape[1] < 1:
+        raise ValueError(f"{fn}: x must have at least one lead, got shape {tuple(x.shape)}")
     if x.shape[-1] < 1:
         raise ValueError(f"{fn}: x must have at least one sample per window, got L = 0")
-    return x.reshape(x.shape[0], x.shape[-1])
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def _check_per_lead(per_lead, fn: str) -> None:
+    if not isinstance(per_lead, bool):
+        raise TypeError(f"{fn}: per_lead must be True or False, got {per_lead!r}")
+
+
+def _per_lead(x3: torch.Tensor, per_lead, fn: str) -> torch.Tensor:
+    """``x3`` (B, C, L) as the windows that take one draw each: itself (one draw per
+    window, shared by its leads) or, with ``per_lead``, (B * C, 1, L) (one per lead)."""
+    _check_per_lead(per_lead, fn)
+    return x3.reshape(-1, 1, x3.shape[-1]) if per_lead else x3
+
+
+def _windows(x: torch.Tensor, fn: str, per_lead: bool = False, generator=None) -> torch.Tensor:
+    """The checks every transform starts with (x, per_lead, generator); returns the
+    windows that take one draw each, as :func:`_per_lead` does."""
+    x3 = _per_lead(_as_windows(x, fn), per_lead, fn)
+    _check_generator(generator, fn)
+    return x3
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,7 +56,8 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _finish(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Cast (B, L) result ``y`` back to ``x``'s dtype and shape, contiguous."""
+    """Cast result ``y`` ((B, C, L) or (B * C, 1, L)) back to ``x``'s dtype and shape,
+    contiguous."""
     return y.to(x.dtype).reshape(x.shape).contiguous()
 
 
@@ -96,14 +116,18 @@ def _uniform(batch, low, high, generator, device, dtype) -> torch.Tensor:
     return low + (high - low) * _rand((batch,), generator, device, dtype)
 
 
-def _noise_at_snr(x2: torch.Tensor, snr_db: torch.Tensor, generator) -> torch.Tensor:
-    """x2 (B, L) plus white Gaussian noise at per-window SNR ``snr_db`` (B,) in dB."""
-    work = _work_dtype(x2.dtype)
-    xw = x2.to(work)
-    signal_power = xw.square().mean(dim=1)  # (B,)
-    noise_power = signal_power * torch.pow(10.0, -snr_db.to(work) / 10.0)
+def _noise_at_snr(x3: torch.Tensor, snr_db: torch.Tensor, generator) -> torch.Tensor:
+    """x3 (B, C, L) plus white Gaussian noise at per-window SNR ``snr_db`` (B,) in dB.
+
+    Each lead gets the window's SNR relative to its own power (leads differ in amplitude),
+    and independent noise samples.
+    """
+    work = _work_dtype(x3.dtype)
+    xw = x3.to(work)
+    signal_power = xw.square().mean(dim=-1)  # (B, C)
+    noise_power = signal_power * torch.pow(10.0, -snr_db.to(work) / 10.0).unsqueeze(1)
     noise = _randn(xw.shape, generator, xw.device, work)
-    return xw + noise * noise_power.sqrt().unsqueeze(1)
+    return xw + noise * noise_power.sqrt().unsqueeze(-1)
 
 
 def _random_permutations(batch: int, n: int, generator, device) -> torch.Tensor:
@@ -112,19 +136,25 @@ def _random_permutations(batch: int, n: int, generator, device) -> torch.Tensor:
     return torch.argsort(keys, dim=1)
 
 
-def _interpolate_displaced(x2: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of each row of ``x2`` (B, L) at positions ``u + disp[:, u]``.
+def _gather_time(x3: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``out[b, c, u] = x3[b, c, index[b, u]]``: one time map (B, L) for all leads."""
+    return torch.gather(x3, 2, index.unsqueeze(1).expand(-1, x3.shape[1], -1))
+
+
+def _interpolate_displaced(x3: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of each lead of ``x3`` (B, C, L) at positions ``u + disp[:, u]``
+    (one displacement (B, L) per window, the same for its leads).
 
     ``disp`` (B, L) is the displacement in samples of output sample u's source position
     from u itself; keeping it apart from the integer u keeps the rounding error at the
     scale of the displacement (a zero displacement reads x exactly). Positions outside
-    [0, L - 1] read the edge sample. Returns (B, L) in ``disp``'s dtype.
+    [0, L - 1] read the edge sample. Returns (B, C, L) in ``disp``'s dtype.
     """
-    batch, length = x2.shape
-    xw = x2.to(disp.dtype)
+    batch, _, length = x3.shape
+    xw = x3.to(disp.dtype)
     if length == 1:
         return xw.clone()
-    u = torch.arange(length, device=x2.device, dtype=torch.int64).expand(batch, length)
+    u = torch.arange(length, device=x3.device, dtype=torch.int64).expand(batch, length)
     whole = disp.floor()
     left = u + whole.long()
     weight = disp - whole
@@ -132,9 +162,9 @@ def _interpolate_displaced(x2: torch.Tensor, disp: torch.Tensor) -> torch.Tensor
     left = left.clamp(0, length - 2)
     weight = torch.where(below, torch.zeros_like(weight), weight)
     weight = torch.where(above, torch.ones_like(weight), weight)
-    x_left = torch.gather(xw, 1, left)
-    x_right = torch.gather(xw, 1, left + 1)
-    return torch.lerp(x_left, x_right, weight)
+    x_left = _gather_time(xw, left)
+    x_right = _gather_time(xw, left + 1)
+    return torch.lerp(x_left, x_right, weight.unsqueeze(1))
 
 
 def _warp_displacement(factors: torch.Tensor, length: int) -> torch.Tensor:
@@ -184,18 +214,18 @@ def _random_stretch_mask(batch: int, n: int, n_stretched: int, generator, device
 
 
 def _time_warp_by_factor(
-    x2: torch.Tensor, stretch: torch.Tensor, n: int, n_stretched: int, generator
+    x3: torch.Tensor, stretch: torch.Tensor, n: int, n_stretched: int, generator
 ) -> torch.Tensor:
-    """x2 (B, L); stretch (B,) per-window factor. Returns (B, L) in the work dtype."""
-    batch, length = x2.shape
-    mask = _random_stretch_mask(batch, n, n_stretched, generator, x2.device)
+    """x3 (B, C, L); stretch (B,) per-window factor. Returns (B, C, L) in the work dtype."""
+    batch, _, length = x3.shape
+    mask = _random_stretch_mask(batch, n, n_stretched, generator, x3.device)
     s = stretch.unsqueeze(1)
     factors = torch.where(mask, s, 1.0 / s)
-    return _interpolate_displaced(x2, _warp_displacement(factors, length))
+    return _interpolate_displaced(x3, _warp_displacement(factors, length))
 
 
-def _check_time_warp_args(x2: torch.Tensor, n_segments, n_stretched, fn: str) -> tuple[int, int]:
-    length = x2.shape[-1]
+def _check_time_warp_args(x3: torch.Tensor, n_segments, n_stretched, fn: str) -> tuple[int, int]:
+    length = x3.shape[-1]
     n = _check_int(n_segments, "n_segments", fn, 1)
     if n > length:
         raise ValueError(f"{fn}: n_segments must be <= the window length L = {length}, got {n}")

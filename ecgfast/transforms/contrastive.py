@@ -11,17 +11,18 @@ from collections.abc import Sequence
 import torch
 
 from ecgfast.transforms._common import (
-    _as_windows,
-    _work_dtype,
-    _finish,
-    _check_generator,
-    _rand,
-    _check_real,
+    _check_per_lead,
     _check_range,
-    _uniform,
-    _noise_at_snr,
-    _time_warp_by_factor,
+    _check_real,
     _check_time_warp_args,
+    _finish,
+    _gather_time,
+    _noise_at_snr,
+    _rand,
+    _time_warp_by_factor,
+    _uniform,
+    _windows,
+    _work_dtype,
 )
 
 
@@ -30,66 +31,56 @@ def random_scale(
     low: float = 0.8,
     high: float = 1.2,
     generator: torch.Generator | None = None,
+    *,
+    per_lead: bool = False,
 ) -> torch.Tensor:
     """Multiply each window by its own factor drawn uniformly from [low, high].
 
-    Args:
-        x: (B, L) or (B, 1, L) floating windows.
-        low, high: factor range (dimensionless), finite, low <= high (default 0.8-1.2).
-        generator: optional torch.Generator; None uses the global RNG.
-
-    Returns:
-        Scaled windows, same shape, dtype and device as ``x``.
+    ``low, high``: factor range (dimensionless), finite, low <= high (default 0.8-1.2).
+    ``x``, ``generator``, ``per_lead`` and the result: see :mod:`ecgfast.transforms`.
     """
     fn = "random_scale"
-    x2 = _as_windows(x, fn)
+    x3 = _windows(x, fn, per_lead, generator)
     low, high = _check_range((low, high), "(low, high)", fn)
-    _check_generator(generator, fn)
-    work = _work_dtype(x2.dtype)
-    factor = _uniform(x2.shape[0], low, high, generator, x2.device, work)
-    return _finish(x2.to(work) * factor.unsqueeze(1), x)
+    work = _work_dtype(x3.dtype)
+    factor = _uniform(x3.shape[0], low, high, generator, x3.device, work)
+    return _finish(x3.to(work) * factor[:, None, None], x)
 
 
-def _roll_per_window(x2: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Circular shift of each row of x2 (B, L) by shift (B,) int64 samples (to the right)."""
-    batch, length = x2.shape
-    u = torch.arange(length, device=x2.device, dtype=torch.int64).expand(batch, length)
+def _roll_per_window(x3: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Circular shift of each window of x3 (B, C, L) by shift (B,) int64 samples (to the
+    right), all its leads alike."""
+    batch, _, length = x3.shape
+    u = torch.arange(length, device=x3.device, dtype=torch.int64).expand(batch, length)
     src = torch.remainder(u - shift.unsqueeze(1), length)
-    return torch.gather(x2, 1, src)
+    return _gather_time(x3, src)
 
 
 def random_time_shift(
-    x: torch.Tensor, max_shift: float = 0.1, generator: torch.Generator | None = None
+    x: torch.Tensor, max_shift: float = 0.1, generator: torch.Generator | None = None,
+    *, per_lead: bool = False,
 ) -> torch.Tensor:
     """Circularly shift (roll) each window by its own random whole number of samples.
 
     The shift s is uniform over the integers in [-S, S] with ``S = floor(max_shift * L)``;
     ``out[t] = x[(t - s) mod L]`` (positive s moves the signal later in time, like
-    ``torch.roll``).
-
-    Args:
-        x: (B, L) or (B, 1, L) floating windows.
-        max_shift: largest shift as a fraction of L, in [0, 1] (default 0.1 = 1 s of a
-            10 s window).
-        generator: optional torch.Generator; None uses the global RNG.
-
-    Returns:
-        Shifted windows, same shape, dtype and device as ``x``.
+    ``torch.roll``). ``max_shift``: largest shift as a fraction of L, in [0, 1] (default
+    0.1 = 1 s of a 10 s window). ``x``, ``generator``, ``per_lead`` and the result: see
+    :mod:`ecgfast.transforms`.
     """
     fn = "random_time_shift"
-    x2 = _as_windows(x, fn)
+    x3 = _windows(x, fn, per_lead, generator)
     max_shift = _check_real(max_shift, "max_shift", fn)
     if not 0.0 <= max_shift <= 1.0:
         raise ValueError(f"{fn}: max_shift must be in [0, 1] (a fraction of L), got {max_shift}")
-    _check_generator(generator, fn)
-    shift = _random_shifts(x2, max_shift, generator)
-    return _finish(_roll_per_window(x2, shift), x)
+    shift = _random_shifts(x3, max_shift, generator)
+    return _finish(_roll_per_window(x3, shift), x)
 
 
-def _random_shifts(x2: torch.Tensor, max_shift: float, generator) -> torch.Tensor:
-    batch, length = x2.shape
+def _random_shifts(x3: torch.Tensor, max_shift: float, generator) -> torch.Tensor:
+    batch, _, length = x3.shape
     s_max = math.floor(max_shift * length)
-    u = _rand((batch,), generator, x2.device)
+    u = _rand((batch,), generator, x3.device)
     # uniform over the 2 S + 1 integers -S..S
     return (u * (2 * s_max + 1)).floor().long().clamp(max=2 * s_max) - s_max
 
@@ -98,27 +89,22 @@ def random_noise(
     x: torch.Tensor,
     snr_db: tuple[float, float] = (15.0, 30.0),
     generator: torch.Generator | None = None,
+    *,
+    per_lead: bool = False,
 ) -> torch.Tensor:
     """Add white Gaussian noise at a per-window SNR drawn uniformly from ``snr_db``.
 
     Same noise model as :func:`add_noise` (noise variance ``mean(x**2) * 10**(-SNR/10)``
-    per window), with SNR ~ U[snr_db[0], snr_db[1]] dB independently per window.
-
-    Args:
-        x: (B, L) or (B, 1, L) floating windows.
-        snr_db: (low, high) SNR range in dB (default 15-30 dB).
-        generator: optional torch.Generator; None uses the global RNG.
-
-    Returns:
-        Noisy windows, same shape, dtype and device as ``x``.
+    per lead), with SNR ~ U[snr_db[0], snr_db[1]] dB independently per window.
+    ``snr_db``: (low, high) SNR range in dB (default 15-30 dB). ``x``, ``generator``,
+    ``per_lead`` and the result: see :mod:`ecgfast.transforms`.
     """
     fn = "random_noise"
-    x2 = _as_windows(x, fn)
+    x3 = _windows(x, fn, per_lead, generator)
     low, high = _check_range(snr_db, "snr_db", fn)
-    _check_generator(generator, fn)
-    work = _work_dtype(x2.dtype)
-    snr = _uniform(x2.shape[0], low, high, generator, x2.device, work)
-    return _finish(_noise_at_snr(x2, snr, generator), x)
+    work = _work_dtype(x3.dtype)
+    snr = _uniform(x3.shape[0], low, high, generator, x3.device, work)
+    return _finish(_noise_at_snr(x3, snr, generator), x)
 
 
 def random_time_warp(
@@ -127,6 +113,8 @@ def random_time_warp(
     n_segments: int = 9,
     n_stretched: int = 5,
     generator: torch.Generator | None = None,
+    *,
+    per_lead: bool = False,
 ) -> torch.Tensor:
     """:func:`time_warp` with a per-window stretch factor drawn uniformly from ``stretch``.
 
@@ -134,26 +122,18 @@ def random_time_warp(
     ``n_stretched`` segments; those are stretched by s, the others squeezed by 1/s, and
     the result is cropped (or, if shorter, resampled) to L exactly as in
     :func:`time_warp`. The default range 1.0-1.1 goes from no warp to about twice the
-    SSL-ECG pretext warp (1.05).
-
-    Args:
-        x: (B, L) or (B, 1, L) floating windows.
-        stretch: (low, high) range of the stretch factor, both > 0 (default 1.0-1.1).
-        n_segments: number of segments n, 1 <= n <= L (default 9).
-        n_stretched: segments stretched per window, 0 <= k <= n (default 5).
-        generator: optional torch.Generator; None uses the global RNG.
-
-    Returns:
-        Warped windows, same shape, dtype and device as ``x``.
+    SSL-ECG pretext warp (1.05). ``stretch``: (low, high) range of the stretch factor,
+    both > 0 (default 1.0-1.1); ``n_segments`` (default 9) and ``n_stretched`` (default
+    5) as in :func:`time_warp`. ``x``, ``generator``, ``per_lead`` and the result: see
+    :mod:`ecgfast.transforms`.
     """
     fn = "random_time_warp"
-    x2 = _as_windows(x, fn)
+    x3 = _windows(x, fn, per_lead, generator)
     low, high = _check_range(stretch, "stretch", fn, positive=True)
-    n, n_st = _check_time_warp_args(x2, n_segments, n_stretched, fn)
-    _check_generator(generator, fn)
-    work = _work_dtype(x2.dtype)
-    s = _uniform(x2.shape[0], low, high, generator, x2.device, work)
-    return _finish(_time_warp_by_factor(x2, s, n, n_st, generator), x)
+    n, n_st = _check_time_warp_args(x3, n_segments, n_stretched, fn)
+    work = _work_dtype(x3.dtype)
+    s = _uniform(x3.shape[0], low, high, generator, x3.device, work)
+    return _finish(_time_warp_by_factor(x3, s, n, n_st, generator), x)
 
 
 class ContrastiveAugment:
@@ -176,10 +156,11 @@ class ContrastiveAugment:
         p: probability that a window gets each augmentation: one float for all four,
             or a 4-tuple in the order (warp, shift, scale, noise). Default 0.8 (an
             engineering choice, as SimCLR's colour jitter; the report gives none).
+        per_lead: draw every choice (whether, and how much) per lead instead of per
+            window (see :mod:`ecgfast.transforms`); default False.
 
-    Call: ``aug(x, generator=None)`` with x (B, L) or (B, 1, L) returns one augmented
-    view, same shape, dtype and device; ``aug.two_views(x)`` returns two independent
-    views ``(v1, v2)``.
+    Call: ``aug(x, generator=None)`` returns one augmented view of x, same shape, dtype
+    and device; ``aug.two_views(x)`` returns two independent views ``(v1, v2)``.
     """
 
     _ORDER = ("warp", "shift", "scale", "noise")
@@ -191,8 +172,11 @@ class ContrastiveAugment:
         snr_db: tuple[float, float] | None = (15.0, 30.0),
         warp: tuple[float, float] | None = (1.0, 1.1),
         p: float | Sequence[float] = 0.8,
+        per_lead: bool = False,
     ):
         fn = "ContrastiveAugment"
+        _check_per_lead(per_lead, fn)
+        self.per_lead = per_lead
         self.scale = None if scale is None else _check_range(scale, "scale", fn)
         self.max_shift = _check_real(max_shift, "max_shift", fn)
         if not 0.0 <= self.max_shift <= 1.0:
@@ -214,13 +198,12 @@ class ContrastiveAugment:
         if prob >= 1.0:
             return y
         keep = _rand((out.shape[0],), generator, out.device) < prob
-        return torch.where(keep.unsqueeze(1), y, out)
+        return torch.where(keep[:, None, None], y, out)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         fn = "ContrastiveAugment"
-        x2 = _as_windows(x, fn)
-        _check_generator(generator, fn)
-        out = x2.to(_work_dtype(x2.dtype))
+        x3 = _windows(x, fn, self.per_lead, generator)
+        out = x3.to(_work_dtype(x3.dtype))
         if self.warp is not None and self.p["warp"] > 0:
             y = random_time_warp(out, self.warp, generator=generator)
             out = self._maybe("warp", y, out, generator)
@@ -238,12 +221,12 @@ class ContrastiveAugment:
     def two_views(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independently augmented views of x (B, L) or (B, 1, L): ``(v1, v2)``."""
+        """Two independently augmented views of x: ``(v1, v2)``."""
         return self(x, generator), self(x, generator)
 
     def __repr__(self) -> str:
         return (
             f"ContrastiveAugment(scale={self.scale}, max_shift={self.max_shift}, "
-            f"snr_db={self.snr_db}, warp={self.warp}, p={self.p})"
+            f"snr_db={self.snr_db}, warp={self.warp}, p={self.p}, per_lead={self.per_lead})"
         )
 
