@@ -75,14 +75,24 @@ def data_fingerprint(windows) -> str:
 
 
 def encoder_for_data(config, windows, name: str = "windows"):
-    """``config`` with ``in_channels`` set to the windows' lead count (an encoder left at
-    the default 1 takes it; any other count must match)."""
+    """``config`` fitted to the windows: ``in_channels`` set to their lead count (an
+    encoder left at the default 1 lead, with no lead names, takes it; any other count
+    must match), and ``leads`` to a store's lead names when the config names none."""
     leads = int(windows.shape[1])
-    if config.in_channels == leads:
-        return config
-    if config.in_channels != 1:
-        raise ValueError(f"the encoder takes {config.in_channels} leads but {name} have {leads}")
-    return dataclasses.replace(config, in_channels=leads)
+    names = tuple(windows.leads) if isinstance(windows, WindowStore) else None
+    own = getattr(config, "leads", None)
+    if config.in_channels != leads:
+        if config.in_channels != 1 or own is not None:
+            raise ValueError(
+                f"the encoder takes {config.in_channels} lead(s) {own or ''} but {name} have "
+                f"{leads}{' ' + str(list(names)) if names else ''}")
+        config = dataclasses.replace(config, in_channels=leads)
+    if names is not None and hasattr(config, "leads"):
+        if own is None:
+            config = dataclasses.replace(config, leads=names)
+        elif tuple(own) != names:
+            raise ValueError(f"the encoder's leads {list(own)} differ from {name}'s {list(names)}")
+    return config
 
 
 def epoch_batches(n: int, epoch: int, cfg, rank: int, world: int) -> list[torch.Tensor]:
@@ -121,9 +131,12 @@ def iter_batches(windows, batches, device: torch.device, workers: int | None = N
     if not isinstance(windows, WindowStore):
         return (windows[idx] for idx in batches)
     workers = default_loader_workers() if workers is None else int(workers)
+    # its own generator: the loader's base seed must not be drawn from the global stream,
+    # which seeds dropout
     return torch.utils.data.DataLoader(
         windows, batch_sampler=[idx.tolist() for idx in batches], num_workers=workers,
-        collate_fn=_whole_batch, pin_memory=device.type == "cuda")
+        collate_fn=_whole_batch, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
