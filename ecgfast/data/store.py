@@ -85,7 +85,10 @@ class WindowStore(torch.utils.data.Dataset):
             raise IndexError(f"{self.path}: window index out of range for {n} windows")
         idx %= max(n, 1)
         c, length = len(self.leads), self.window_length
-        out = np.empty((idx.size, c, length), dtype=np.float32)
+        batch = torch.empty((idx.size, c, length), dtype=torch.float32)
+        if torch.utils.data.get_worker_info() is not None:
+            batch.share_memory_()  # a DataLoader worker: handing the batch over copies nothing
+        out = batch.numpy()
         nbytes = c * length * self.dtype.itemsize
         for j, i in enumerate(idx.tolist()):
             k, r = divmod(i, self.shard_windows)
@@ -95,7 +98,7 @@ class WindowStore(torch.utils.data.Dataset):
             lo = start // _PAGE * _PAGE
             if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED, lo, min(len(mm), start + nbytes) - lo)
-        return torch.from_numpy(out)
+        return batch
 
     def _map(self, k: int) -> mmap.mmap:
         mm = self._maps.get(k)

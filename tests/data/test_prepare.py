@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_files import LEADS12, ptbxl_tree, twelve_lead, write_record
 
 from ecgfast.data import ECGDataError, WindowStore, preprocess
 from ecgfast.data.prepare import prepare, preprocess_leads
-from store_files import LEADS12, ptbxl_tree, twelve_lead, write_record
 
 pytest.importorskip("wfdb")
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
@@ -151,3 +151,28 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_store(tmp_path):
     _same_tree(tmp_path / "killed", tmp_path / "whole")
     assert len(WindowStore(tmp_path / "whole")) == 24 * 6
     assert json.loads((tmp_path / "whole" / "store.json").read_text())["n_rejected"] == 0
+
+
+def test_dataset_source_keeps_labels_and_subjects(tmp_path):
+    import importlib.util
+
+    from ecgfast.datasets import load_dataset
+
+    spec = importlib.util.spec_from_file_location(
+        "ecgfast_test_dataset_files", REPO / "tests" / "datasets" / "dataset_files.py")
+    files = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = files
+    spec.loader.exec_module(files)
+    root = files.write_wesad(tmp_path / "WESAD")
+    cohort = load_dataset("wesad", root, progress=False)
+    store = WindowStore(prepare([f"wesad:{root}"], tmp_path / "s", dtype="float32",
+                                workers=1, progress=False))
+    assert store.leads == ("chest ECG",) and len(store) == len(cohort)
+    np.testing.assert_array_equal(store.get_batch(range(len(store)))[:, 0].numpy(),
+                                  cohort.windows)
+    assert list(store.tasks) == sorted(cohort.labels)
+    for task, labels in store.labels.items():
+        np.testing.assert_array_equal(labels, cohort.labels[task])
+        assert store.manifest["classes"][task] == list(cohort.classes[task])
+    np.testing.assert_array_equal(store.subjects.astype(int), cohort.subject)
+    assert np.isnan(store.starts_s).all()

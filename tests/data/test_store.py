@@ -98,7 +98,7 @@ def test_index_disagreeing_with_the_shards_is_refused(store_dir, tmp_path):
     lines = (store_dir / "records.jsonl").read_text().splitlines()
     (store_dir / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")
     with pytest.raises(ECGDataError, match=r"records\.jsonl: 2 lines.*says 3"):
-        WindowStore(store_dir).records
+        _ = WindowStore(store_dir).records
     (store_dir / "shards" / "shard-00002.npy").unlink()
     with pytest.raises(ECGDataError, match=r"shard-00002\.npy: missing"):
         WindowStore(store_dir)
