@@ -1,7 +1,8 @@
 """Run an exported encoder with onnxruntime: :class:`OnnxEncoder`.
 
 On a machine with an NVIDIA GPU and onnxruntime-gpu, ``providers="auto"`` uses the CUDA
-execution provider with I/O binding (inputs and outputs stay where the caller has them:
+execution provider, with the cuDNN convolution options of :func:`cuda_provider_options`,
+and I/O binding (inputs and outputs stay where the caller has them:
 a CUDA torch tensor is read in place and the embedding is written into a CUDA torch
 tensor); the CUDA and cuDNN libraries come from the installed PyTorch (``import torch``
 first, then ``onnxruntime.preload_dlls()``). Elsewhere it uses the CPU provider, and it

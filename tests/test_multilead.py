@@ -242,3 +242,40 @@ def test_checkpoint_weights_for_other_lead_count_are_refused(tmp_path):
                     config={"encoder": EncoderConfig(in_channels=2).to_dict()})
     with pytest.raises(CheckpointError, match="weights do not match the encoder config"):
         load_encoder(tmp_path)
+
+
+# ---------------------------------------------------------------- objectives and CLI
+
+
+@pytest.mark.parametrize("objective", ["transform", "contrastive", "both"])
+def test_objectives_train_on_lead_windows(objective):
+    from ecgfast.objectives import build_objective
+
+    torch.manual_seed(0)
+    enc = ECGEncoder(EncoderConfig(in_channels=3, filters=(8, 8, 16), kernel_sizes=(5, 3, 3),
+                                   backend="eager"))
+    obj = build_objective(objective, enc, nt_xent_backend="eager")
+    loss, _ = obj(torch.randn(4, 3, 300), gen(1))
+    loss.backward()
+    assert torch.isfinite(loss) and enc.blocks[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_cli_leads_option_builds_the_encoder():
+    import argparse
+
+    from ecgfast.cli.common import UsageError, add_encoder_args, encoder_config, parse_leads
+
+    p = argparse.ArgumentParser()
+    add_encoder_args(p)
+    assert encoder_config(p.parse_args([])) == EncoderConfig()
+    c = encoder_config(p.parse_args(["--leads", "I, II,V1"]))
+    assert c.in_channels == 3 and c.leads == ("I", "II", "V1")
+    c = encoder_config(p.parse_args(["--leads", "all"]), data_leads=LEADS12)
+    assert c.in_channels == 12 and c.leads == LEADS12
+    assert encoder_config(p.parse_args([]), data_leads=("II",)).leads == ("II",)
+    with pytest.raises(UsageError, match="--leads I,V1: the data has leads I,II"):
+        encoder_config(p.parse_args(["--leads", "I,V1"]), data_leads=("I", "II"))
+    for bad, match in (("I,,II", "comma-separated"), ("I,I", "named twice"), ("", "comma")):
+        with pytest.raises(UsageError, match=match):
+            parse_leads(bad)
+    assert parse_leads(None) is None and parse_leads("all") == "all"

@@ -176,14 +176,44 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", default="relu", choices=("relu", "leaky_relu"))
     g.add_argument("--backend", default="auto", choices=("auto", "eager", "triton"),
                    help="encoder kernels (default: auto)")
+    g.add_argument("--leads", default=None, metavar="NAMES",
+                   help="the leads to train on: comma-separated names (I,II,V1) or 'all' "
+                        "(default: the data's leads; one lead for single-lead data)")
 
 
-def encoder_config(args) -> EncoderConfig:
+def parse_leads(text: str | None, option: str = "--leads") -> str | tuple[str, ...] | None:
+    """``--leads``: None (not given), "all", or the comma-separated lead names, in order."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if text == "all":
+        return "all"
+    names = tuple(n.strip() for n in text.split(","))
+    if not names or any(not n for n in names):
+        raise UsageError(f"{option} {text!r}: expected comma-separated lead names (I,II,V1) "
+                         "or 'all'")
+    if len(set(names)) != len(names):
+        raise UsageError(f"{option} {text!r}: a lead is named twice")
+    return names
+
+
+def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderConfig:
+    """The encoder options of ``args``; ``data_leads`` names the leads of the windows it
+    will see (a store's, a multi-lead recording's), which set ``in_channels`` and
+    ``leads`` and must agree with ``--leads`` when both are given."""
+    wanted = parse_leads(getattr(args, "leads", None))
+    leads = None if data_leads is None else tuple(data_leads)
+    if isinstance(wanted, tuple):
+        if leads is not None and leads != wanted:
+            raise UsageError(f"--leads {','.join(wanted)}: the data has leads "
+                             f"{','.join(leads)}")
+        leads = wanted
     try:
         return EncoderConfig(residual=args.residual, attention=args.attention,
                              se_reduction=args.se_reduction, dropout=args.dropout,
-                             activation=args.activation, backend=args.backend)
-    except ValueError as err:
+                             activation=args.activation, backend=args.backend,
+                             in_channels=len(leads) if leads else 1, leads=leads)
+    except (TypeError, ValueError) as err:
         raise UsageError(f"encoder options: {err}") from err
 
 

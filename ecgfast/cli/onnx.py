@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.cli.common import UsageError, add_data_args, load_data
+from ecgfast.cli.common import UsageError, add_data_args, load_data, parse_leads
 
 
 def cmd_export(args) -> int:
@@ -21,7 +21,7 @@ def cmd_export(args) -> int:
         if args.calibration is None:
             raise UsageError("--int8 needs --calibration DATA (real windows to calibrate on)")
         args.data = args.calibration
-        windows, cohort = load_data(args, need_labels=False)
+        windows, cohort = _calibration(args, out)
         rng = np.random.default_rng(0)
         pick = np.sort(rng.permutation(len(windows))[: args.calibration_windows])
         int8 = out.with_name(out.stem + ".int8.onnx") if args.int8_out is None else Path(args.int8_out)
@@ -32,20 +32,69 @@ def cmd_export(args) -> int:
     return 0
 
 
+def embed_leads(encoder, requested) -> list | None:
+    """The leads ``embed`` reads for ``encoder``: ``--leads`` (names or "all") as given,
+    else the model's own lead names from its metadata, else its first C leads; None for
+    a one-lead model without names and no ``--leads`` (the single-lead reader)."""
+    if requested is not None:
+        return requested if requested == "all" else list(requested)
+    if encoder.leads is not None:
+        return list(encoder.leads)
+    return None if encoder.in_channels == 1 else list(range(encoder.in_channels))
+
+
+def _read_for(encoder, recording, fs, leads_text):
+    """(signal (C, n) or (n,), fs) of ``recording`` with the leads ``encoder`` takes."""
+    from ecgfast.data import read_leads, read_recording
+
+    leads = embed_leads(encoder, parse_leads(leads_text))
+    if leads is None:
+        rec = read_recording(recording, fs=fs)
+        return rec.signal, rec.fs
+    rec = read_leads(recording, fs=fs, leads=leads)
+    if len(rec.leads) != encoder.in_channels:
+        own = f" ({', '.join(encoder.leads)})" if encoder.leads else ""
+        raise UsageError(f"--leads {leads_text}: {recording} gives {len(rec.leads)} "
+                         f"lead(s) ({', '.join(rec.leads)}), but {encoder.path.name} takes "
+                         f"{encoder.in_channels}{own}")
+    return rec.signal, rec.fs
+
+
+def _calibration(args, model: Path):
+    """(windows, cohort or None) to calibrate ``model`` on: ``--calibration`` as ``--data``
+    for one lead; for C leads a recording read with the model's leads."""
+    from ecgfast.export import OnnxEncoder
+    from ecgfast.export.embed import iter_lead_windows
+
+    encoder = OnnxEncoder(model, providers="cpu")
+    if encoder.in_channels == 1:
+        return load_data(args, need_labels=False)
+    path = Path(args.calibration)
+    if path.suffix == ".npz" or not (path.exists() or path.with_suffix(".hea").exists()):
+        raise UsageError(f"--calibration {args.calibration}: {model.name} takes "
+                         f"{encoder.in_channels} leads; calibrate it on a recording that has "
+                         "them (WFDB record, .csv or .npy)")
+    signal, fs = _read_for(encoder, path, args.fs, None)
+    batches = iter_lead_windows(signal, fs, source=str(path))
+    return np.concatenate([b.windows for b in batches]), None
+
+
 def cmd_embed(args) -> int:
     import math
 
-    from ecgfast.data import iter_windows, read_recording
+    from ecgfast.data import iter_windows
     from ecgfast.export import OnnxEncoder
-    from ecgfast.export.embed import embed_windows
+    from ecgfast.export.embed import embed_windows, iter_lead_windows
 
     encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
-    recording = read_recording(args.recording, fs=args.fs)
+    signal, fs = _read_for(encoder, args.recording, args.fs, args.leads)
     if not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
-    batches = iter_windows(recording.signal, recording.fs, overlap=args.overlap,
-                           batch_windows=args.batch_windows, source=str(args.recording))
-    n_windows = max(0, math.floor((recording.duration_s - 10.0) / (10.0 * (1 - args.overlap))) + 1)
+    windows = iter_windows if signal.ndim == 1 else iter_lead_windows
+    batches = windows(signal, fs, overlap=args.overlap, batch_windows=args.batch_windows,
+                      source=str(args.recording))
+    duration_s = signal.shape[-1] / fs
+    n_windows = max(0, math.floor((duration_s - 10.0) / (10.0 * (1 - args.overlap))) + 1)
     summary = embed_windows(encoder, batches, args.out, progress=not args.quiet,
                             total=math.ceil(n_windows / args.batch_windows))
     print(summary)
@@ -71,6 +120,11 @@ def add_commands(sub) -> None:
     p.add_argument("recording", help=".npy, .csv or WFDB record")
     p.add_argument("--fs", type=float, default=None,
                    help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+    p.add_argument("--leads", default=None, metavar="NAMES",
+                   help="the recording's leads to embed, in the model's input order: "
+                        "comma-separated names (I,II,V1: WFDB signal names, CSV header; "
+                        "0,1,2 for unnamed columns) or 'all' (default: the leads named in the "
+                        "model's metadata, else its first C)")
     p.add_argument("--out", required=True,
                    help="embeddings: OUT.npy (N, D) plus OUT.starts.npy (N,) seconds, or one .npz")
     p.add_argument("--overlap", type=float, default=0.0, help="window overlap in [0, 1)")
