@@ -2,9 +2,9 @@
 
 :func:`prepare` lists the records of every source in a fixed order (folders sorted,
 sources in the order given), pre-processes them in parallel workers with the training
-chain of :mod:`ecgfast.data.filters` (0.8 Hz zero-phase high-pass, polyphase resampling
-to 256 Hz, robust z-score of each lead of each record, 10 s windows, windows with a flat
-lead dropped and counted), and appends their windows, in that order, to shards of
+chain (:func:`ecgfast.data.preprocess` on each lead: 0.8 Hz zero-phase high-pass,
+polyphase resampling to 256 Hz, robust z-score of each lead of each record, 10 s windows;
+windows with a flat lead dropped and counted), and appends their windows, in that order, to shards of
 ``shard_windows`` windows. Shard boundaries therefore depend only on the sources and the
 parameters, never on the worker count or on timing.
 
@@ -18,6 +18,7 @@ and ends with the files an uninterrupted run writes; the consolidated index and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -29,17 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data.errors import ECGDataError
-from ecgfast.data.filters import (
-    DEFAULT_HIGHPASS_HZ,
-    DEFAULT_TARGET_FS,
-    DEFAULT_WINDOW_SECONDS,
-    highpass,
-    resample,
-    zscore_stats,
-)
+from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ, DEFAULT_TARGET_FS, DEFAULT_WINDOW_SECONDS
 from ecgfast.data.readers import read_leads
 from ecgfast.data.sources import _Item, find_records
-from ecgfast.data.windowing import FLAT_STD_THRESHOLD, is_flat, window_geometry
+from ecgfast.data.windowing import FLAT_STD_THRESHOLD, preprocess
 
 PREPROCESSING = {
     "target_fs": DEFAULT_TARGET_FS, "window_seconds": DEFAULT_WINDOW_SECONDS, "overlap": 0.0,
@@ -52,31 +46,19 @@ STATE, PARTS = "prepare.json", "parts"
 
 
 def preprocess_leads(signal: np.ndarray, fs: float, source: str = "signal"):
-    """The training pre-processing of a (C, n) multi-lead recording at ``fs`` Hz.
+    """The training pre-processing (:func:`ecgfast.data.preprocess`) of each lead of a
+    (C, n) recording at ``fs`` Hz, each lead z-scored with its own statistics; a window
+    is kept when no lead is flat in it.
 
     Returns:
-        windows: (k, C, 2560) float32, each lead z-scored with its own statistics.
+        windows: (k, C, 2560) float32.
         starts_s: (k,) float64 window starts in seconds.
         n_flat: windows dropped because one of their leads is a flat line.
     """
-    p = PREPROCESSING
-    y = resample(highpass(signal, fs, p["highpass_hz"]), fs, p["target_fs"])
-    length, hop, n = window_geometry(y.shape[1], p["target_fs"], p["window_seconds"], 0.0)
-    if n == 0:
-        raise ECGDataError(
-            f"{source}: {signal.shape[1] / fs:.3f} s, shorter than one "
-            f"{p['window_seconds']:g} s window"
-        )
-    for c in range(y.shape[0]):
-        mean, std = zscore_stats(y[c], p["central"], source=f"{source} lead {c}")
-        y[c] = (y[c] - mean) / std
-    view = np.lib.stride_tricks.sliding_window_view(y, length, axis=1)[:, ::hop][:, :n]
-    flat = np.zeros(n, dtype=bool)
-    for c in range(y.shape[0]):
-        flat |= is_flat(view[c], p["target_fs"])
-    windows = np.ascontiguousarray(view.transpose(1, 0, 2)[~flat], dtype=np.float32)
-    starts = (np.arange(n, dtype=np.float64) * hop / p["target_fs"])[~flat]
-    return windows, starts, int(flat.sum())
+    per_lead = [preprocess(row, fs, source=f"{source} lead {c}") for c, row in enumerate(signal)]
+    keep = functools.reduce(np.intersect1d, [w.starts_s for w in per_lead])
+    windows = np.stack([w.windows[np.isin(w.starts_s, keep)] for w in per_lead], axis=1)
+    return windows, keep, len(per_lead[0]) + per_lead[0].n_skipped_flat - len(keep)
 
 
 def _work(task):
