@@ -127,3 +127,36 @@ def test_peak_rss_does_not_grow_with_the_store(tmp_path):
     rss_small = _peak_rss_mib(small, tmp_path / "run_small")
     rss_big = _peak_rss_mib(big, tmp_path / "run_big")
     assert abs(rss_big - rss_small) < 100, (rss_small, rss_big)
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
+def test_ptbxl_tree_prepare_pretrain_export_embed(tmp_path, capsys):
+    """A PTB-XL-like 12-lead tree (a corrupt record, one at 100 Hz) through every command:
+    prepare -> pretrain --data STORE -> export (ONNX, checked against PyTorch) -> embed of
+    a 12-lead WFDB record by the lead names the model carries."""
+    import importlib.util
+
+    pytest.importorskip("onnxruntime")
+    from ecgfast.cli import main
+
+    spec = importlib.util.spec_from_file_location(
+        "ecgfast_test_store_files", os.path.join(REPO, "tests", "data", "store_files.py"))
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
+    tree = files.ptbxl_tree(tmp_path / "ptbxl", n=6)
+    store, run, onnx = tmp_path / "store", tmp_path / "run", tmp_path / "enc.onnx"
+    assert main(["prepare", str(tree), "--out", str(store), "--workers", "2", "--quiet"]) == 0
+    assert "6 windows from 5 records, 1 rejected" in capsys.readouterr().out
+    assert main(["pretrain", "--data", str(store), "--out", str(run), "--epochs", "1",
+                 "--batch-size", "2", "--max-steps-per-epoch", "1", "--objective",
+                 "contrastive", "--residual", "none", "--no-attention", "--quiet",
+                 "--device", "cpu", "--loader-workers", "1"]) == 0
+    saved = ckpt.load_checkpoint(run)
+    assert saved.encoder_config.in_channels == 12
+    assert saved.encoder_config.leads == tuple(files.LEADS12)
+    assert main(["export", str(run), "--out", str(onnx), "--quiet"]) == 0
+    record = files.write_record(tmp_path / "new", "r", 30.0, 500.0, seed=9)
+    assert main(["embed", str(onnx), str(record), "--out", str(tmp_path / "emb.npz"),
+                 "--quiet", "--providers", "cpu"]) == 0
+    emb = np.load(tmp_path / "emb.npz")["embeddings"]
+    assert emb.shape == (3, 128) and np.isfinite(emb).all()
