@@ -57,8 +57,9 @@ def test_two_gloo_ranks_read_disjoint_shares_covering_the_epoch(tmp_path):
                                 shard_windows=4, progress=False))
     n = len(store)
     assert n == 11
-    mp.spawn(_worker, args=(free_port(), str(tmp_path / "store"), str(tmp_path)),
-             nprocs=WORLD, join=True)
+    # fork: the ranks start without importing torch again (they compute almost nothing)
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path / "store"), str(tmp_path)),
+                       nprocs=WORLD, join=True, start_method="fork")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     for epoch in (0, 1):
         order = epoch_batches(n, epoch, PretrainConfig(batch_size=n, seed=5), 0, 1)[0].tolist()

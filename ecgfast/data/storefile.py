@@ -35,6 +35,7 @@ import numpy as np
 
 from ecgfast.checkpoint import atomic_write, atomic_write_text
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.npyfile import read_npy_header
 
 FORMAT = "ecgfast-window-store"
 VERSION = 1
@@ -82,22 +83,10 @@ def check_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
         ECGDataError: naming the file: missing, not ``.npy``, another dtype or shape
             (the index disagrees with the file), or truncated / with trailing bytes.
     """
-    fmt = np.lib.format
     if not path.is_file():
         raise ECGDataError(f"{path}: missing from the store")
     with open(path, "rb") as f:
-        try:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                got_shape, fortran, got_dtype = fmt.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                got_shape, fortran, got_dtype = fmt.read_array_header_2_0(f)
-            else:
-                raise ECGDataError(f"{path}: unsupported .npy version {version}")
-        except ECGDataError:
-            raise
-        except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as exc:
-            raise ECGDataError(f"{path}: not a .npy array: {exc}") from None
+        got_shape, fortran, got_dtype = read_npy_header(f, str(path))
         offset = f.tell()
     if got_dtype != dtype or fortran or tuple(got_shape) != tuple(shape):
         raise ECGDataError(
