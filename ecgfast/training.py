@@ -23,7 +23,6 @@ window of the shuffled order, and the contrastive loss gathers all ranks' embedd
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import time
@@ -36,6 +35,20 @@ from tqdm.auto import tqdm
 
 from ecgfast import checkpoint as ckpt
 from ecgfast.chunked import TrainStep, check_step_options
+from ecgfast.data.batches import (
+    AUGMENT,
+    DROPOUT,
+    INIT,
+    ORDER,
+    VALIDATION,
+    as_windows,
+    data_fingerprint,
+    derived_seed,
+    encoder_for_data,
+    epoch_batches,
+    iter_batches,
+    validation_loss,
+)
 from ecgfast.distributed import init_process_group_from_env, wrap_ddp
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
@@ -147,79 +160,10 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-# random streams, each seeded from (stream, seed, epoch, rank)
-_INIT, _ORDER, _AUGMENT, _DROPOUT, _VALIDATION = range(5)
 BEST = "best"
-
-
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def data_fingerprint(windows: torch.Tensor) -> str:
-    """A short hash of the windows' shape and a strided sample of their values."""
-    flat = windows.reshape(-1)
-    step = max(1, flat.numel() // 65536)
-    h = hashlib.sha1(str(tuple(windows.shape)).encode())
-    h.update(flat[::step].contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _as_windows(windows) -> torch.Tensor:
-    if isinstance(windows, np.ndarray):
-        windows = torch.from_numpy(windows)
-    if not isinstance(windows, torch.Tensor):
-        raise TypeError(f"windows must be a numpy array or a tensor, got {type(windows).__name__}")
-    if windows.dim() == 3 and windows.shape[1] == 1:
-        windows = windows[:, 0]
-    if windows.dim() != 2:
-        raise ValueError(f"windows must be (N, L) or (N, 1, L), got shape {tuple(windows.shape)}")
-    if not windows.is_floating_point():
-        raise TypeError(f"windows must be floating point, got {windows.dtype}")
-    if windows.shape[0] < 1:
-        raise ValueError("windows is empty")
-    bad = ~torch.isfinite(windows).all(dim=1)
-    if bool(bad.any()):
-        first = int(bad.nonzero()[0])
-        raise ValueError(
-            f"windows: {int(bad.sum())} window(s) hold NaN or Inf samples (first: window {first})"
-        )
-    return windows.to(torch.float32).contiguous()
-
-
-def _epoch_batches(n: int, epoch: int, cfg: PretrainConfig, rank: int, world: int):
-    g = torch.Generator().manual_seed(_derived_seed(_ORDER, cfg.seed, epoch))
-    order = torch.randperm(n, generator=g)
-    per_rank = n // world if world > 1 else n
-    mine = order[rank::world][:per_rank]
-    batches = list(torch.split(mine, cfg.batch_size))
-    if cfg.max_steps_per_epoch is not None:
-        batches = batches[: cfg.max_steps_per_epoch]
-    return batches
-
-
-@torch.no_grad()
-def validation_loss(objective: torch.nn.Module, windows: torch.Tensor, config: PretrainConfig,
-                    device: torch.device, rank: int = 0, world: int = 1) -> float:
-    """Mean pretext loss over ``windows`` in eval mode, with augmentations drawn from a
-    generator seeded by ``config.seed`` alone, so that every epoch sees the same views.
-
-    Under DDP each rank takes an equal share (the remainder is left out, so that every
-    rank runs the same number of batches) and the sums are all-reduced.
-    """
-    share = torch.arange(windows.shape[0])[rank::world][: windows.shape[0] // world]
-    gen = torch.Generator(device=device).manual_seed(_derived_seed(_VALIDATION, config.seed, rank))
-    was_training = objective.training
-    objective.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for idx in torch.split(share, config.batch_size):
-        loss, _ = objective(windows[idx].to(device), gen)
-        total += loss.double() * len(idx)
-    sums = torch.stack([total, torch.tensor(float(len(share)), dtype=torch.float64, device=device)])
-    if world > 1:
-        torch.distributed.all_reduce(sums)
-    objective.train(was_training)
-    return float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+# the random streams, and the data path (tensor or WindowStore): ecgfast.data.batches
+_INIT, _ORDER, _AUGMENT, _DROPOUT, _VALIDATION = INIT, ORDER, AUGMENT, DROPOUT, VALIDATION
+_derived_seed, _as_windows, _epoch_batches = derived_seed, as_windows, epoch_batches
 
 
 def pretrain(
@@ -231,15 +175,21 @@ def pretrain(
     resume: bool = False,
     progress: bool = True,
     validation=None,
+    loader_workers: int | None = None,
 ) -> PretrainResult:
-    """Pretrain an encoder on ``windows`` (N, L) and write the run to ``run_dir``.
+    """Pretrain an encoder on ``windows`` and write the run to ``run_dir``.
+
+    ``windows``: (N, L) or (N, C, L) (an array or tensor), or a
+    :class:`~ecgfast.data.WindowStore` read through a ``DataLoader`` with
+    ``loader_workers`` processes (see :mod:`ecgfast.data.batches`). An encoder config
+    left at ``in_channels=1`` takes the windows' lead count.
 
     With ``resume=True`` training continues from the newest checkpoint in ``run_dir``
     with the encoder and training options saved there (only ``config.epochs`` may grow);
     without it, a ``run_dir`` that already holds a checkpoint is refused so that nothing
     is overwritten. Raises :class:`TrainingDivergedError` if the loss stops being finite.
 
-    ``validation`` (M, L) windows, e.g. of subjects held out of ``windows``, are scored
+    ``validation`` (M, L) / (M, C, L) windows or a store, e.g. of subjects held out of ``windows``, are scored
     after every epoch (``val_loss`` in the epoch records) and the best epoch is kept in
     ``run_dir/best``; with ``config.patience`` training stops early. The early-stopping
     state and the epoch records travel in every checkpoint, so a resumed run stops where
@@ -250,7 +200,7 @@ def pretrain(
     encoder_config = encoder_config or EncoderConfig()
     windows = _as_windows(windows)
     fingerprint = data_fingerprint(windows)
-    val = None if validation is None else _as_windows(validation)
+    val = None if validation is None else _as_windows(validation, "validation")
     val_fingerprint = None if val is None else data_fingerprint(val)
     ctx = init_process_group_from_env(resolve_device(config.device))
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
@@ -291,6 +241,9 @@ def pretrain(
         (run_dir / METRICS).unlink(missing_ok=True)
     if config.patience is not None and val is None:
         raise ValueError("patience (early stopping) needs validation windows")
+    encoder_config = encoder_for_data(encoder_config, windows)
+    if val is not None:
+        encoder_for_data(encoder_config, val, "validation windows")
 
     torch.manual_seed(_derived_seed(_INIT, config.seed))
     encoder = ECGEncoder(encoder_config)
@@ -314,8 +267,8 @@ def pretrain(
         "training": config.to_dict(),
         "data_fingerprint": fingerprint,
         "validation_fingerprint": val_fingerprint,
-        "n_windows": int(windows.shape[0]),
-        "window_length": int(windows.shape[1]),
+        "n_windows": len(windows),
+        "window_length": int(windows.shape[-1]),
         "world_size": world,
     }
     last_path = ckpt.resolve_checkpoint(run_dir) if start_epoch else None
@@ -323,16 +276,17 @@ def pretrain(
     for epoch in range(start_epoch, config.epochs):
         if config.patience is not None and stop["bad_epochs"] >= config.patience:
             break
-        batches = _epoch_batches(windows.shape[0], epoch, config, rank, world)
+        batches = _epoch_batches(len(windows), epoch, config, rank, world)
         gen = torch.Generator(device=device).manual_seed(
             _derived_seed(_AUGMENT, config.seed, epoch, rank))
         torch.manual_seed(_derived_seed(_DROPOUT, config.seed, epoch, rank))
         model.train()
         records, losses, seen, t0 = [], [], 0, time.perf_counter()
-        bar = tqdm(batches, desc=f"pretrain {config.objective} epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(iter_batches(windows, batches, device, loader_workers), total=len(batches),
+                   desc=f"pretrain {config.objective} epoch {epoch + 1}/{config.epochs}",
                    unit="batch", disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
-        for step, idx in enumerate(bar):
-            x = windows[idx].to(device, non_blocking=True)
+        for step, x in enumerate(bar):
+            x = x.to(device, non_blocking=True)
             loss, metrics, status = stepper(x, gen, epoch, step, len(batches))
             if status == "diverged":
                 where = f"epoch {epoch + 1}, step {step + 1}"

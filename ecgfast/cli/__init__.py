@@ -1,9 +1,10 @@
-"""The ``ecgfast`` command: pretrain, evaluate, demo, ablation, datasets, export, embed.
+"""The ``ecgfast`` command: pretrain, evaluate, demo, ablation, datasets, export, embed,
+prepare.
 
 Run ``ecgfast COMMAND --help`` for the options of each command. Errors in what the user
 gave (files, arguments) are printed as one line naming the file or argument, exit code 2.
-The commands live in :mod:`.train`, :mod:`.ablation` and :mod:`.onnx`; the options they
-share in :mod:`.common`.
+The commands live in :mod:`.train`, :mod:`.ablation`, :mod:`.onnx` and :mod:`.prepare`;
+the options they share in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import os
 import sys
 
-from ecgfast.cli import ablation, onnx, train
+from ecgfast.cli import ablation, onnx, prepare, train
 from ecgfast.cli.common import UsageError
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_commands(sub)
     ablation.add_commands(sub)
     onnx.add_commands(sub)
+    prepare.add_commands(sub)
     return parser
 
 

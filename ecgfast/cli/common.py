@@ -1,9 +1,9 @@
 """What the ``ecgfast`` commands share: errors, data and encoder options, JSON output.
 
 ``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
-recording (``.npy``, ``.csv``, WFDB), or ``NAME:ROOT`` for a dataset in its official
-layout (``ecgfast datasets`` lists the names), cached pre-processed under
-:func:`default_cache_dir` unless ``--no-cache``.
+recording (``.npy``, ``.csv``, WFDB), a window store folder (``ecgfast prepare``), or
+``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets`` lists the
+names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--data", default=d["data"], metavar="SOURCE",
                    help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
                         "official layout (see `ecgfast datasets`), a cohort .npz written by "
-                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) for pretraining")
+                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) or a window store "
+                        "folder (`ecgfast prepare`) for pretraining")
     g.add_argument("--fs", type=float, default=d["fs"],
                    help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
     g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
@@ -123,6 +124,13 @@ def load_data(args, *, need_labels: bool):
     path = Path(source)
     if not path.exists() and not path.with_suffix(".hea").exists():
         raise UsageError(f"--data {source}: no such file")
+    if path.is_dir():  # a window store (`ecgfast prepare`)
+        if need_labels:
+            raise UsageError(f"--data {source}: a window store is for pretraining; probing "
+                             "needs a labelled cohort (.npz, NAME:ROOT or 'synthetic')")
+        from ecgfast.data.store import WindowStore
+
+        return WindowStore(path), None
     if path.suffix == ".npz":
         cohort = Cohort.load(path)
         return cohort.windows, cohort

@@ -32,6 +32,8 @@ def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=0.5, help="NT-Xent tau")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--max-steps-per-epoch", type=int, default=None)
+    g.add_argument("--loader-workers", type=int, default=None,
+                   help="--data STORE: DataLoader processes (default: up to 4, one per core)")
     _add_large_batch_args(p)
 
 
@@ -85,7 +87,8 @@ def cmd_pretrain(args) -> int:
     windows, _ = load_data(args, need_labels=False)
     try:
         result = pretrain(windows, args.out, encoder_config(args), _pretrain_config(args),
-                          resume=args.resume, progress=not args.quiet)
+                          resume=args.resume, progress=not args.quiet,
+                          loader_workers=getattr(args, "loader_workers", None))
     finally:
         destroy_process_group()
     if not is_rank_zero():

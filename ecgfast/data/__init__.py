@@ -12,6 +12,9 @@
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
   :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
   :func:`window`.
+- :class:`WindowStore`: a ``torch.utils.data.Dataset`` over a window store on disk
+  (``ecgfast prepare``; :func:`~ecgfast.data.prepare.prepare`), imported on first use
+  so that this package does not import torch.
 - :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "Preprocessing",
     "Recording",
     "Windows",
+    "WindowStore",
     "ecgsyn",
     "highpass",
     "is_flat",
@@ -57,3 +61,11 @@ __all__ = [
     "window",
     "zscore_stats",
 ]
+
+
+def __getattr__(name):
+    if name == "WindowStore":  # torch only when asked for
+        from ecgfast.data.store import WindowStore
+
+        return WindowStore
+    raise AttributeError(f"module 'ecgfast.data' has no attribute {name!r}")

@@ -17,6 +17,25 @@ from ecgfast.data.errors import ECGDataError
 _CHUNK = 1 << 20
 
 
+def read_npy_header(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` stream ``f``,
+    which is left at the first data byte; nothing is allocated from what it says.
+
+    Raises:
+        ECGDataError: naming ``where``: not a ``.npy`` stream or an unsupported version.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            return fmt.read_array_header_1_0(f)
+        if version in ((2, 0), (3, 0)):
+            return fmt.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as exc:
+        raise ECGDataError(f"{where}: not a .npy array: {exc}") from None
+    raise ECGDataError(f"{where}: unsupported .npy version {version}")
+
+
 def read_npy(f, n_bytes: int, where: str) -> np.ndarray:
     """The array in the binary stream ``f`` holding ``n_bytes`` bytes of ``.npy`` data.
 
@@ -24,19 +43,7 @@ def read_npy(f, n_bytes: int, where: str) -> np.ndarray:
         ECGDataError: naming ``where``: not a ``.npy`` stream, an unsupported version, an
             object dtype, a header claiming more data than ``n_bytes`` or a truncation.
     """
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise ECGDataError(f"{where}: unsupported .npy version {version}")
-    except ECGDataError:
-        raise
-    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as exc:
-        raise ECGDataError(f"{where}: not a .npy array: {exc}") from None
+    shape, fortran, dtype = read_npy_header(f, where)
     if dtype.hasobject:
         raise ECGDataError(f"{where}: holds Python objects (refused: that needs pickle)")
     if any(d < 0 for d in shape):
