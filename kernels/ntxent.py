@@ -83,12 +83,16 @@ def _rnorm_kernel(X, RNORM, n_rows, D, stride_xm,
 
 
 @triton.jit
-def _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm,
+def _col_tile(X, RNORM, q, rows, row_ok, row_scale, n0, n_rows, D, stride_xm,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
               ONE_TILE: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """Raw (BLOCK_M, BLOCK_N) tile of x x^T in fp32 and, with ONE_TILE, the (BLOCK_N,
-    BLOCK_D) column rows it loaded (one full-D dot against the resident row block ``q``);
-    otherwise a loop over D in BLOCK_D chunks (the returned column rows are unused)."""
+    """The column tile [n0, n0 + BLOCK_N): its columns, their mask and inverse norms, the
+    (BLOCK_M, BLOCK_N) scaled similarities s = (x x^T)_ij r_i log2(e) / tau r_j in fp32
+    and, with ONE_TILE, the (BLOCK_N, BLOCK_D) column rows loaded for them (one full-D dot
+    against the resident row block ``q``); otherwise a loop over D in BLOCK_D chunks (the
+    returned column rows are unused)."""
+    cols = n0 + tl.arange(0, BLOCK_N)
+    col_ok = cols < n_rows
     offs_d = tl.arange(0, BLOCK_D)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if ONE_TILE:
@@ -105,7 +109,8 @@ def _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm,
             bt = tl.load(X + cols[None, :] * stride_xm + d[:, None],
                          mask=col_ok[None, :] & d_ok[:, None], other=0.0)
             acc = _dot(a, bt, acc, INPUT_PRECISION, UPCAST)
-    return acc, k
+    col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
+    return cols, col_ok, col_r, acc * row_scale[:, None] * col_r[None, :], k
 
 
 @triton.jit
@@ -113,7 +118,8 @@ def _anchor_rows(X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2,
                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ONE_TILE: tl.constexpr):
     """This program's anchor rows (local rows [local0, local0 + BLOCK_M) of the owned range
     [row_start, row_start + row_count) of ``view``), their base-2 scale r_i log2(e) / tau,
-    their positives' columns and, with ONE_TILE, the row block itself, loaded once."""
+    their positives' columns (and the least and greatest of them) and, with ONE_TILE, the
+    row block itself, loaded once."""
     local0 = tl.program_id(0) * BLOCK_M
     local = local0 + tl.arange(0, BLOCK_M)
     row0 = view * half + row_start + local0
@@ -127,7 +133,9 @@ def _anchor_rows(X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2,
                     mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
     else:  # the chunked path loads the rows chunk by chunk
         q = tl.zeros((BLOCK_M, BLOCK_D), dtype=X.dtype.element_ty)
-    return local0, local, row0, rows, row_ok, row_scale, pos_col, q
+    pos_lo = tl.min(pos_col, axis=0)
+    pos_hi = tl.max(pos_col, axis=0)
+    return local0, local, row0, rows, row_ok, row_scale, pos_col, pos_lo, pos_hi, q
 
 
 @triton.jit
@@ -138,23 +146,17 @@ def _ntxent_fwd_kernel(X, RNORM, MAX2, SUM2, POS, n_rows, half, row_start, row_c
                        UPCAST: tl.constexpr):
     view = tl.program_id(1)
     split = tl.program_id(2)
-    _local0, local, row0, rows, row_ok, row_scale, pos_col, q = _anchor_rows(
+    _local0, local, row0, rows, row_ok, row_scale, pos_col, pos_lo, pos_hi, q = _anchor_rows(
         X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2, view, BLOCK_M,
         BLOCK_D, ONE_TILE)
-    pos_lo = tl.min(pos_col, axis=0)
-    pos_hi = tl.max(pos_col, axis=0)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     pos_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     c_lo = split * cols_per_split
-    c_hi = tl.minimum(c_lo + cols_per_split, n_rows)
-    for n0 in range(c_lo, c_hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_rows
-        acc, _ = _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm, BLOCK_M, BLOCK_N,
-                           BLOCK_D, ONE_TILE, INPUT_PRECISION, UPCAST)
-        col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
-        s = acc * row_scale[:, None] * col_r[None, :]
+    for n0 in range(c_lo, tl.minimum(c_lo + cols_per_split, n_rows), BLOCK_N):
+        cols, col_ok, _col_r, s, _k = _col_tile(X, RNORM, q, rows, row_ok, row_scale, n0,
+                                                n_rows, D, stride_xm, BLOCK_M, BLOCK_N,
+                                                BLOCK_D, ONE_TILE, INPUT_PRECISION, UPCAST)
         # Masks only on the few tiles that need them (keeps registers for the rest).
         if (n0 + BLOCK_N > pos_lo) & (n0 <= pos_hi):  # holds some positives
             pos_i += tl.sum(tl.where(cols[None, :] == pos_col[:, None], s, 0.0), axis=1)
@@ -179,25 +181,19 @@ def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_cou
                        UPCAST: tl.constexpr):
     view = tl.program_id(1) % 2  # axis 1: view, then (chunked D only) the output D chunk
     split = tl.program_id(2)
-    local0, local, row0, rows, row_ok, row_scale, pos_col, q = _anchor_rows(
+    local0, local, row0, rows, row_ok, row_scale, pos_col, pos_lo, pos_hi, q = _anchor_rows(
         X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2, view, BLOCK_M,
         BLOCK_D, ONE_TILE)
-    pos_lo = tl.min(pos_col, axis=0)
-    pos_hi = tl.max(pos_col, axis=0)
     offs_d = (tl.program_id(1) // 2) * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
     d_ok = offs_d < D
     lse2_row = tl.load(LSE + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     acc_dz = tl.zeros((BLOCK_M, BLOCK_DOUT), dtype=tl.float32)
     c_lo = split * cols_per_split
-    c_hi = tl.minimum(c_lo + cols_per_split, n_rows)
-    for n0 in range(c_lo, c_hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_rows
-        acc, k = _sim_tile(X, q, rows, row_ok, cols, col_ok, D, stride_xm, BLOCK_M, BLOCK_N,
-                           BLOCK_D, ONE_TILE, INPUT_PRECISION, UPCAST)
-        col_r = tl.load(RNORM + cols, mask=col_ok, other=0.0)
+    for n0 in range(c_lo, tl.minimum(c_lo + cols_per_split, n_rows), BLOCK_N):
+        cols, col_ok, col_r, s2, k = _col_tile(X, RNORM, q, rows, row_ok, row_scale, n0,
+                                               n_rows, D, stride_xm, BLOCK_M, BLOCK_N, BLOCK_D,
+                                               ONE_TILE, INPUT_PRECISION, UPCAST)
         lse2_col = tl.load(LSE + cols, mask=col_ok, other=0.0) * 1.4426950408889634
-        s2 = acc * row_scale[:, None] * col_r[None, :]
         # Only tiles on the diagonal or the padded edges are masked. Masked before exp:
         # s_ii - lse_i or 0 - lse_j could overflow (fp16) and meet a zero z_j (NaN).
         if ((n0 + BLOCK_N > n_rows) | (local0 + BLOCK_M > row_count)
