@@ -7,14 +7,14 @@ size and the recording itself; the embeddings (512 bytes a window) are collected
 written once, atomically, at the end. A multi-lead recording goes through the same chain
 lead by lead (each lead z-scored with its own statistics, as the window store does) and
 a window is kept only when none of its leads is a flat line
-(:func:`iter_lead_windows`).
+(:func:`ecgfast.data.multilead.iter_lead_windows`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,38 +43,6 @@ class EmbedSummary:
         )
 
 
-def iter_lead_windows(signal, fs: float, *, overlap: float = 0.0, batch_windows: int = 256,
-                      source: str = "signal") -> Iterator:
-    """:func:`ecgfast.data.iter_windows` for a (C, n) recording: yields
-    :class:`ecgfast.data.Windows` whose ``windows`` are (k, C, 2560).
-
-    Each lead runs through the single-lead chain with its own z-score statistics; batch
-    j of every lead covers the same windows, and a window is kept when it is kept in
-    every lead (``n_skipped_flat`` counts the windows flat in at least one lead).
-    Arguments are checked, and the statistics computed, when this is called.
-    """
-    from ecgfast.data import iter_windows
-
-    signal = np.asarray(signal)
-    if signal.ndim != 2 or signal.shape[0] < 1:
-        raise ValueError(f"{source}: expected a (leads, samples) signal, got shape {signal.shape}")
-    per_lead = [iter_windows(row, fs, overlap=overlap, batch_windows=batch_windows,
-                             source=f"{source} lead {c}") for c, row in enumerate(signal)]
-    return _joined(per_lead, source)
-
-
-def _joined(per_lead: list, source: str) -> Iterator:
-    for batches in zip(*per_lead):
-        first = batches[0]
-        total = len(first) + first.n_skipped_flat
-        common = first.starts_s
-        for b in batches[1:]:
-            common = np.intersect1d(common, b.starts_s)
-        windows = np.stack([b.windows[np.isin(b.starts_s, common)] for b in batches], axis=1)
-        yield replace(first, windows=windows, starts_s=common,
-                      n_skipped_flat=total - len(common), source=source)
-
-
 def _outputs(out: Path) -> tuple[Path, Path | None]:
     if out.suffix == ".npz":
         return out, None
@@ -98,7 +66,7 @@ def embed_windows(
             :class:`ecgfast.export.OnnxEncoder`.
         batches: iterable of :class:`ecgfast.data.Windows` (``windows``, ``starts_s``,
             ``n_skipped_flat``), e.g. from :func:`ecgfast.data.iter_windows` or
-            :func:`iter_lead_windows`.
+            :func:`ecgfast.data.multilead.iter_lead_windows`.
         out: ``X.npy`` (embeddings (N, D) float32, start times in seconds in
             ``X.starts.npy``) or ``X.npz`` (arrays ``embeddings`` and ``starts_s``).
         total: number of batches, for the progress bar.

@@ -159,6 +159,16 @@ def test_ptbxl_tree_prepare_pretrain_export_embed(tmp_path, capsys):
     saved = ckpt.load_checkpoint(run)
     assert saved.encoder_config.in_channels == 12
     assert saved.encoder_config.leads == tuple(files.LEADS12)
+    # --leads trains on some of the store's leads, matched case-insensitively
+    assert main(["pretrain", "--data", str(store), "--out", str(tmp_path / "run2"),
+                 "--leads", "v1,I,avr", "--epochs", "1", "--batch-size", "2",
+                 "--max-steps-per-epoch", "1", "--objective", "contrastive", "--residual",
+                 "none", "--no-attention", "--quiet", "--device", "cpu"]) == 0
+    two = ckpt.load_checkpoint(tmp_path / "run2").encoder_config
+    assert two.in_channels == 3 and two.leads == ("V1", "I", "AVR")
+    assert main(["pretrain", "--data", str(store), "--out", str(tmp_path / "run3"),
+                 "--leads", "I,X9", "--quiet", "--device", "cpu"]) != 0
+    assert "no lead(s) ['X9']" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(onnx), "--quiet"]) == 0
     record = files.write_record(tmp_path / "new", "r", 30.0, 500.0, seed=9)
     assert main(["embed", str(onnx), str(record), "--out", str(tmp_path / "emb.npz"),

@@ -130,7 +130,8 @@ def load_data(args, *, need_labels: bool):
                              "needs a labelled cohort (.npz, NAME:ROOT or 'synthetic')")
         from ecgfast.data.store import WindowStore
 
-        return WindowStore(path), None
+        # --leads picks (and orders) the store's leads; the encoder takes their names
+        return WindowStore(path, leads=parse_leads(getattr(args, "leads", None))), None
     if path.suffix == ".npz":
         cohort = Cohort.load(path)
         return cohort.windows, cohort
@@ -204,10 +205,10 @@ def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderCo
     wanted = parse_leads(getattr(args, "leads", None))
     leads = None if data_leads is None else tuple(data_leads)
     if isinstance(wanted, tuple):
-        if leads is not None and leads != wanted:
+        if leads is not None and [n.lower() for n in leads] != [n.lower() for n in wanted]:
             raise UsageError(f"--leads {','.join(wanted)}: the data has leads "
                              f"{','.join(leads)}")
-        leads = wanted
+        leads = leads or wanted  # the data's own spelling (a store matches case-insensitively)
     try:
         return EncoderConfig(residual=args.residual, attention=args.attention,
                              se_reduction=args.se_reduction, dropout=args.dropout,

@@ -64,7 +64,7 @@ def _calibration(args, model: Path):
     """(windows, cohort or None) to calibrate ``model`` on: ``--calibration`` as ``--data``
     for one lead; for C leads a recording read with the model's leads."""
     from ecgfast.export import OnnxEncoder
-    from ecgfast.export.embed import iter_lead_windows
+    from ecgfast.data.multilead import iter_lead_windows
 
     encoder = OnnxEncoder(model, providers="cpu")
     if encoder.in_channels == 1:
@@ -84,7 +84,8 @@ def cmd_embed(args) -> int:
 
     from ecgfast.data import iter_windows
     from ecgfast.export import OnnxEncoder
-    from ecgfast.export.embed import embed_windows, iter_lead_windows
+    from ecgfast.data.multilead import iter_lead_windows
+    from ecgfast.export.embed import embed_windows
 
     encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
     signal, fs = _read_for(encoder, args.recording, args.fs, args.leads)

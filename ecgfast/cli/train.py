@@ -85,8 +85,10 @@ def cmd_pretrain(args) -> int:
     from ecgfast.training import pretrain
 
     windows, _ = load_data(args, need_labels=False)
+    data_leads = getattr(windows, "leads", None)  # a window store names its leads
     try:
-        result = pretrain(windows, args.out, encoder_config(args), _pretrain_config(args),
+        result = pretrain(windows, args.out, encoder_config(args, data_leads),
+                          _pretrain_config(args),
                           resume=args.resume, progress=not args.quiet,
                           loader_workers=getattr(args, "loader_workers", None))
     finally:

@@ -15,6 +15,8 @@
 - :class:`WindowStore`: a ``torch.utils.data.Dataset`` over a window store on disk
   (``ecgfast prepare``; :func:`~ecgfast.data.prepare.prepare`), imported on first use
   so that this package does not import torch.
+- :func:`iter_lead_windows` / :func:`preprocess_leads`: the same chain on each lead of a
+  (C, n) recording, stacked into (k, C, L) windows (:mod:`.multilead`).
 - :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
 """
 
@@ -34,6 +36,7 @@ from ecgfast.data.preprocessing import (
     window,
     zscore_stats,
 )
+from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
 from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
 from ecgfast.data.cohort import Cohort
 from ecgfast.data.synthetic import make_cohort
@@ -50,9 +53,11 @@ __all__ = [
     "ecgsyn",
     "highpass",
     "is_flat",
+    "iter_lead_windows",
     "iter_windows",
     "make_cohort",
     "preprocess",
+    "preprocess_leads",
     "preprocess_subject",
     "read_leads",
     "read_recording",

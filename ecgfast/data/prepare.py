@@ -18,7 +18,6 @@ and ends with the files an uninterrupted run writes; the consolidated index and
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -33,7 +32,8 @@ from ecgfast.data.errors import ECGDataError
 from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ, DEFAULT_TARGET_FS, DEFAULT_WINDOW_SECONDS
 from ecgfast.data.readers import read_leads
 from ecgfast.data.sources import _Item, find_records
-from ecgfast.data.windowing import FLAT_STD_THRESHOLD, preprocess
+from ecgfast.data.multilead import preprocess_leads
+from ecgfast.data.windowing import FLAT_STD_THRESHOLD
 
 PREPROCESSING = {
     "target_fs": DEFAULT_TARGET_FS, "window_seconds": DEFAULT_WINDOW_SECONDS, "overlap": 0.0,
@@ -43,22 +43,6 @@ PREPROCESSING = {
 }
 SHARD_BYTES = 64 << 20  # default shard size: about 64 MiB
 STATE, PARTS = "prepare.json", "parts"
-
-
-def preprocess_leads(signal: np.ndarray, fs: float, source: str = "signal"):
-    """The training pre-processing (:func:`ecgfast.data.preprocess`) of each lead of a
-    (C, n) recording at ``fs`` Hz, each lead z-scored with its own statistics; a window
-    is kept when no lead is flat in it.
-
-    Returns:
-        windows: (k, C, 2560) float32.
-        starts_s: (k,) float64 window starts in seconds.
-        n_flat: windows dropped because one of their leads is a flat line.
-    """
-    per_lead = [preprocess(row, fs, source=f"{source} lead {c}") for c, row in enumerate(signal)]
-    keep = functools.reduce(np.intersect1d, [w.starts_s for w in per_lead])
-    windows = np.stack([w.windows[np.isin(w.starts_s, keep)] for w in per_lead], axis=1)
-    return windows, keep, len(per_lead[0]) + per_lead[0].n_skipped_flat - len(keep)
 
 
 def _work(task):
@@ -73,7 +57,8 @@ def _work(task):
                 return {"fatal": names}
             order = [names.index(n) for n in store_leads]
             rec.signal, names = rec.signal[order], list(store_leads)
-        windows, starts, n_flat = preprocess_leads(rec.signal, rec.fs, item.path)
+        win = preprocess_leads(rec.signal, rec.fs, source=item.path)
+        windows, starts, n_flat = win.windows, win.starts_s, win.n_skipped_flat
         if len(windows) == 0:
             raise ECGDataError(f"{item.path}: all {n_flat} windows have a flat lead")
         out = windows.astype(dtype)

@@ -30,7 +30,10 @@ class WindowStore(torch.utils.data.Dataset):
 
     ``store[i]`` is window ``i`` as a (C, L) float32 tensor (C = ``len(store.leads)``);
     ``store.get_batch(indices)`` (also ``__getitems__``, which ``DataLoader`` uses with
-    a batch sampler) is a (B, C, L) float32 tensor.
+    a batch sampler) is a (B, C, L) float32 tensor. ``leads`` (names, in the order wanted;
+    None or "all": every lead the store holds, :attr:`store_leads`) selects the leads the
+    windows carry; a name matches exactly, else case-insensitively (PTB-XL's ``AVR`` is
+    MIMIC-IV-ECG's ``aVR``).
 
     Raises:
         ECGDataError: naming the file, for a store of another format version, a bad
@@ -38,18 +41,21 @@ class WindowStore(torch.utils.data.Dataset):
             whose shape disagrees with the manifest.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, leads=None):
         self.path = Path(path)
         self.manifest = sf.read_manifest(self.path)
         m = self.manifest
         self.dtype = sf.DTYPES[m["dtype"]]
-        self.leads: tuple[str, ...] = tuple(m["leads"])
+        self.store_leads: tuple[str, ...] = tuple(m["leads"])
+        self._select = _lead_selection(self.store_leads, leads, self.path / sf.MANIFEST)
+        self.leads: tuple[str, ...] = (self.store_leads if self._select is None else
+                                       tuple(self.store_leads[i] for i in self._select))
         self.window_length: int = m["window_length"]
         self.fs: float = float(m["fs"])
         self.shard_windows: int = m["shard_windows"]
         self.tasks: tuple[str, ...] = tuple(m["tasks"])
         n = m["n_windows"]
-        shape = (len(self.leads), self.window_length)
+        shape = (len(self.store_leads), self.window_length)
         self._offsets = [sf.check_npy(self.path / sf.shard_path(k), (s["n_windows"], *shape),
                                       self.dtype) for k, s in enumerate(m["shards"])]
         sf.check_npy(self.path / sf.INDEX_RECORD, (n,), np.dtype(np.int64))
@@ -84,8 +90,8 @@ class WindowStore(torch.utils.data.Dataset):
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"{self.path}: window index out of range for {n} windows")
         idx %= max(n, 1)
-        c, length = len(self.leads), self.window_length
-        batch = torch.empty((idx.size, c, length), dtype=torch.float32)
+        c, length = len(self.store_leads), self.window_length
+        batch = torch.empty((idx.size, len(self.leads), length), dtype=torch.float32)
         if torch.utils.data.get_worker_info() is not None:
             batch.share_memory_()  # a DataLoader worker: handing the batch over copies nothing
         out = batch.numpy()
@@ -94,7 +100,8 @@ class WindowStore(torch.utils.data.Dataset):
             k, r = divmod(i, self.shard_windows)
             mm = self._map(k)
             start = self._offsets[k] + r * nbytes
-            out[j] = np.frombuffer(mm, self.dtype, c * length, start).reshape(c, length)
+            window = np.frombuffer(mm, self.dtype, c * length, start).reshape(c, length)
+            out[j] = window if self._select is None else window[self._select]
             lo = start // _PAGE * _PAGE
             if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED, lo, min(len(mm), start + nbytes) - lo)
@@ -173,6 +180,8 @@ class WindowStore(torch.utils.data.Dataset):
         """A short hash of the store's shape, dtype and every shard's SHA-256."""
         m = self.manifest
         key = [list(self.shape), m["dtype"], [s["sha256"] for s in m["shards"]]]
+        if self._select is not None:  # a lead selection trains on other windows
+            key.append(list(self.leads))
         return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
     def info(self) -> dict:
@@ -181,11 +190,13 @@ class WindowStore(torch.utils.data.Dataset):
         subjects = {r.get("subject") for r in records} - {None}
         files = [f for f in self.path.rglob("*") if f.is_file()]
         return {"path": str(self.path), "windows": len(self), "records": len(records),
-                "subjects": len(subjects) if subjects else None, "leads": list(self.leads),
+                "subjects": len(subjects) if subjects else None,
+                "leads": list(self.store_leads),
                 "window_length": self.window_length, "fs": self.fs,
                 "dtype": self.manifest["dtype"], "shards": len(self.manifest["shards"]),
                 "bytes": sum(f.stat().st_size for f in files),
-                "bytes_per_window": len(self.leads) * self.window_length * self.dtype.itemsize,
+                "bytes_per_window": (len(self.store_leads) * self.window_length
+                                     * self.dtype.itemsize),
                 "rejected": self.manifest["n_rejected"], "tasks": list(self.tasks),
                 "notes": self.manifest.get("notes", [])}
 
@@ -193,3 +204,29 @@ class WindowStore(torch.utils.data.Dataset):
         n, c, length = self.shape
         return (f"WindowStore({str(self.path)!r}: {n} windows x {c} leads x {length} "
                 f"samples, {self.manifest['dtype']})")
+
+
+def _lead_selection(have: tuple[str, ...], want, where: Path) -> np.ndarray | None:
+    """Indices into ``have`` of the leads ``want`` names, in order (None: all of them, in
+    the store's order); ECGDataError naming ``where``, the missing leads and ``have``."""
+    if want is None or want == "all":
+        return None
+    if isinstance(want, str):
+        want = [w.strip() for w in want.split(",")]
+    folded = [h.lower() for h in have]
+    index, missing = [], []
+    for name in want:
+        if name in have:
+            index.append(have.index(name))
+        elif folded.count(str(name).lower()) == 1:
+            index.append(folded.index(str(name).lower()))
+        else:
+            missing.append(name)
+    if missing or not index:
+        raise ECGDataError(f"{where}: the store has no lead(s) {missing or list(want)}; its "
+                           f"leads are {list(have)}")
+    if len(set(index)) != len(index):
+        raise ECGDataError(f"{where}: leads {list(want)} name one of the store's leads twice")
+    if index == list(range(len(have))):
+        return None
+    return np.asarray(index, dtype=np.int64)

@@ -14,7 +14,8 @@ import pytest
 from store_files import LEADS12, ptbxl_tree, twelve_lead, write_record
 
 from ecgfast.data import ECGDataError, WindowStore, preprocess
-from ecgfast.data.prepare import prepare, preprocess_leads
+from ecgfast.data.multilead import preprocess_leads
+from ecgfast.data.prepare import prepare
 
 pytest.importorskip("wfdb")
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
@@ -66,14 +67,16 @@ def test_ptbxl_tree_into_a_store(built):
 def test_windows_are_the_training_preprocessing_per_lead(tree):
     """Each lead of a store window is `preprocess` of that lead."""
     sig = twelve_lead(25.0, 500.0, seed=3).T
-    windows, starts, n_flat = preprocess_leads(sig, 500.0)
+    win = preprocess_leads(sig, 500.0)
+    windows, starts, n_flat = win.windows, win.starts_s, win.n_skipped_flat
     assert windows.shape == (2, 12, 2560) and n_flat == 0
     np.testing.assert_array_equal(starts, [0.0, 10.0])
     for lead in (0, 7):
         ref = preprocess(sig[lead], 500.0)
         np.testing.assert_array_equal(windows[:, lead], ref.windows)
     sig[5, :5000] = 0.25  # a flat stretch in one lead drops that window from all leads
-    windows, starts, n_flat = preprocess_leads(sig, 500.0)
+    win = preprocess_leads(sig, 500.0)
+    windows, starts, n_flat = win.windows, win.starts_s, win.n_skipped_flat
     assert n_flat == 1 and windows.shape == (1, 12, 2560) and list(starts) == [10.0]
 
 
@@ -108,7 +111,7 @@ def test_different_lead_sets_need_leads_and_missing_leads_are_rejected(tmp_path)
     s3 = WindowStore(same)
     assert s3.leads == ("I", "II", "V1")
     c = twelve_lead(10.0, 500.0, seed=3)[:, :3]  # file c holds II, I, V1 = columns 0, 1, 2
-    ref = preprocess_leads(np.round(c.T[[1, 0, 2]], 3), 500.0)[0][0].astype(np.float16)
+    ref = preprocess_leads(np.round(c.T[[1, 0, 2]], 3), 500.0).windows[0].astype(np.float16)
     np.testing.assert_allclose(s3[1].numpy(), ref.astype(np.float32), atol=2e-2)
 
 

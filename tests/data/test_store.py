@@ -122,3 +122,22 @@ def test_bad_shard_sizes_are_refused(store_dir):
     (store_dir / "store.json").write_text(json.dumps(manifest))
     with pytest.raises(ECGDataError, match=r"store\.json: shard 0 holds 3 windows"):
         WindowStore(store_dir)
+
+
+def test_lead_selection_picks_and_orders_the_stores_leads(store_dir):
+    whole = WindowStore(store_dir)
+    some = WindowStore(store_dir, leads=["2", "0"])
+    assert some.leads == ("2", "0") and some.store_leads == ("0", "1", "2")
+    assert some.shape == (9, 2, 2560)
+    assert torch.equal(some.get_batch([4, 0]), whole.get_batch([4, 0])[:, [2, 0]])
+    assert torch.equal(some[7], whole[7][[2, 0]])
+    assert some.fingerprint() != whole.fingerprint()  # other windows: a resume must refuse
+    same = WindowStore(store_dir, leads="0,1,2")  # every lead in the store's order
+    assert same.leads == whole.leads and same.fingerprint() == whole.fingerprint()
+    assert WindowStore(store_dir, leads="all").fingerprint() == whole.fingerprint()
+    assert pickle.loads(pickle.dumps(some)).get_batch([1]).shape == (1, 2, 2560)
+    with pytest.raises(ECGDataError, match=r"store\.json: the store has no lead\(s\) \['V1'\]; "
+                                           r"its leads are \['0', '1', '2'\]"):
+        WindowStore(store_dir, leads=["0", "V1"])
+    with pytest.raises(ECGDataError, match="twice"):
+        WindowStore(store_dir, leads=["1", "1"])

@@ -16,7 +16,7 @@ import torch
 from ecgfast.cli import main
 from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
 from ecgfast.export import runtime as runtime_module
-from ecgfast.export.embed import iter_lead_windows
+from ecgfast.data.multilead import iter_lead_windows
 from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
 from ecgfast.models import ECGEncoder, EncoderConfig
 
