@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data.errors import ECGDataError
+from ecgfast.data.errors import ECGDataError, check_format
 from ecgfast.data.npyfile import read_npy
 
 FORMAT = "ecgfast.cohort"
@@ -228,13 +228,8 @@ def _from_v2(arrays: dict, path: Path) -> Cohort:
         meta = json.loads(str(meta_arr))
     except ValueError as exc:
         raise ECGDataError(f"{where}: 'meta' is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ECGDataError(f"{where}: 'meta' is not an {FORMAT} record")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ECGDataError(
-            f"{where}: cohort format version {meta.get('version')!r}; this ecgfast reads "
-            f"{FORMAT_VERSION} (and the first format)"
-        )
+    check_format(meta, FORMAT, FORMAT_VERSION, f"{where}: 'meta'", "cohort",
+                 " (and the first format)")
     tasks, classes, scores = meta.get("tasks"), meta.get("classes"), meta.get("scores")
     provenance = meta.get("provenance")
     if not (

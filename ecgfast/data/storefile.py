@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.checkpoint import atomic_write, atomic_write_text
-from ecgfast.data.errors import ECGDataError
+from ecgfast.data.errors import ECGDataError, check_format
 from ecgfast.data.npyfile import read_npy_header
 
 FORMAT = "ecgfast-window-store"
@@ -139,13 +139,8 @@ def read_manifest(store: str | os.PathLike) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ECGDataError(f"{path}: not a JSON manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ECGDataError(f"{path}: not an ecgfast window store manifest (format {FORMAT!r})")
-    if manifest.get("version") != VERSION:
-        raise ECGDataError(
-            f"{path}: store format version {manifest.get('version')!r}; this ecgfast reads "
-            f"version {VERSION}: prepare the store again with this version (`ecgfast prepare`)"
-        )
+    check_format(manifest, FORMAT, VERSION, path, "window store manifest",
+                 ": prepare the store again with this version (`ecgfast prepare`)")
     _need(manifest, "dtype", str, path, lambda v: v in DTYPES)
     _need(manifest, "leads", list, path, lambda v: v and all(isinstance(x, str) for x in v))
     _need(manifest, "window_length", int, path, _positive)
