@@ -29,9 +29,12 @@ def dot_input_precision(dtype: torch.dtype, kind: str) -> str:
     return fp32_dot_precision(kind)
 
 
-def launch_device(x: torch.Tensor):
+def launch_device(x: torch.Tensor, grid: tuple[int, ...] | None = None, what: str = ""):
     """Context that makes ``x``'s CUDA device current for a launch (Triton launches on the
-    current device); a no-op for CPU tensors."""
+    current device); a no-op for CPU tensors. With ``grid``, first :func:`check_grid`
+    (ValueError naming ``what`` when the grid is over CUDA's limits)."""
+    if grid is not None:
+        check_grid(grid, what)
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 

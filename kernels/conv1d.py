@@ -7,15 +7,16 @@ padding puts (K - 1) // 2 zeros on the left and the rest (one more for even K) o
 Kernels, in launch order:
 
 - ``_conv1d_fwd_kernel``: one program per (sample, BLOCK_T time steps, BLOCK_CO output
-  channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535). The convolution is an implicit GEMM: with the reduction index r = ci * K + k over
-  R = C_in * K, ``y^T[t, co] = sum_r X^T[t, r] W^T[r, co]`` where ``X^T[t, r] =
-  x[ci, t + k - pad]`` is gathered tile by tile (BLOCK_T x BLOCK_R, zero outside [0, L))
-  and never stored; each tile pair goes through ``tl.dot`` (fp32 accumulation). Time is
-  the GEMM's M axis (64 rows, what sm_90's warpgroup MMA needs), channels its N axis; K
-  and the left pad are runtime arguments (one compiled kernel serves every kernel size).
-  C_in = 1 (the first layer, R = K) takes the DIRECT path instead: K rank-1 updates
-  ``acc += x[t + k - pad] W[:, k]`` on the FMA units, since a ``tl.dot`` operand must be at
-  least 16 wide and one channel gives no reuse to feed a tensor core with. The epilogue adds the bias, applies relu / leaky_relu,
+  channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535). The convolution is an
+  implicit GEMM: with the reduction index r = ci * K + k over R = C_in * K, ``y^T[t, co] =
+  sum_r X^T[t, r] W^T[r, co]`` where ``X^T[t, r] = x[ci, t + k - pad]`` is gathered tile
+  by tile (BLOCK_T x BLOCK_R, zero outside [0, L)) and never stored; each tile pair goes
+  through ``tl.dot`` (fp32 accumulation). Time is the GEMM's M axis (64 rows, what sm_90's
+  warpgroup MMA needs), channels its N axis; K and the left pad are runtime arguments (one
+  compiled kernel serves every kernel size). C_in = 1 (the first layer, R = K) takes the
+  DIRECT path instead: K rank-1 updates ``acc += x[t + k - pad] W[:, k]`` on the FMA
+  units, since a ``tl.dot`` operand must be at least 16 wide and one channel gives no
+  reuse to feed a tensor core with. The epilogue adds the bias, applies relu / leaky_relu,
   applies dropout with a counter-based RNG (``tl.rand(seed, offset)``, Philox; offset =
   the element's flat index in y), and with ``WRITE_SUMS`` writes per-(sample, channel,
   time tile) partial sums of y for the squeeze-excitation mean (summed over tiles in
@@ -53,7 +54,6 @@ from ecgfast.kernels._common import (
     check_kernel_dtype,
     dot_input_precision,
     MAX_INT32_OFFSET,
-    check_grid,
     interpreting,
     launch_device,
 )
@@ -222,8 +222,7 @@ def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
     part = (torch.empty((bsz, c_out, n_tblocks), device=x.device, dtype=torch.float32)
             if write_sums else y)
     grid = (bsz, n_tblocks, triton.cdiv(c_out, cfg["BLOCK_CO"]))
-    check_grid(grid, f"Triton conv of length {length}")
-    with launch_device(x):
+    with launch_device(x, grid, f"Triton conv of length {length}"):
         _conv1d_fwd_kernel[grid](
             x, weight, bias if bias is not None else weight, y, part,
             seed, p, 1.0 / (1.0 - p), negative_slope,
@@ -250,8 +249,7 @@ def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
     gz = torch.empty_like(y, dtype=buffer_dtype(y.dtype))
     block = BWD_BLOCK_INTERPRET if interpreting() else BWD_BLOCK
     grid = (triton.cdiv(numel, block),)
-    check_grid(grid, "Triton conv backward")
-    with launch_device(y):
+    with launch_device(y, grid, "Triton conv backward"):
         _act_dropout_bwd_kernel[grid](
             gy.contiguous() if gy is not None else y,
             gsums.contiguous().float() if gsums is not None else y,

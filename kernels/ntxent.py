@@ -218,6 +218,16 @@ def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_cou
 
 
 @triton.jit
+def _x_dz_chunk(X, DZ, rows, row_ok, k0, D, stride_xm, stride_dzm, BLOCK_K: tl.constexpr):
+    """Columns [k0, k0 + BLOCK_K) of the rows of x (in fp32) and of dz, with their mask."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    mask = row_ok[:, None] & (offs_k[None, :] < D)
+    x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :], mask=mask, other=0.0)
+    dz = tl.load(DZ + rows[:, None] * stride_dzm + offs_k[None, :], mask=mask, other=0.0)
+    return offs_k, mask, x.to(tl.float32), dz
+
+
+@triton.jit
 def _normalize_bwd_kernel(X, RNORM, DZ, DX, n_rows, D, stride_xm, stride_dzm,
                           stride_dxm, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -225,18 +235,11 @@ def _normalize_bwd_kernel(X, RNORM, DZ, DX, n_rows, D, stride_xm, stride_dzm,
     r = tl.load(RNORM + rows, mask=row_ok, other=0.0)
     dot = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for k0 in range(0, D, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask = row_ok[:, None] & (offs_k[None, :] < D)
-        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
-                    mask=mask, other=0.0).to(tl.float32)
-        dz = tl.load(DZ + rows[:, None] * stride_dzm + offs_k[None, :], mask=mask, other=0.0)
+        _, _, x, dz = _x_dz_chunk(X, DZ, rows, row_ok, k0, D, stride_xm, stride_dzm, BLOCK_K)
         dot += tl.sum(x * r[:, None] * dz, axis=1)
     for k0 in range(0, D, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask = row_ok[:, None] & (offs_k[None, :] < D)
-        x = tl.load(X + rows[:, None] * stride_xm + offs_k[None, :],
-                    mask=mask, other=0.0).to(tl.float32)
-        dz = tl.load(DZ + rows[:, None] * stride_dzm + offs_k[None, :], mask=mask, other=0.0)
+        offs_k, mask, x, dz = _x_dz_chunk(X, DZ, rows, row_ok, k0, D, stride_xm, stride_dzm,
+                                          BLOCK_K)
         dx = (dz - x * r[:, None] * dot[:, None]) * r[:, None]
         tl.store(DX + rows[:, None] * stride_dxm + offs_k[None, :],
                  dx.to(DX.dtype.element_ty), mask=mask)
@@ -271,8 +274,7 @@ class TritonNTXent(torch.autograd.Function):
                                           sm_count(x))
         parts = torch.empty((3, splits, 2 * shard.count), dtype=torch.float32, device=x.device)
         grid = (row_programs, 2, splits)
-        check_grid(grid, "Triton NT-Xent forward")
-        with launch_device(x):
+        with launch_device(x, grid, "Triton NT-Xent forward"):
             _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
                 x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M,
                 BLOCK_K=min(bd, 128))

@@ -10,12 +10,12 @@ max over time -> (B, C).
 Kernels:
 
 - ``_se_residual_pool_fwd_kernel``: one program per (sample, BLOCK_T pooled outputs,
-  BLOCK_C channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535); tiles are time-major (time is the projection GEMM's M axis). Local
-  pool: for each of the POOL window offsets i, the pre-pool tile ``y[j * STRIDE + i, c]``
-  is computed in registers (f and x loaded, the projection as a
-  ``tl.dot`` over C_in in BLOCK_CIN >= 16 chunks, zero-padded, or one rank-1 FMA update when
-  C_in = 1) and folded
-  into a running max and argmax; windows overlap, so the projection of each time step is
+  BLOCK_C channels), the batch on grid axis 0 (axes 1 and 2 stop at 65535); tiles are
+  time-major (time is the projection GEMM's M axis). Local pool: for each of the POOL
+  window offsets i, the pre-pool tile ``y[j * STRIDE + i, c]`` is computed in registers
+  (f and x loaded, the projection as a ``tl.dot`` over C_in in BLOCK_CIN >= 16 chunks,
+  zero-padded, or one rank-1 FMA update when C_in = 1) and folded into a running max and
+  argmax; windows overlap, so the projection of each time step is
   recomputed POOL / STRIDE times (4 for MaxPool1d(8, 2)) instead of stored. Global max: the
   program walks the time axis in BLOCK_T tiles. Writes the pooled output and the argmax:
   the window offset in int8 (local pool, POOL <= 127) or the time index in int32 (global).
@@ -47,7 +47,6 @@ import triton.language as tl
 
 from ecgfast.kernels._common import (
     buffer_dtype,
-    check_grid,
     check_kernel_dtype,
     dot_input_precision,
     interpreting,
@@ -285,8 +284,7 @@ class SEResidualPool(torch.autograd.Function):
             arg = torch.empty((bsz, c, l_out), device=f.device, dtype=torch.int8)
             pool, n_j = pool_size, triton.cdiv(l_out, cfg["BLOCK_T"])
         grid = (bsz, n_j, triton.cdiv(c, cfg["BLOCK_C"]))
-        check_grid(grid, f"Triton SE-residual-pool of length {length}")
-        with launch_device(f):
+        with launch_device(f, grid, f"Triton SE-residual-pool of length {length}"):
             _se_residual_pool_fwd_kernel[grid](
                 f, a_c, x_c, ws2, bs_c, out, arg, c, c_in, length, l_out,
                 POOL=pool, STRIDE=pool_stride, HAS_SE=a is not None, RES=res,
@@ -317,8 +315,7 @@ class SEResidualPool(torch.autograd.Function):
         part = (torch.empty((bsz, c, n_t), device=f.device, dtype=torch.float32)
                 if has_se else gf)
         grid = (bsz, n_t, triton.cdiv(c, cfg["BLOCK_C"]))
-        check_grid(grid, f"Triton SE-residual-pool backward of length {length}")
-        with launch_device(f):
+        with launch_device(f, grid, f"Triton SE-residual-pool backward of length {length}"):
             _se_residual_pool_bwd_kernel[grid](
                 gout.contiguous(), arg, f, a if has_se else f, gf, gy, part, c, length,
                 l_out, n_t, POOL=pool, STRIDE=stride,

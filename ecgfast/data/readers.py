@@ -34,8 +34,23 @@ SUFFIXES = (".npy", ".csv", ".hea", ".dat")
 _WFDB_ERRORS = (ValueError, OSError, IndexError, KeyError, TypeError, AttributeError, EOFError)
 
 
+class _Samples:
+    """Length in samples (the signal's last axis) and in seconds, for the recordings."""
+
+    signal: np.ndarray
+    fs: float
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return self.signal.shape[-1] / self.fs
+
+    def __len__(self) -> int:
+        return int(self.signal.shape[-1])
+
+
 @dataclass
-class Recording:
+class Recording(_Samples):
     """One lead of one recording.
 
     Attributes:
@@ -51,17 +66,9 @@ class Recording:
     path: str
     lead: str | None = None
 
-    @property
-    def duration_s(self) -> float:
-        """Length in seconds."""
-        return self.signal.shape[0] / self.fs
-
-    def __len__(self) -> int:
-        return int(self.signal.shape[0])
-
 
 @dataclass
-class MultiLeadRecording:
+class MultiLeadRecording(_Samples):
     """Several leads of one recording, sampled together.
 
     Attributes:
@@ -75,14 +82,6 @@ class MultiLeadRecording:
     fs: float
     path: str
     leads: tuple[str, ...]
-
-    @property
-    def duration_s(self) -> float:
-        """Length in seconds."""
-        return self.signal.shape[1] / self.fs
-
-    def __len__(self) -> int:
-        return int(self.signal.shape[1])
 
 
 @dataclass
