@@ -84,20 +84,24 @@ class PretrainConfig:
             lowest validation loss (None: train all ``epochs``, the maximum).
     """
 
+    # what is learnt, for how long, from how many windows a step
     objective: str = "transform"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    # the losses
     temperature: float = 0.5
     transform_weight: float = 1.0
     contrastive_weight: float = 1.0
     nt_xent_backend: str = "auto"
+    # the run: device, length, checkpoints, early stopping
     device: str = "auto"
     max_steps_per_epoch: int | None = None
     keep_checkpoints: int = 2
     patience: int | None = None
+    # large batches: the optimizer, its schedule, the precision, chunked passes
     optimizer: str = "adam"
     momentum: float = 0.9
     lr_schedule: str = "constant"

@@ -38,6 +38,15 @@ def launch_device(x: torch.Tensor, grid: tuple[int, ...] | None = None, what: st
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
+def partial_sums(bsz: int, channels: int, n_tiles: int, like: torch.Tensor, needed: bool):
+    """The fp32 (bsz, channels, n_tiles) buffer a kernel writes its per-time-tile partial
+    sums to (summed in PyTorch: deterministic, no atomics), or ``like`` as the unused
+    pointer argument when ``needed`` is false."""
+    if not needed:
+        return like
+    return torch.empty((bsz, channels, n_tiles), device=like.device, dtype=torch.float32)
+
+
 #: Largest flat element offset the kernels' int32 index arithmetic reaches.
 MAX_INT32_OFFSET = 2**31 - 1
 #: CUDA's grid limits: axis 0 up to 2^31 - 1 programs, axes 1 and 2 up to 65535 (so the

@@ -56,6 +56,7 @@ from ecgfast.kernels._common import (
     MAX_INT32_OFFSET,
     interpreting,
     launch_device,
+    partial_sums,
 )
 from ecgfast.ops.encoder import grad_like
 
@@ -219,8 +220,7 @@ def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
                       ieee_fp32=x.dtype == torch.float32 and precision == "ieee")
     y = torch.empty((bsz, c_out, length), device=x.device, dtype=buffer_dtype(x.dtype))
     n_tblocks = triton.cdiv(length, cfg["BLOCK_T"])
-    part = (torch.empty((bsz, c_out, n_tblocks), device=x.device, dtype=torch.float32)
-            if write_sums else y)
+    part = partial_sums(bsz, c_out, n_tblocks, y, write_sums)
     grid = (bsz, n_tblocks, triton.cdiv(c_out, cfg["BLOCK_CO"]))
     with launch_device(x, grid, f"Triton conv of length {length}"):
         _conv1d_fwd_kernel[grid](

@@ -51,6 +51,7 @@ from ecgfast.kernels._common import (
     dot_input_precision,
     interpreting,
     launch_device,
+    partial_sums,
 )
 from ecgfast.ops.encoder import grad_like
 
@@ -312,8 +313,7 @@ class SEResidualPool(torch.autograd.Function):
         gf = torch.empty_like(f, dtype=buffer_dtype(f.dtype))
         gy = torch.empty_like(gf) if write_gy else gf
         n_t = triton.cdiv(length, cfg["BLOCK_T"])
-        part = (torch.empty((bsz, c, n_t), device=f.device, dtype=torch.float32)
-                if has_se else gf)
+        part = partial_sums(bsz, c, n_t, gf, has_se)
         grid = (bsz, n_t, triton.cdiv(c, cfg["BLOCK_C"]))
         with launch_device(f, grid, f"Triton SE-residual-pool backward of length {length}"):
             _se_residual_pool_bwd_kernel[grid](
