@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "data"))
-from common import device_info  # noqa: E402
+from common import STORE_RSS_SCRIPT, device_info  # noqa: E402
 from store_files import LEADS12, write_record  # noqa: E402
 
 
@@ -125,24 +124,6 @@ def bench_training(batch: int, steps: int) -> dict:
     return out
 
 
-_RSS = textwrap.dedent("""
-    import json, mmap, sys
-    if sys.argv[3] == "off":  # the control: no page release after each read
-        del mmap.MADV_DONTNEED
-    from ecgfast.data import WindowStore
-    from ecgfast.models import EncoderConfig
-    from ecgfast.training import PretrainConfig, pretrain
-    store = WindowStore(sys.argv[1])
-    cfg = PretrainConfig(objective="contrastive", epochs=1, batch_size=25, seed=0, device="cpu")
-    enc = EncoderConfig(filters=(2, 2, 2), kernel_sizes=(3, 3, 3), attention=False,
-                        residual="none", dropout=0.0)
-    pretrain(store, sys.argv[2], enc, cfg, progress=False, loader_workers=0)
-    # VmHWM: this process's own peak (ru_maxrss would count the parent's RSS at fork)
-    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-    print(json.dumps({"peak_rss_mib": int(hwm.split()[1]) / 1024}))
-""")
-
-
 def bench_rss(root: Path) -> dict:
     from ecgfast.data import WindowStore
 
@@ -152,12 +133,12 @@ def bench_rss(root: Path) -> dict:
     for name, store in (("small", small), ("big", big)):
         out[f"{name}_shard_bytes"] = sum(f.stat().st_size for f in (store / "shards").iterdir())
         for release in ("on", "off"):
-            proc = subprocess.run([sys.executable, "-c", _RSS, str(store),
+            proc = subprocess.run([sys.executable, "-c", STORE_RSS_SCRIPT, str(store),
                                    str(root / f"run-{name}-{release}"), release],
                                   capture_output=True, text=True, check=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
             out[f"{name}_release_{release}_peak_rss_mib"] = json.loads(
-                proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+                proc.stdout.strip().splitlines()[-1])["peak_rss_kib"] / 1024
             print("rss", name, release, out[f"{name}_release_{release}_peak_rss_mib"], flush=True)
     for release in ("on", "off"):
         out[f"difference_release_{release}_mib"] = (out[f"big_release_{release}_peak_rss_mib"]

@@ -261,3 +261,25 @@ def encoder_flops(config=None, length: int = 2560) -> dict:
         if i < 2:
             n = (n - config.pool_size) // config.pool_stride + 1
     return {"forward": forward, "backward": backward, "forward_backward": forward + backward}
+
+
+#: ``python -c STORE_RSS_SCRIPT STORE RUN_DIR [off]``: one epoch of contrastive pretraining
+#: of a tiny encoder over every window of a window store; prints this process's peak RSS
+#: (VmHWM: ru_maxrss would count the parent's RSS at fork) and the store's window count.
+#: ``off`` is the control: no page release after each read. Used by bench_store.py and
+#: tests/test_store_training.py.
+STORE_RSS_SCRIPT = """
+import json, mmap, sys
+if sys.argv[3:] == ["off"]:
+    del mmap.MADV_DONTNEED
+from ecgfast.data import WindowStore
+from ecgfast.models import EncoderConfig
+from ecgfast.training import PretrainConfig, pretrain
+store = WindowStore(sys.argv[1])
+cfg = PretrainConfig(objective="contrastive", epochs=1, batch_size=25, seed=0, device="cpu")
+enc = EncoderConfig(filters=(2, 2, 2), kernel_sizes=(3, 3, 3), attention=False,
+                    residual="none", dropout=0.0)
+pretrain(store, sys.argv[2], enc, cfg, progress=False, loader_workers=0)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "windows": len(store)}))
+"""

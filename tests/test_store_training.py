@@ -5,11 +5,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
+from common import STORE_RSS_SCRIPT  # benchmarks/common.py (pytest pythonpath)
 
 from ecgfast import checkpoint as ckpt
 from ecgfast.data import WindowStore
@@ -87,25 +87,9 @@ def test_encoder_with_another_lead_count_is_refused(store, tmp_path):
                  PretrainConfig(epochs=1), progress=False)
 
 
-_RSS_SCRIPT = textwrap.dedent("""
-    import json, sys
-    from ecgfast.data import WindowStore
-    from ecgfast.models import EncoderConfig
-    from ecgfast.training import PretrainConfig, pretrain
-    store = WindowStore(sys.argv[1])
-    cfg = PretrainConfig(objective="contrastive", epochs=1, batch_size=25, seed=0, device="cpu")
-    enc = EncoderConfig(filters=(2, 2, 2), kernel_sizes=(3, 3, 3), attention=False,
-                        residual="none", dropout=0.0)
-    pretrain(store, sys.argv[2], enc, cfg, progress=False, loader_workers=0)
-    # VmHWM: this process's own peak (ru_maxrss would count the parent's RSS at fork)
-    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-    print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "windows": len(store)}))
-""")
-
-
 def _peak_rss_mib(*runs) -> list[float]:
     """Peak RSS of the pretraining script on each (store, run directory), run together."""
-    procs = [subprocess.Popen([sys.executable, "-c", _RSS_SCRIPT, str(store), str(run)],
+    procs = [subprocess.Popen([sys.executable, "-c", STORE_RSS_SCRIPT, str(store), str(run)],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
              for store, run in runs]
