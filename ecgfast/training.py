@@ -39,8 +39,6 @@ from ecgfast.data.batches import (
     AUGMENT,
     DROPOUT,
     INIT,
-    ORDER,
-    VALIDATION,
     as_windows,
     data_fingerprint,
     derived_seed,
@@ -165,9 +163,6 @@ def resolve_device(device: str) -> torch.device:
 
 
 BEST = "best"
-# the random streams, and the data path (tensor or WindowStore): ecgfast.data.batches
-_INIT, _ORDER, _AUGMENT, _DROPOUT, _VALIDATION = INIT, ORDER, AUGMENT, DROPOUT, VALIDATION
-_derived_seed, _as_windows, _epoch_batches = derived_seed, as_windows, epoch_batches
 
 
 def pretrain(
@@ -202,9 +197,9 @@ def pretrain(
     run_dir = Path(run_dir)
     config = config or PretrainConfig()
     encoder_config = encoder_config or EncoderConfig()
-    windows = _as_windows(windows)
+    windows = as_windows(windows)
     fingerprint = data_fingerprint(windows)
-    val = None if validation is None else _as_windows(validation, "validation")
+    val = None if validation is None else as_windows(validation, "validation")
     val_fingerprint = None if val is None else data_fingerprint(val)
     ctx = init_process_group_from_env(resolve_device(config.device))
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
@@ -249,7 +244,7 @@ def pretrain(
     if val is not None:
         encoder_for_data(encoder_config, val, "validation windows")
 
-    torch.manual_seed(_derived_seed(_INIT, config.seed))
+    torch.manual_seed(derived_seed(INIT, config.seed))
     encoder = ECGEncoder(encoder_config)
     objective = build_objective(
         config.objective, encoder, temperature=config.temperature,
@@ -280,10 +275,10 @@ def pretrain(
     for epoch in range(start_epoch, config.epochs):
         if config.patience is not None and stop["bad_epochs"] >= config.patience:
             break
-        batches = _epoch_batches(len(windows), epoch, config, rank, world)
+        batches = epoch_batches(len(windows), epoch, config, rank, world)
         gen = torch.Generator(device=device).manual_seed(
-            _derived_seed(_AUGMENT, config.seed, epoch, rank))
-        torch.manual_seed(_derived_seed(_DROPOUT, config.seed, epoch, rank))
+            derived_seed(AUGMENT, config.seed, epoch, rank))
+        torch.manual_seed(derived_seed(DROPOUT, config.seed, epoch, rank))
         model.train()
         records, losses, seen, t0 = [], [], 0, time.perf_counter()
         bar = tqdm(iter_batches(windows, batches, device, loader_workers), total=len(batches),

@@ -2,11 +2,11 @@
 
 :func:`prepare` lists the records of every source in a fixed order (folders sorted,
 sources in the order given), pre-processes them in parallel workers with the training
-chain (:func:`ecgfast.data.preprocess` on each lead: 0.8 Hz zero-phase high-pass,
-polyphase resampling to 256 Hz, robust z-score of each lead of each record, 10 s windows;
-windows with a flat lead dropped and counted), and appends their windows, in that order, to shards of
-``shard_windows`` windows. Shard boundaries therefore depend only on the sources and the
-parameters, never on the worker count or on timing.
+chain (:func:`ecgfast.data.preprocess_leads`: 0.8 Hz zero-phase high-pass, polyphase
+resampling to 256 Hz, robust z-score of each lead of each record, 10 s windows; windows
+with a flat lead dropped and counted), and appends their windows, in that order, to
+shards of ``shard_windows`` windows. Shard boundaries therefore depend only on the
+sources and the parameters, never on the worker count or on timing.
 
 Resuming: after each shard, a part file (``parts/part-NNNNN.json``: the records and
 rejections consumed since the previous part, and where to continue) is written after
@@ -18,6 +18,7 @@ and ends with the files an uninterrupted run writes; the consolidated index and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -29,28 +30,32 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data.errors import ECGDataError
-from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ, DEFAULT_TARGET_FS, DEFAULT_WINDOW_SECONDS
 from ecgfast.data.readers import read_leads
 from ecgfast.data.sources import _Item, find_records
 from ecgfast.data.multilead import preprocess_leads
-from ecgfast.data.windowing import FLAT_STD_THRESHOLD
+from ecgfast.data.windowing import FLAT_STD_THRESHOLD, Preprocessing
 
+#: The chain's settings (those ``preprocess_leads`` runs with) and what it does besides.
 PREPROCESSING = {
-    "target_fs": DEFAULT_TARGET_FS, "window_seconds": DEFAULT_WINDOW_SECONDS, "overlap": 0.0,
-    "highpass_hz": DEFAULT_HIGHPASS_HZ, "central": 0.95, "flat_threshold": FLAT_STD_THRESHOLD,
+    **dataclasses.asdict(Preprocessing()), "flat_threshold": FLAT_STD_THRESHOLD,
     "zscore": "robust (central 95 %), per record and lead; dataset cohorts: per subject",
     "flat": "a window is dropped when any of its leads is a flat line",
 }
+WINDOW_LENGTH = round(PREPROCESSING["target_fs"] * PREPROCESSING["window_seconds"])
 SHARD_BYTES = 64 << 20  # default shard size: about 64 MiB
 STATE, PARTS = "prepare.json", "parts"
+
+
+def _read(path: str, fs, leads="all"):
+    """``read_leads`` of one record file; ``fs`` only for files that do not store it."""
+    return read_leads(path, fs=None if path.endswith(".hea") else fs, leads=leads)
 
 
 def _work(task):
     """Worker: read and pre-process one record file; never raises for bad data."""
     item, want, store_leads, dtype, fs = task
     try:
-        rec = read_leads(item.path, fs=None if item.path.endswith(".hea") else fs,
-                         leads="all" if want is None else list(want))
+        rec = _read(item.path, fs, "all" if want is None else list(want))
         names = list(rec.leads)
         if want is None and store_leads is not None:
             if sorted(names) != sorted(store_leads):
@@ -86,7 +91,7 @@ def _probe_leads(items: list[_Item], cohorts: dict, fs) -> tuple[list[str], str]
         if item.rows is not None:
             return [cohorts[item.source][1]], item.path
         try:
-            return list(read_leads(item.path, fs=None if item.path.endswith(".hea") else fs).leads), item.path
+            return list(_read(item.path, fs).leads), item.path
         except (ECGDataError, ValueError) as exc:
             reasons.append(str(exc))
     raise ECGDataError(f"none of the {len(items)} records could be read; the first: {reasons[0]}")
@@ -116,7 +121,7 @@ def _start(out: Path, params: dict, items, cohorts, fs, want, dtype, shard_windo
     if out.exists() and any(out.iterdir()):
         raise ECGDataError(f"{out}: exists, is not empty and is not a window store")
     leads, origin = (list(want), "--leads") if want is not None else _probe_leads(items, cohorts, fs)
-    per_window = len(leads) * round(PREPROCESSING["target_fs"] * PREPROCESSING["window_seconds"])
+    per_window = len(leads) * WINDOW_LENGTH
     size = shard_windows or max(1, SHARD_BYTES // (per_window * np.dtype(dtype).itemsize))
     state = {"params": params, "leads": leads, "leads_from": origin, "shard_windows": int(size)}
     out.mkdir(parents=True, exist_ok=True)
@@ -295,8 +300,7 @@ def _consolidate(out: Path, parts, cohorts, state, params, notes) -> None:
     sf.write_jsonl(out / sf.REJECTED, rejected)
     sf.write_json(out / sf.MANIFEST, {
         "format": sf.FORMAT, "version": sf.VERSION, "dtype": params["dtype"],
-        "leads": state["leads"], "window_length": round(
-            PREPROCESSING["target_fs"] * PREPROCESSING["window_seconds"]),
+        "leads": state["leads"], "window_length": WINDOW_LENGTH,
         "fs": PREPROCESSING["target_fs"], "shard_windows": state["shard_windows"],
         "n_windows": n, "n_records": len(records), "n_rejected": len(rejected),
         "shards": shards, "tasks": tasks, "classes": {t: classes.get(t) for t in tasks},

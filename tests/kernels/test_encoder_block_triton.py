@@ -486,6 +486,9 @@ BLOCK_SPECS = [
     BlockSpec(1, 12, 7, residual=True, se_hidden=3, pool_size=5),         # FMA projection
     BlockSpec(9, 9, 4, activation="leaky_relu", residual=True, pool_size=None),  # identity
     BlockSpec(6, 20, 3, residual=True, se_hidden=5, pool_size=6, pool_stride=3),
+    # block 1 of a C-lead encoder (C > 1: the tl.dot paths of the conv and the projection)
+    *(BlockSpec.build(c, 12, 7, residual=True, attention=True, se_reduction=4, pool_size=5)
+      for c in (2, 3, 12)),
 ]
 
 

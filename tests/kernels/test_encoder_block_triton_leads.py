@@ -24,9 +24,8 @@ pytest.importorskip("triton")
 from ecgfast.kernels.conv1d import conv1d_act_dropout, conv_config
 from ecgfast.kernels.se_residual_pool import se_residual_pool
 
-from ecgfast import dispatch
 from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import BlockSpec, conv_act_dropout, random_block_params
+from ecgfast.ops.encoder import conv_act_dropout
 from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,27 +97,6 @@ def test_multilead_shortcut_projection_matches_reference(c_in):
     for name, a, r in zip(("f", "a", "x", "shortcut_weight", "shortcut_bias"),
                           _grads(out, low, g.to(DEVICE)), _grads(want, ref, g)):
         assert rel_err(a, r) < FP32_TOL, name
-
-
-@pytest.mark.parametrize("c_in", LEADS)
-def test_multilead_block_op_matches_reference(c_in):
-    """The whole block 1 op from plain tensors and a spec, both backends."""
-    spec = BlockSpec.build(c_in, 12, 7, residual=True, attention=True, se_reduction=4,
-                           pool_size=5)
-    g = torch.Generator().manual_seed(c_in)
-    params = random_block_params(spec, generator=g, device=DEVICE)
-    x = torch.randn(2, c_in, 83, generator=g).to(DEVICE)
-    leaves = [x, *(t for t in params if t is not None)]
-    for t in leaves:
-        t.requires_grad_()
-    out = {}
-    for backend in ("eager", "triton"):
-        y = dispatch.encoder_block(x, params, spec, False, backend)
-        out[backend] = (y, torch.autograd.grad(y, leaves, torch.ones_like(y)))
-    assert out["triton"][0].shape == (2, 12, spec.out_length(83))
-    assert rel_err(out["triton"][0], out["eager"][0]) < FP32_TOL * 10
-    for got, want in zip(out["triton"][1], out["eager"][1]):
-        assert rel_err(got, want) < FP32_TOL * 10
 
 
 @pytest.mark.parametrize("c_in", LEADS)
