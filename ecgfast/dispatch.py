@@ -273,12 +273,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
     return chosen.run(z1, z2, temperature, shard)
 
 
-def encoder_block(x: torch.Tensor, params, spec, training: bool, backend: str) -> torch.Tensor:
-    """One encoder block with the chosen backend, ``(x, params, spec, training)`` as
+def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> torch.Tensor:
+    """One encoder block with the chosen backend, ``(x, params, spec, dropout_keys)`` as
     :func:`ecgfast.ops.encoder.encoder_block` takes them (a
-    :class:`~ecgfast.ops.encoder.BlockParams` and a :class:`~ecgfast.ops.encoder.BlockSpec`)."""
-    chosen = select("encoder_block", backend, x, params, spec, training)
-    return chosen.run(x, params, spec, training)
+    :class:`~ecgfast.ops.encoder.BlockParams`, a :class:`~ecgfast.ops.encoder.BlockSpec`
+    and None or the (2, B) int32 dropout keys)."""
+    chosen = select("encoder_block", backend, x, params, spec, dropout_keys)
+    return chosen.run(x, params, spec, dropout_keys)
 
 
 def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:

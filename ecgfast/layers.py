@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ecgfast import dispatch
-from ecgfast.ops.encoder import BlockParams, BlockSpec
+from ecgfast.keyed import KeyedRandom
+from ecgfast.ops.encoder import BlockParams, BlockSpec, check_dropout_keys
 from ecgfast.precision import autocast_dtype, autocast_off
 
 
@@ -51,9 +52,13 @@ class EncoderBlock(nn.Module):
     the parameters under their usual ``state_dict`` keys; the block never calls their
     forward (``conv1(x)`` still computes the plain 'same' convolution).
 
-    Forward: x (B, C_in, L) -> (B, C, (L - pool_size) // pool_stride + 1), or (B, C)
-    with the global max. Under ``torch.autocast`` the block runs in the autocast dtype
-    (input and parameters cast here; gradients flow back to the fp32 parameters).
+    Forward: ``block(x, dropout_keys=None)``, x (B, C_in, L) -> (B, C, (L - pool_size) //
+    pool_stride + 1), or (B, C) with the global max. Dropout applies in training mode:
+    ``dropout_keys`` (int32 (2, B), the samples' keys of the two dropouts, e.g.
+    :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`) fixes the masks; None draws a seed
+    from torch's default generator (``torch.manual_seed`` reproduces the masks). Under
+    ``torch.autocast`` the block runs in the autocast dtype (input and parameters cast
+    here; gradients flow back to the fp32 parameters).
     """
 
     def __init__(
@@ -103,16 +108,22 @@ class EncoderBlock(nn.Module):
               else (None,) * 4),
             *((sc.weight, sc.bias) if sc is not None else (None, None)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dropout_keys: torch.Tensor | None = None) -> torch.Tensor:
+        keys = None
+        if self.training and self.spec.dropout > 0:
+            if dropout_keys is None:
+                dropout_keys = KeyedRandom.from_default_generator(x.shape[0]).dropout_keys(
+                    2, x.device)
+            check_dropout_keys(dropout_keys, x)
+            keys = dropout_keys
         params, dtype = self.block_params(), autocast_dtype(x.device.type)
         if dtype is None:
-            return dispatch.encoder_block(x, params, self.spec, self.training, self.backend)
+            return dispatch.encoder_block(x, params, self.spec, keys, self.backend)
         # under autocast: the block in its dtype with autocast off, since autocast does not
         # see the Triton autograd Functions and the eager CPU conv backward needs one dtype
         params = BlockParams(*(None if t is None else t.to(dtype) for t in params))
         with autocast_off(x.device.type):
-            return dispatch.encoder_block(x.to(dtype), params, self.spec, self.training,
-                                          self.backend)
+            return dispatch.encoder_block(x.to(dtype), params, self.spec, keys, self.backend)
 
     def extra_repr(self) -> str:
         pool = "global max" if self.pool_size is None else f"maxpool({self.pool_size}, {self.pool_stride})"

@@ -2,11 +2,17 @@
 
 A block is ``pool(SE(F(x)) + W_s x)`` with ``F = [conv -> act -> dropout] x 2`` (see
 DESIGN.md). Every backend of the op takes the same inputs,
-``encoder_block(x, params, spec, training)``: x (B, C_in, L), ``params`` a
-:class:`BlockParams` of tensors and ``spec`` a frozen :class:`BlockSpec`. The pieces:
+``encoder_block(x, params, spec, dropout_keys)``: x (B, C_in, L), ``params`` a
+:class:`BlockParams` of tensors, ``spec`` a frozen :class:`BlockSpec` and
+``dropout_keys`` None (no dropout: evaluation, or ``spec.dropout == 0``) or an int32
+(2, B) tensor on x's device, the per-sample keys of the two dropouts (conv1, conv2).
+The mask is a pure function of the keys (:func:`ecgfast.keyed.dropout_keep`: element
+``(c, t)`` of sample b is kept iff its 24 hashed bits of ``(keys[b], c * L + t)`` clear
+the threshold), so every backend drops the same elements and a sample's mask does not
+depend on the rest of the batch. The pieces:
 
 - :func:`conv_act_dropout`: Conv1d (stride 1, 'same' padding, bias) -> activation ->
-  dropout. The Triton conv kernel fuses all of it into the conv epilogue.
+  keyed dropout (:func:`ecgfast.keyed.keyed_dropout`). The Triton conv kernel fuses all of it into the conv epilogue.
 - :func:`se_excitation`: the squeeze (mean over time) and the excitation MLP,
   ``a = sigmoid(W2 relu(W1 s))``, shape (B, C).
 - :func:`se_residual_pool`: ``pool(a * F + W_s x)``, with ``W_s`` a 1x1 conv (or the
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 
 from ecgfast import dispatch
 from ecgfast.dispatch import Backend, Capabilities
+from ecgfast.keyed import keyed_dropout
 
 ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -252,15 +259,16 @@ def conv_act_dropout(
     act: str,
     negative_slope: float = 0.2,
     p: float = 0.0,
-    training: bool = False,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Conv1d with stride 1 and 'same' padding, then the activation, then dropout.
 
     x: (B, C_in, L); weight: (C_out, C_in, K); bias: (C_out,). Returns (B, C_out, L).
     For even K the extra zero goes on the right, as in PyTorch and TensorFlow 'same'.
+    Dropout (probability p) applies when ``keys`` (B,) int32, the samples' keys, is given.
     """
     y = activation(conv1d_same(x, weight, bias), act, negative_slope)
-    return F.dropout(y, p=p, training=training) if p > 0 else y
+    return keyed_dropout(y, p, keys)
 
 
 def se_excitation(
@@ -304,17 +312,30 @@ def se_residual_pool(
     return F.max_pool1d(y, pool_size, pool_stride)
 
 
+def check_dropout_keys(keys: torch.Tensor | None, x: torch.Tensor) -> None:
+    """``dropout_keys`` of the block op: None or int32 (2, B) on x's device (ValueError)."""
+    if keys is None:
+        return
+    if (not isinstance(keys, torch.Tensor) or keys.dtype != torch.int32
+            or keys.shape != (2, x.shape[0]) or keys.device != x.device):
+        raise ValueError(
+            f"dropout_keys must be None or an int32 (2, {x.shape[0]}) tensor on {x.device} "
+            f"(one key per sample for each of the block's two dropouts), got "
+            f"{getattr(keys, 'dtype', type(keys).__name__)} {tuple(getattr(keys, 'shape', ()))}"
+            f"{' on ' + str(keys.device) if isinstance(keys, torch.Tensor) else ''}")
+
+
 def encoder_block(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
-                  training: bool) -> torch.Tensor:
+                  dropout_keys: torch.Tensor | None) -> torch.Tensor:
     """One whole block, ``pool(SE(F(x)) + W_s x)``: the reference and "eager" backend.
 
     x: (B, C_in, L) -> (B, C, spec.out_length(L)), or (B, C) with the global max.
-    Dropout (``spec.dropout``) applies only when ``training``.
+    Dropout (``spec.dropout``) applies only with ``dropout_keys`` (module docstring).
     """
-    kw = {"act": spec.activation, "negative_slope": spec.negative_slope, "p": spec.dropout,
-          "training": training}
-    h = conv_act_dropout(x, params.conv1_weight, params.conv1_bias, **kw)
-    f = conv_act_dropout(h, params.conv2_weight, params.conv2_bias, **kw)
+    keys = (None, None) if dropout_keys is None else dropout_keys
+    kw = {"act": spec.activation, "negative_slope": spec.negative_slope, "p": spec.dropout}
+    h = conv_act_dropout(x, params.conv1_weight, params.conv1_bias, keys=keys[0], **kw)
+    f = conv_act_dropout(h, params.conv2_weight, params.conv2_bias, keys=keys[1], **kw)
     se = params.se
     a = se_excitation(f, *se) if se is not None else None
     return se_residual_pool(f, a, x if spec.residual else None, params.shortcut_weight,
