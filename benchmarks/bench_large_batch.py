@@ -31,6 +31,7 @@ import torch
 from common import PeakMemory, device_info, encoder_flops, same_run_gemm_rate, sync
 
 from ecgfast.chunked import TrainStep
+from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
 from ecgfast.training import PretrainConfig
@@ -51,10 +52,8 @@ def _stepper(device: str, batch: int, chunked: bool):
                          chunk_size=min(s["chunk"], batch) if chunked else None)
     stepper = TrainStep.build(cfg, objective, objective, 1, torch.device(device))
     x = torch.randn(batch, s["length"], device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-
     def step():
-        out = stepper(x, gen, 0, 0, 1)
+        out = stepper(x, KeyedRandom.for_batch(0, batch, device), 0, 0, 1)
         sync(device)
         assert out.status == "ok"
 

@@ -5,23 +5,25 @@ A contrastive loss needs the whole batch's embeddings at once, the encoder does 
 activations alive at a time are one chunk's, whatever the batch (Gao et al., "Scaling
 Deep Contrastive Learning Batch Size under Memory Limited Setup", 2021):
 
-1. under ``no_grad``, :meth:`~ecgfast.objectives.Contrastive.embed` each chunk, after
-   recording the random state the chunk starts from (the augmentation generator, torch's
-   CPU generator, which the eager CPU dropout and the Triton dropout seeds
-   (``draw_seed``) draw from, and the CUDA generator of the device);
+1. under ``no_grad``, :meth:`~ecgfast.objectives.Contrastive.embed` each chunk;
 2. :meth:`~ecgfast.objectives.Contrastive.join` on the whole batch's embeddings (under
    ``torchrun`` the loss gathers every rank's, as unchunked) and its gradient with
    respect to the embeddings (:meth:`ChunkedStep.backward`);
-3. each chunk again with gradients, from the same random state (the same views and
-   dropout masks: the recomputed forward is the same ``embed``), and backward of that
-   chunk's rows of the embedding gradient, plus its share ``m / n`` of any per-window
-   loss (``both``: the transformation loss). The random state is then set to where pass 1
-   left it, so the rest of the run draws what an unchunked run would.
+3. each chunk again with gradients, and backward of that chunk's rows of the embedding
+   gradient, plus its share ``m / n`` of any per-window loss (``both``: the
+   transformation loss).
+
+Every random draw of a step (augmentations, dropout masks in the eager and the Triton
+encoder, the pretext heads' dropout) comes from one :class:`~ecgfast.keyed.KeyedRandom`
+over the batch, keyed by window: chunk ``[a, b)`` embeds with ``random.select(slice(a,
+b))`` and so draws exactly what its windows draw in the unchunked pass, in pass 1 and
+again in pass 3. The chunked step therefore computes the unchunked step's loss and
+gradients, to float round-off (the convolutions of a chunk may round differently from
+the whole batch's), whatever the chunk size.
 
 The batch is cut into ``ceil(n / chunk_size)`` chunks in order; the last one is smaller
 when ``chunk_size`` does not divide ``n``. A batch of at most ``chunk_size`` windows takes
-the ordinary one-pass step. The gradients equal those of one pass over the whole batch
-with each chunk's randomness (to round-off). Under DDP the chunked step does not go
+the ordinary one-pass step. Under DDP the chunked step does not go
 through DistributedDataParallel's forward: every rank accumulates its chunks' gradients
 locally and :func:`average_gradients` averages them over ranks in one all-reduce.
 
@@ -34,13 +36,13 @@ other half is the margin for backward's temporaries, the embeddings and the loss
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
+from ecgfast.keyed import KeyedRandom
 from ecgfast.optim import LRSchedule, build_optimizer, check_optimizer_options, scaled_lr
 from ecgfast.precision import Precision, check_precision
 
@@ -78,48 +80,30 @@ def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
 
 
-@dataclasses.dataclass
-class _RandomState:
-    """Every random stream a chunk's forward draws from, to replay it exactly."""
-
-    cpu: torch.Tensor
-    cuda: torch.Tensor | None
-    generator: torch.Tensor | None
-
-    @classmethod
-    def capture(cls, generator: torch.Generator | None, device: torch.device) -> _RandomState:
-        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        return cls(torch.get_rng_state(), cuda,
-                   generator.get_state() if generator is not None else None)
-
-    def restore(self, generator: torch.Generator | None, device: torch.device) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, device)
-        if generator is not None:
-            generator.set_state(self.generator)
-
-
 class ChunkedStep:
-    """Passes 1 and 2 of the module docstring for ``objective`` on ``windows`` (n, L).
+    """Passes 1 and 2 of the module docstring for ``objective`` on ``windows`` (n, C, L).
 
     After construction :attr:`loss` (the whole batch's, no graph to the encoder) and
     :attr:`metrics` are known; :meth:`backward` accumulates every parameter's gradient.
+    ``random``: the step's :class:`~ecgfast.keyed.KeyedRandom` over the n windows.
     ``autocast``: a callable returning the context the forward passes run in.
     """
 
-    def __init__(self, objective, windows: torch.Tensor, generator, chunk_size: int,
+    def __init__(self, objective, windows: torch.Tensor, random: KeyedRandom, chunk_size: int,
                  autocast):
-        self.objective, self.windows, self.generator = objective, windows, generator
-        self.autocast, self.device = autocast, windows.device
+        if not isinstance(random, KeyedRandom) or len(random) != windows.shape[0]:
+            raise TypeError(f"ChunkedStep needs an ecgfast.keyed.KeyedRandom over the batch's "
+                            f"{windows.shape[0]} windows (a torch.Generator's draws depend on "
+                            f"the chunking), got {random!r}")
+        self.objective, self.windows, self.random = objective, windows, random
+        self.autocast = autocast
         self.bounds = chunk_bounds(windows.shape[0], chunk_size)
         n = windows.shape[0]
-        self.states, views1, views2 = [], [], []
+        views1, views2 = [], []
         local, metrics = None, {}
         with torch.no_grad(), autocast():
             for a, b in self.bounds:
-                self.states.append(_RandomState.capture(generator, self.device))
-                z, part, m = objective.embed(windows[a:b], generator)
+                z, part, m = objective.embed(windows[a:b], random.select(slice(a, b)))
                 views1.append(z[: b - a])
                 views2.append(z[b - a:])
                 share = (b - a) / n
@@ -127,7 +111,6 @@ class ChunkedStep:
                     local = part * share if local is None else local + part * share
                 for k, v in m.items():
                     metrics[k] = v * share if k not in metrics else metrics[k] + v * share
-        self.after = _RandomState.capture(generator, self.device)
         self.z1 = torch.cat(views1).requires_grad_()
         self.z2 = torch.cat(views2).requires_grad_()
         with autocast():
@@ -139,18 +122,15 @@ class ChunkedStep:
         parameter's ``.grad``, chunk by chunk."""
         g1, g2 = torch.autograd.grad(scale(self._joined), [self.z1, self.z2])
         n = self.windows.shape[0]
-        try:
-            for (a, b), state in zip(self.bounds, self.states):
-                state.restore(self.generator, self.device)
-                with self.autocast():
-                    z, part, _ = self.objective.embed(self.windows[a:b], self.generator)
-                outputs, grads = [z], [torch.cat([g1[a:b], g2[a:b]]).to(z.dtype)]
-                if part is not None:
-                    outputs.append(scale(part * ((b - a) / n)))
-                    grads.append(None)
-                torch.autograd.backward(outputs, grads)
-        finally:
-            self.after.restore(self.generator, self.device)
+        for a, b in self.bounds:
+            with self.autocast():
+                z, part, _ = self.objective.embed(self.windows[a:b],
+                                                  self.random.select(slice(a, b)))
+            outputs, grads = [z], [torch.cat([g1[a:b], g2[a:b]]).to(z.dtype)]
+            if part is not None:
+                outputs.append(scale(part * ((b - a) / n)))
+                grads.append(None)
+            torch.autograd.backward(outputs, grads)
 
 
 def average_gradients(parameters) -> None:
@@ -183,7 +163,7 @@ def free_memory_bytes(device: torch.device) -> int | None:
 
 def saved_bytes_per_window(objective, windows: torch.Tensor, autocast) -> float:
     """Bytes autograd saves for backward per window, from one ``embed`` of ``windows``
-    (random streams forked: the run's draws are left as they were)."""
+    (keyed draws of its own: the run's random streams are not touched)."""
     saved = 0
 
     def pack(t):
@@ -191,12 +171,10 @@ def saved_bytes_per_window(objective, windows: torch.Tensor, autocast) -> float:
         saved += t.numel() * t.element_size()
         return t
 
-    devices = [windows.device] if windows.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        gen = torch.Generator(device=windows.device).manual_seed(0)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
-            out = objective.embed(windows, gen)
-        del out
+    random = KeyedRandom.for_batch(0, windows.shape[0], windows.device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
+        out = objective.embed(windows, random)
+    del out
     return saved / windows.shape[0]
 
 
@@ -251,19 +229,21 @@ class TrainStep:
         return cls(model, objective, optimizer, schedule, Precision(config.precision, device),
                    config.chunk_size, world)
 
-    def __call__(self, x: torch.Tensor, generator, epoch: int, step: int,
+    def __call__(self, x: torch.Tensor, random: KeyedRandom, epoch: int, step: int,
                  steps: int) -> StepResult:
-        """Step ``step`` of ``steps`` in epoch ``epoch`` (0-based) on windows ``x``."""
+        """Step ``step`` of ``steps`` in epoch ``epoch`` (0-based) on windows ``x``, with the
+        step's random source ``random`` (a :class:`~ecgfast.keyed.KeyedRandom` over x's
+        windows: the chunked and the one-pass step then draw the same)."""
         if self.chunk_size == "auto":
             self.chunk_size = auto_chunk_size(self.objective, x, self.precision.autocast)
         chunked = None
         if self.chunk_size is not None and x.shape[0] > self.chunk_size:
-            chunked = ChunkedStep(self.objective, x, generator, self.chunk_size,
+            chunked = ChunkedStep(self.objective, x, random, self.chunk_size,
                                   self.precision.autocast)
             loss, metrics = chunked.loss, chunked.metrics
         else:
             with self.precision.autocast():
-                loss, metrics = self.model(x, generator)
+                loss, metrics = self.model(x, random)
         finite = torch.isfinite(loss.detach()).float()
         if self.world > 1:  # every rank stops (or skips) together, or none does
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)

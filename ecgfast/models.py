@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ecgfast import dispatch
+from ecgfast.keyed import KeyedRandom, keyed_dropout
 from ecgfast.layers import EncoderBlock
 from ecgfast.ops.encoder import BlockSpec, activation, check_block_options
 
@@ -175,6 +176,11 @@ class ECGEncoder(nn.Module):
 
     See the module docstring for the architecture and :class:`EncoderConfig` for the
     options. Parameters and ``state_dict`` keys do not depend on ``config.backend``.
+
+    ``encoder(x, random=None)``: in training mode, ``random`` (a
+    :class:`~ecgfast.keyed.KeyedRandom` whose rows are x's samples) keys the dropout masks,
+    two streams per block, so a sample's masks do not depend on the rest of the batch;
+    None draws the seed from torch's default generator.
     """
 
     def __init__(self, config: EncoderConfig | None = None):
@@ -195,10 +201,13 @@ class ECGEncoder(nn.Module):
         # block 2's pool needs pool_size samples, so block 1's pool must leave that many
         return (c.pool_size - 1) * c.pool_stride + c.pool_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, random: KeyedRandom | None = None) -> torch.Tensor:
         x = self._check_input(x)
+        dropout = self.training and self.config.dropout > 0
+        if dropout and random is None:
+            random = KeyedRandom.from_default_generator(x.shape[0])
         for block in self.blocks:
-            x = block(x)
+            x = block(x, random.dropout_keys(2, x.device) if dropout else None)
         return x
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,12 +259,13 @@ class _BinaryHead(nn.Module):
         self.fc1 = nn.Linear(in_dim, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, 1)
-        self.drop = nn.Dropout(dropout)
-        self.act, self.negative_slope = act, negative_slope
+        self.p, self.act, self.negative_slope = dropout, act, negative_slope
 
-    def forward(self, h):
-        h = self.drop(activation(self.fc1(h), self.act, self.negative_slope))
-        h = self.drop(activation(self.fc2(h), self.act, self.negative_slope))
+    def forward(self, h, keys):
+        h = keyed_dropout(activation(self.fc1(h), self.act, self.negative_slope), self.p,
+                          None if keys is None else keys[0])
+        h = keyed_dropout(activation(self.fc2(h), self.act, self.negative_slope), self.p,
+                          None if keys is None else keys[1])
         return self.out(h).squeeze(-1)
 
 
@@ -264,7 +274,10 @@ class TransformationHeads(nn.Module):
 
     Each head is Dense(hidden) -> act -> Dropout -> Dense(hidden) -> act -> Dropout ->
     Dense(1). (B, in_dim) -> (B, n_tasks) logits; head k answers "is this the k-th
-    version?" (order: :data:`ecgfast.transforms.TRANSFORM_NAMES`).
+    version?" (order: :data:`ecgfast.transforms.TRANSFORM_NAMES`). ``heads(h, random=None)``:
+    in training mode the dropout masks are keyed by ``random`` (a
+    :class:`~ecgfast.keyed.KeyedRandom` over h's rows, two streams per head) or, when None,
+    by a seed from torch's default generator.
     """
 
     def __init__(
@@ -282,5 +295,10 @@ class TransformationHeads(nn.Module):
             for _ in range(n_tasks)
         )
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.stack([head(h) for head in self.heads], dim=-1)
+    def forward(self, h: torch.Tensor, random: KeyedRandom | None = None) -> torch.Tensor:
+        keys = [None] * len(self.heads)
+        if self.training and any(head.p > 0 for head in self.heads):
+            if random is None:
+                random = KeyedRandom.from_default_generator(h.shape[0])
+            keys = random.dropout_keys(2 * len(self.heads), h.device).view(len(self.heads), 2, -1)
+        return torch.stack([head(h, k) for head, k in zip(self.heads, keys)], dim=-1)

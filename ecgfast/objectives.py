@@ -2,6 +2,11 @@
 
 Each objective is an ``nn.Module`` whose ``forward(windows, generator)`` builds its own
 views of a batch of windows (B, L), runs the encoder and returns ``(loss, metrics)``.
+``generator``: a ``torch.Generator`` (or None: the global RNG) for the augmentations, the
+dropout seeds then coming from torch's default generator; or a
+:class:`~ecgfast.keyed.KeyedRandom` over the windows, which keys the augmentations and
+every dropout mask by window (:meth:`KeyedRandom.child` gives the encoder's and heads'
+rows for each view), so that any slice of the batch draws what it drew in the whole.
 They are conveniences on top of the standalone pieces in :mod:`ecgfast.transforms`,
 :mod:`ecgfast.models` and :mod:`ecgfast.losses`.
 
@@ -23,16 +28,23 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ecgfast.keyed import KeyedRandom
 from ecgfast.losses import SSL_ECG_TASK_WEIGHTS, NTXentLoss, transformation_recognition_loss
 from ecgfast.models import ECGEncoder, ProjectionHead, TransformationHeads
-from ecgfast.transforms import ContrastiveAugment, make_pretext_batch
+from ecgfast.transforms import TRANSFORM_NAMES, ContrastiveAugment, make_pretext_batch
 
 OBJECTIVES = ("transform", "contrastive", "both")
 
 
+def _view_random(generator, versions: int) -> KeyedRandom | None:
+    """The keyed source of an encoder input of ``versions`` stacked views of the windows."""
+    return generator.child(versions) if isinstance(generator, KeyedRandom) else None
+
+
 def _transform_step(encoder, heads, windows, generator, weights):
     inputs, labels = make_pretext_batch(windows, generator=generator)
-    logits = heads(encoder(inputs))
+    random = _view_random(generator, len(TRANSFORM_NAMES))
+    logits = heads(encoder(inputs, random), random)
     loss = transformation_recognition_loss(logits, labels, weights)
     with torch.no_grad():
         targets = torch.nn.functional.one_hot(labels.long(), logits.shape[1]).bool()
@@ -56,7 +68,7 @@ class Embedded(NamedTuple):
 
 def _contrastive_embed(encoder, projection, augment, windows, generator) -> torch.Tensor:
     v1, v2 = augment.two_views(windows, generator=generator)
-    return projection(encoder(torch.cat([v1, v2])))
+    return projection(encoder(torch.cat([v1, v2]), _view_random(generator, 2)))
 
 
 def _contrastive_loss(loss, temperature, backend, gather_distributed) -> NTXentLoss:

@@ -11,9 +11,11 @@
   ``PretrainConfig.patience`` stops training once that many epochs in a row brought no
   new lowest loss (early stopping).
 
-Randomness is derived from ``(seed, epoch, rank)`` at the start of every epoch (shuffle
-order, augmentations, dropout), so a run resumed from the checkpoint of epoch k ends with
-the same weights as an uninterrupted run on the same device.
+Randomness is derived from the seed: the shuffle order from ``(seed, epoch)``, and every
+step's augmentations and dropout masks from one :class:`~ecgfast.keyed.KeyedRandom` keyed
+by ``(seed, epoch, rank, step)`` and the window's place in the batch (so a chunked step
+draws what the one-pass step draws). A run resumed from the checkpoint of epoch k ends
+with the same weights as an uninterrupted run on the same device.
 
 Under ``torchrun --nproc_per_node K`` the objective is wrapped in
 DistributedDataParallel (gloo on the CPU, nccl on GPUs), each rank takes every K-th
@@ -48,6 +50,7 @@ from ecgfast.data.batches import (
     validation_loss,
 )
 from ecgfast.distributed import init_process_group_from_env, wrap_ddp
+from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
 from ecgfast.runlog import CURVE, METRICS, append_jsonl, plot_training_curve, truncate_metrics
@@ -276,8 +279,6 @@ def pretrain(
         if config.patience is not None and stop["bad_epochs"] >= config.patience:
             break
         batches = epoch_batches(len(windows), epoch, config, rank, world)
-        gen = torch.Generator(device=device).manual_seed(
-            derived_seed(AUGMENT, config.seed, epoch, rank))
         torch.manual_seed(derived_seed(DROPOUT, config.seed, epoch, rank))
         model.train()
         records, losses, seen, t0 = [], [], 0, time.perf_counter()
@@ -286,7 +287,9 @@ def pretrain(
                    unit="batch", disable=not progress or rank != 0, leave=True, dynamic_ncols=True)
         for step, x in enumerate(bar):
             x = x.to(device, non_blocking=True)
-            loss, metrics, status = stepper(x, gen, epoch, step, len(batches))
+            random = KeyedRandom.for_batch(derived_seed(AUGMENT, config.seed, epoch, rank, step),
+                                           x.shape[0], device)
+            loss, metrics, status = stepper(x, random, epoch, step, len(batches))
             if status == "diverged":
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 kept = f"the last checkpoint ({last_path}) is untouched" if last_path else "no checkpoint was written yet"

@@ -1,10 +1,10 @@
-"""Chunked contrastive steps under two gloo ranks against one process on the global batch.
+"""Chunked contrastive steps under two gloo ranks against the unchunked step in one process.
 
 Each rank holds 5 of the 10 windows of a global batch, cuts them into chunks of 3 (so the
 last chunk is smaller), gathers every rank's embeddings in the loss and averages its
-gradients over ranks in one all-reduce (ecgfast.chunked). One process then builds the
-same global batch in one autograd graph, drawing each rank's views and dropout masks from
-that rank's random streams in the ranks' chunk order, and takes the same Adam steps.
+gradients over ranks in one all-reduce (ecgfast.chunked). One process then takes the
+unchunked step on the same global batch in one autograd graph: each rank's 5 windows
+embedded in one pass with that rank's KeyedRandom of the step, and the same SGD steps.
 Loss, every gradient and the weights after three steps agree, for "contrastive" and "both".
 """
 
@@ -17,10 +17,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from common import free_port  # benchmarks/common.py, on pytest's pythonpath
 
-from ecgfast.chunked import TrainStep, chunk_bounds
+from ecgfast.chunked import TrainStep
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
+from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
+from ecgfast.optim import build_optimizer
 from ecgfast.training import PretrainConfig
 
 WORLD, PER_RANK, CHUNK, STEPS, LENGTH = 2, 5, 3, 3, 96
@@ -28,11 +30,19 @@ TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager
                      residual="all", attention=True)
 NAMES = ("contrastive", "both")
 TOL = {"rtol": 1e-4, "atol": 1e-6}
+#: LARS (its update scales with norms: round-off stays round-off, unlike Adam's eps),
+#: the base lr unscaled, so the one-process reference builds the same optimizer.
+STEP = {"precision": "fp32", "optimizer": "lars", "lr": 0.05, "lr_scaling": "none",
+        "weight_decay": 1e-4, "momentum": 0.9}
 
 
 def _batches():
     g = torch.Generator().manual_seed(11)
     return [torch.randn(WORLD * PER_RANK, LENGTH, generator=g) for _ in range(STEPS)]
+
+
+def _random(rank, step):
+    return KeyedRandom.for_batch(1000 * rank + step, PER_RANK)
 
 
 def _objective(name, gather):
@@ -49,13 +59,12 @@ def _worker(rank, port, out_dir):
         for name in NAMES:
             objective = _objective(name, gather=True)
             cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK,
-                                 precision="fp32")
+                                 **STEP)
             stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective, WORLD, ctx.device)
-            torch.manual_seed(100 + rank)
-            gen = torch.Generator().manual_seed(200 + rank)
             record = {"loss": [], "grads": []}
             for step, x in enumerate(_batches()):
-                out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], gen, 0, step, STEPS)
+                out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], _random(rank, step), 0,
+                              step, STEPS)
                 assert out.status == "ok"
                 record["loss"].append(out.loss)
                 record["grads"].append([p.grad.clone() for p in objective.parameters()])
@@ -67,27 +76,21 @@ def _worker(rank, port, out_dir):
 
 
 def _reference(name):
-    """One process, one graph per step over the global batch, each rank's randomness."""
+    """One process, the unchunked step over the global batch: each rank's windows embedded
+    in one pass with that rank's random source, one graph, the same LARS steps."""
     objective = _objective(name, gather=False)
-    opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
-    states = []
-    for rank in range(WORLD):
-        torch.manual_seed(100 + rank)
-        states.append([torch.get_rng_state(), torch.Generator().manual_seed(200 + rank)])
+    opt = build_optimizer("lars", objective, STEP["lr"], STEP["weight_decay"], STEP["momentum"])
     n = WORLD * PER_RANK
     losses, grads = [], []
-    for x in _batches():
+    for step, x in enumerate(_batches()):
         z1, z2, local = [], [], None
         for rank in range(WORLD):
-            torch.set_rng_state(states[rank][0])
-            mine = x[rank * PER_RANK:(rank + 1) * PER_RANK]
-            for a, b in chunk_bounds(PER_RANK, CHUNK):
-                z, part, _ = objective.embed(mine[a:b], states[rank][1])
-                z1.append(z[: b - a])
-                z2.append(z[b - a:])
-                if part is not None:
-                    local = part * ((b - a) / n) if local is None else local + part * ((b - a) / n)
-            states[rank][0] = torch.get_rng_state()
+            z, part, _ = objective.embed(x[rank * PER_RANK:(rank + 1) * PER_RANK],
+                                         _random(rank, step))
+            z1.append(z[:PER_RANK])
+            z2.append(z[PER_RANK:])
+            if part is not None:
+                local = part * (PER_RANK / n) if local is None else local + part * (PER_RANK / n)
         loss, _ = objective.join(torch.cat(z1), torch.cat(z2), local, {})
         opt.zero_grad()
         loss.backward()

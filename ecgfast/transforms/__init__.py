@@ -8,6 +8,10 @@ The arguments every function shares (each function's docstring refers here):
 - ``generator``: optional :class:`torch.Generator` the random choices come from;
   None uses the global RNG. Random numbers are drawn on the generator's device and moved
   to ``x``'s device, so pass a generator on ``x``'s device to keep everything there.
+  An :class:`ecgfast.keyed.KeyedRandom` (rows: the windows of ``x``) is accepted too: every
+  draw is then a function of (seed, draw, window), so a window's augmentation does not
+  depend on the other windows of its batch (what chunked training steps need); each
+  call uses the next stream of draws.
 - ``per_lead`` (random functions only): False (the default) makes one draw per window,
   applied to all its leads alike (the same scale factor, shift, segment order, time warp,
   SNR; a multi-lead ECG stays one heartbeat seen from C directions); True makes one

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ecgfast.keyed import KeyedRandom
+
 
 def _as_windows(x: torch.Tensor, fn: str) -> torch.Tensor:
     """Check ``x`` is (B, L) or (B, C, L) floating point; return a (B, C, L) view (C = 1
@@ -61,24 +63,30 @@ def _finish(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y.to(x.dtype).reshape(x.shape).contiguous()
 
 
-def _check_generator(generator: torch.Generator | None, fn: str) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
+def _check_generator(generator, fn: str) -> None:
+    if generator is not None and not isinstance(generator, (torch.Generator, KeyedRandom)):
         raise TypeError(
-            f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            f"{fn}: generator must be a torch.Generator, an ecgfast.keyed.KeyedRandom or None, "
+            f"got {type(generator).__name__}"
         )
 
 
 def _rand(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
-    """Uniform [0, 1) draws, made on the generator's device, returned on ``device``."""
+    """Uniform [0, 1) draws, made on the generator's device, returned on ``device`` (a
+    :class:`KeyedRandom` draws on ``device``, one stream per call, rows on axis 0)."""
     if generator is None:
         return torch.rand(shape, device=device, dtype=dtype)
+    if isinstance(generator, KeyedRandom):
+        return generator.uniform(tuple(shape), device, dtype)
     return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
 def _randn(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal draws, made on the generator's device, returned on ``device``."""
+    """Standard normal draws, as :func:`_rand`."""
     if generator is None:
         return torch.randn(shape, device=device, dtype=dtype)
+    if isinstance(generator, KeyedRandom):
+        return generator.normal(tuple(shape), device, dtype)
     return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
