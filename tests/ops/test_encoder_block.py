@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ecgfast import dispatch
+from ecgfast.keyed import KeyedRandom
 from ecgfast.layers import EncoderBlock
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.ops.encoder import (
@@ -146,12 +147,32 @@ def test_reference_op_from_a_spec_matches_the_module():
     x = torch.randn(2, 3, 40)
     block.eval()
     torch.testing.assert_close(block(x), encoder_block(x, block.block_params(), block.spec,
-                                                       False))
+                                                       None))
     block.train()
-    torch.manual_seed(1)
+    keys = KeyedRandom.for_batch(5, 2).dropout_keys(2, "cpu")
+    y = block(x, keys)
+    torch.testing.assert_close(y, encoder_block(x, block.block_params(), block.spec, keys))
+    assert not torch.allclose(y, block.eval()(x))
+    block.train()
+    torch.manual_seed(1)  # no keys: drawn from torch's default generator, reproducibly
     y = block(x)
     torch.manual_seed(1)
-    torch.testing.assert_close(y, encoder_block(x, block.block_params(), block.spec, True))
+    torch.testing.assert_close(y, block(x))
+    assert not torch.allclose(y, block(x))
+    for bad in (keys[:1], keys.long(), keys[:, :1]):
+        with pytest.raises(ValueError, match="dropout_keys must be"):
+            block(x, bad)
+
+
+def test_a_samples_output_does_not_depend_on_the_rest_of_the_batch():
+    """The keyed dropout masks: sample b's output is the same in any batch or slice."""
+    torch.manual_seed(0)
+    block = EncoderBlock(2, 6, 5, residual=True, attention=True, se_reduction=2, dropout=0.4)
+    x = torch.randn(5, 2, 40)
+    random = KeyedRandom.for_batch(9, 5)
+    y = block(x, random.select(slice(None)).dropout_keys(2, "cpu"))
+    part = block(x[1:4], random.select(slice(1, 4)).dropout_keys(2, "cpu"))
+    torch.testing.assert_close(part, y[1:4])
 
 
 # ---------------------------------------------------------------- gradient layout, meta
@@ -195,4 +216,4 @@ def test_encoder_runs_on_the_meta_device():
         assert p.grad is not None and p.grad.is_meta and p.grad.shape == p.shape, name
     assert ECGEncoder(config).to("meta").eval()(x[:, 0]).shape == (4, 128)
     assert dispatch.resolve("encoder_block", "auto", x, enc.blocks[0].block_params(),
-                            enc.blocks[0].spec, True) == "eager"
+                            enc.blocks[0].spec, None) == "eager"
