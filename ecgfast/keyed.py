@@ -22,7 +22,10 @@ The maths (uint32 values held in int32 tensors, products wrapping modulo 2^32):
 - ``mix32``: the bijective 32-bit integer hash ``x ^= x >> 16; x *= 0x7feb352d;
   x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16`` (logical shifts).
 - ``base(seed, path) = fold(mix32(mix32(hi ^ 0x9e3779b9) ^ lo), path)`` with
-  ``fold(h, (s, ...)) = fold(mix32(h ^ s), ...)``, in Python integers.
+  ``fold(h, (s, ...)) = fold(mix32(h ^ s), ...)``, hi and lo the seed's 32-bit halves.
+  The seed is held as a 0-d int64 tensor and the base computed by tensor ops, so a new
+  seed every step neither synchronises with the device nor makes ``torch.compile``
+  specialise on (and recompile for) its value.
 - ``row key: key(row) = mix32(mix32(base ^ lo(row)) ^ hi(row))``, one per row and stream.
 - ``bits(key, j) = mix32(mix32(j) ^ key)``; a uniform is ``(bits >> 8) * 2^-24`` in
   [0, 1) (24 bits, also for fp64 work), a dropout element is kept iff
@@ -79,21 +82,31 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return mix32_(x.to(torch.int32, copy=True))
 
 
-def stream_base(seed: int, path: tuple[int, ...]) -> int:
-    """The 32-bit base of stream ``path`` of ``seed`` (module docstring)."""
-    h = mix32_int(mix32_int(((seed >> 32) & M32) ^ GOLDEN) ^ (seed & M32))
+def _halves(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) 32-bit halves of int64 ``v`` as int32 tensors (uint32 bits)."""
+    lo = v & M32
+    lo = torch.where(lo >= 1 << 31, lo - (1 << 32), lo).to(torch.int32)
+    return lo, (v >> 32).to(torch.int32)
+
+
+def stream_base(seed: torch.Tensor | int, path: tuple[int, ...], device=None) -> torch.Tensor:
+    """The 32-bit base of stream ``path`` of ``seed`` (module docstring): a 0-d int32
+    tensor on ``device`` (seed: a 0-d int64 tensor, or an int)."""
+    seed = torch.as_tensor(seed, dtype=torch.int64).to(device)
+    lo, hi = _halves(seed)
+    h = mix32_(mix32_(hi ^ _as_i32(GOLDEN)) ^ lo)
     for s in path:
-        h = mix32_int(h ^ (s & M32))
+        h = mix32_(h ^ _as_i32(s))
     return h
 
 
-def row_keys(base: int, rows: torch.Tensor) -> torch.Tensor:
-    """int32 (R,) keys of ``rows`` (int64 ids >= 0) for a stream with base ``base``."""
-    rows = rows.to(torch.int64)
-    lo = rows & M32
-    lo = torch.where(lo >= 1 << 31, lo - (1 << 32), lo).to(torch.int32)
-    hi = (rows >> 32).to(torch.int32)
-    return mix32_(mix32_(lo ^ _as_i32(base)) ^ hi)
+def row_keys(base: torch.Tensor | int, rows: torch.Tensor) -> torch.Tensor:
+    """int32 (R,) keys of ``rows`` (int64 ids >= 0) for a stream with base ``base`` (a 0-d
+    int32 tensor from :func:`stream_base`, or a uint32 int)."""
+    lo, hi = _halves(rows.to(torch.int64))
+    if not isinstance(base, torch.Tensor):
+        base = torch.tensor(_as_i32(base), dtype=torch.int32, device=rows.device)
+    return mix32_(mix32_(lo ^ base) ^ hi)
 
 
 def _hashed_index(n: int, device) -> torch.Tensor:
@@ -159,7 +172,8 @@ class KeyedRandom:
     """The random source of one batch: draws keyed by (seed, stream, row) (module docstring).
 
     ``KeyedRandom(seed, rows)``: ``rows`` (B,) int64 ids of the batch's windows (or
-    ``KeyedRandom.for_batch(seed, n, device)`` for ids 0..n-1). Every draw method uses the
+    ``KeyedRandom.for_batch(seed, n, device)`` for ids 0..n-1); ``seed`` an int in
+    [0, 2^63) or a 0-d int64 tensor (kept as one on rows' device). Every draw method uses the
     next stream number; objects made by :meth:`select` start over at stream 0 with the same
     seed and path, so a slice of the batch replays its rows' draws exactly. Accepted as the
     ``generator`` of every function in :mod:`ecgfast.transforms` and of the objectives.
@@ -167,13 +181,18 @@ class KeyedRandom:
 
     __slots__ = ("seed", "rows", "path", "_next")
 
-    def __init__(self, seed: int, rows: torch.Tensor, path: tuple[int, ...] = ()):
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 or seed >= 1 << 64:
-            raise ValueError(f"KeyedRandom: seed must be an integer in [0, 2**64), got {seed!r}")
+    def __init__(self, seed, rows: torch.Tensor, path: tuple[int, ...] = ()):
         if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.is_floating_point():
             raise ValueError(f"KeyedRandom: rows must be a 1-D integer tensor of row ids, got "
                              f"{getattr(rows, 'shape', type(rows).__name__)}")
-        self.seed, self.rows, self.path, self._next = seed, rows.to(torch.int64), tuple(path), 0
+        if isinstance(seed, torch.Tensor):
+            if seed.dim() != 0 or seed.dtype != torch.int64:
+                raise ValueError(f"KeyedRandom: a seed tensor must be 0-d int64, got "
+                                 f"{seed.dtype} {tuple(seed.shape)}")
+        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+            raise ValueError(f"KeyedRandom: seed must be an integer in [0, 2**63), got {seed!r}")
+        self.seed = torch.as_tensor(seed, dtype=torch.int64).to(rows.device)
+        self.rows, self.path, self._next = rows.to(torch.int64), tuple(path), 0
 
     @classmethod
     def for_batch(cls, seed: int, n: int, device=None) -> KeyedRandom:
@@ -183,14 +202,13 @@ class KeyedRandom:
     def from_default_generator(cls, n: int, device=None) -> KeyedRandom:
         """A seed drawn from torch's default CPU generator (``torch.manual_seed``
         reproduces it; no device synchronisation), rows 0..n-1."""
-        seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64).item())
-        return cls.for_batch(seed, n, device)
+        return cls.for_batch(torch.randint(0, 2**62, (), dtype=torch.int64), n, device)
 
     def __len__(self) -> int:
         return self.rows.shape[0]
 
     def __repr__(self) -> str:
-        return f"KeyedRandom(seed={self.seed}, rows={len(self)}, path={self.path})"
+        return f"KeyedRandom(rows={len(self)}, path={self.path}, device={self.rows.device})"
 
     def select(self, index) -> KeyedRandom:
         """The same streams for ``rows[index]`` (a slice or an index tensor), from stream 0."""
@@ -218,7 +236,7 @@ class KeyedRandom:
         rows = self.rows.to(device)
         if k > 1:
             rows = (rows[:, None] * k + torch.arange(k, device=device)).reshape(-1)
-        return row_keys(stream_base(self.seed, self._stream()), rows)
+        return row_keys(stream_base(self.seed, self._stream(), device), rows)
 
     def uniform(self, shape, device, dtype=torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws of ``shape`` (shape[0] rows) on ``device``."""

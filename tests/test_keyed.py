@@ -44,9 +44,13 @@ def test_the_torch_hash_is_the_integer_hash_with_products_modulo_2_32():
 
 
 def test_element_bits_and_row_keys_follow_the_documented_formulas():
-    base = stream_base(12345678901234, (3, 1))
+    seed = 2**62 + 12345678901234
+    base = int(stream_base(seed, (3, 1))) & 0xFFFFFFFF
+    h = mix32_int(mix32_int((seed >> 32) ^ 0x9E3779B9) ^ (seed & 0xFFFFFFFF))
+    assert base == mix32_int(mix32_int(h ^ 3) ^ 1)
     rows = torch.tensor([0, 5, 2**33 + 7])
-    keys = row_keys(base, rows).tolist()
+    keys = row_keys(stream_base(seed, (3, 1)), rows).tolist()
+    assert keys == row_keys(base, rows).tolist()
     for r, k in zip(rows.tolist(), keys):
         lo, hi = r & 0xFFFFFFFF, r >> 32
         assert k == _i32(mix32_int(mix32_int(base ^ lo) ^ hi))
@@ -134,6 +138,8 @@ def test_keyed_dropout_scales_kept_elements_and_its_gradient_is_the_mask():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="seed"):
         KeyedRandom(-1, torch.arange(3))
+    with pytest.raises(ValueError, match="0-d int64"):
+        KeyedRandom(torch.tensor([1]), torch.arange(3))
     with pytest.raises(ValueError, match="rows"):
         KeyedRandom(0, torch.zeros(3, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="multiple"):
@@ -144,7 +150,11 @@ def test_default_generator_seeds_reproduce_with_manual_seed():
     torch.manual_seed(3)
     a = KeyedRandom.from_default_generator(5)
     torch.manual_seed(3)
-    assert KeyedRandom.from_default_generator(5).seed == a.seed
+    b = KeyedRandom.from_default_generator(5)
+    assert torch.equal(a.seed, b.seed) and torch.equal(a.uniform((5, 4), "cpu"),
+                                                       b.uniform((5, 4), "cpu"))
+    assert torch.equal(KeyedRandom(a.seed, a.rows).uniform((5, 4), "cpu"),
+                       KeyedRandom(int(a.seed), a.rows).uniform((5, 4), "cpu"))
 
 
 @pytest.mark.parametrize("per_lead", [False, True])
