@@ -161,6 +161,21 @@ def test_train_step_takes_the_one_pass_step_when_the_batch_fits_a_chunk():
         assert torch.equal(a, b)
 
 
+def test_pretrain_with_chunks_ends_where_pretrain_without_them_ends(tmp_path):
+    """End to end: two epochs of "both" (shuffling, augmentations, dropout, LARS) with
+    chunks of 4 of a batch of 6 give the unchunked run's weights and losses."""
+    x = torch.randn(12, LENGTH).numpy()
+    runs = []
+    for chunk in (None, 4):
+        cfg = PretrainConfig(objective="both", epochs=2, batch_size=6, chunk_size=chunk, seed=3,
+                             optimizer="lars", lr=0.05, precision="fp32")
+        runs.append(pretrain(x, tmp_path / str(chunk), TINY, cfg, progress=False))
+    for a, b in zip(runs[0].encoder.state_dict().values(), runs[1].encoder.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(runs[0].history, runs[1].history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
 def test_pretrain_with_chunks_runs_and_resumes_bit_equal(tmp_path):
     x = torch.randn(8, LENGTH).numpy()
     cfg = PretrainConfig(objective="contrastive", epochs=2, batch_size=4, chunk_size=3, seed=1)
