@@ -35,9 +35,9 @@ Kernels, in launch order:
   ``convolution_backward`` on ``gz`` (cuDNN on CUDA).
 
 Saved for backward: x, W, y (the output, which is the next layer's input or the SE /
-pool input, so usually saved anyway) and the (B,) keys: no pre-activation, no mask. Backward allocates gz,
-the size of y (as eager autograd does), plus a padded copy of x for even K (aten pads
-symmetrically).
+pool input, so usually saved anyway) and the (B,) keys: no pre-activation, no mask.
+Backward allocates gz, the size of y (as eager autograd does), plus a padded copy of x for
+even K (aten pads symmetrically).
 
 Under TRITON_INTERPRET=1 (CPU tests) bf16 outputs are staged in fp32 buffers and rounded
 by PyTorch: the interpreter casts fp32 -> bf16 by truncation, the GPU to nearest even.
