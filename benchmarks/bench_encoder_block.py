@@ -1,6 +1,9 @@
 """The encoder block op, forward + backward, per block: eager vs Triton vs torch.compile.
 
-``dispatch.encoder_block(x, params, spec, True, backend)`` called directly, no module:
+``dispatch.encoder_block(x, params, spec, dropout_keys, backend)`` called directly, no module
+(``dropout_keys``: the (2, B) int32 keys of :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`,
+made once per case on the device, so every step drops the same elements; the eager variants
+hash them as the Triton epilogue does):
 the three :class:`~ecgfast.ops.encoder.BlockSpec` of the default encoder
 (``EncoderConfig().block_specs()``: 1 -> 32 channels, K = 32 at L = 2560; 32 -> 64, K = 16
 at L = 1277; 64 -> 128, K = 8 with the global max at L = 635; residual, SE, relu, dropout
@@ -43,6 +46,7 @@ from common import (
 )
 
 from ecgfast import dispatch
+from ecgfast.keyed import KeyedRandom
 from ecgfast.models import EncoderConfig
 from ecgfast.ops.encoder import encoder_block, random_block_params
 
@@ -107,6 +111,7 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
             t.requires_grad_()
     x = torch.randn(batch, spec.in_channels, length, device=on, dtype=DTYPES[dtype])
     x.requires_grad_(block > 1)
+    keys = KeyedRandom.for_batch(0, batch, on).dropout_keys(2, on)
     mode = COMPILE_MODES.get(variant)
     if mode is not None:  # a fresh cache per case: no recompile limit, no dynamic shapes
         torch._dynamo.reset()
@@ -115,8 +120,8 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
     elif mode is not None:
         run = torch.compile(encoder_block, mode=mode, dynamic=False)
     else:
-        def run(x, params, spec, training):
-            return dispatch.encoder_block(x, params, spec, training, variant)
+        def run(x, params, spec, dropout_keys):
+            return dispatch.encoder_block(x, params, spec, dropout_keys, variant)
 
     def step():
         x.grad = None
@@ -125,7 +130,7 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
                 t.grad = None
         if variant == "compile-cudagraphs":
             torch.compiler.cudagraph_mark_step_begin()
-        run(x, params, spec, True).float().sum().backward()
+        run(x, params, spec, keys).float().sum().backward()
         sync(on)
 
     for _ in range(0 if dry_run() else 3):  # warm-up: autotuning, torch.compile, allocator

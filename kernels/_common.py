@@ -1,14 +1,30 @@
 """What every Triton kernel file shares: interpreter-aware buffers, the fp32 dot mode,
-the launch device. Op-specific code stays in the op's own file."""
+the launch device, the keyed-random hash. Op-specific code stays in the op's own file."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+import triton
+import triton.language as tl  # noqa: F401 (a @triton.jit function needs it in its globals)
 
 from ecgfast.dispatch import fp32_dot_precision
 from ecgfast.dispatch import triton_interpreting as interpreting  # the one TRITON_INTERPRET read
+
+
+@triton.jit
+def mix32(x):
+    """The in-kernel copy of :func:`ecgfast.keyed.mix32`, the bijective 32-bit hash of the
+    keyed draws: ``x`` is a uint32 tensor (bitcast int32 with ``.to(tl.uint32,
+    bitcast=True)``), shifts are logical and products wrap modulo 2^32, so the kernels draw
+    bit for bit what :func:`ecgfast.keyed.dropout_keep` (the reference) draws."""
+    x ^= x >> 16
+    x *= 0x7FEB352D
+    x ^= x >> 15
+    x *= 0x846CA68B
+    x ^= x >> 16
+    return x
 
 
 def buffer_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -134,7 +134,7 @@ def _encoder_specs() -> list[KernelSpec]:
     ints = {"C_out": "i32", "L": "i32", "R": "i32", "n_tblocks": "i32", "stride_xb": "i32",
             "stride_xc": "i32"}
     conv_sig = {"X": "*{dtype}", "W": "*{dtype}", "BIAS": "*{dtype}", "Y": "*{dtype}",
-                "PART": "*fp32", "seed": "i32", "p_drop": "fp32", "drop_scale": "fp32",
+                "PART": "*fp32", "KEYS": "*i32", "keep_thr": "i32", "drop_scale": "fp32",
                 "negative_slope": "fp32", "K": "i32", "PAD_LEFT": "i32", **ints}
     specs = []
     # one configuration per output width (K is a runtime argument): C_in = 1 (block 1,
@@ -156,9 +156,9 @@ def _encoder_specs() -> list[KernelSpec]:
                 dtypes, not cfg["DIRECT"]))
     specs.append(KernelSpec(
         "act_dropout_bwd", c._act_dropout_bwd_kernel,
-        {"GY": "*{dtype}", "GSUM": "*fp32", "Y": "*{dtype}", "GZ": "*{dtype}", "seed": "i32",
-         "p_drop": "fp32", "drop_scale": "fp32", "negative_slope": "fp32", "L": "i32",
-         "numel": "i32"},
+        {"GY": "*{dtype}", "GSUM": "*fp32", "Y": "*{dtype}", "GZ": "*{dtype}", "KEYS": "*i32",
+         "keep_thr": "i32", "drop_scale": "fp32", "negative_slope": "fp32", "L": "i32",
+         "row_size": "i32", "numel": "i32"},
         {"ACT": 1, "DROPOUT": True, "HAS_GY": True, "HAS_GSUM": True},
         [AOTConfig(str(c.BWD_BLOCK), {"BLOCK": c.BWD_BLOCK}, 4, 1)]))
     pool_ints = {"C": "i32", "C_in": "i32", "L": "i32", "L_out": "i32"}

@@ -17,22 +17,27 @@ Kernels, in launch order:
   DIRECT path instead: K rank-1 updates ``acc += x[t + k - pad] W[:, k]`` on the FMA
   units, since a ``tl.dot`` operand must be at least 16 wide and one channel gives no
   reuse to feed a tensor core with. The epilogue adds the bias, applies relu / leaky_relu,
-  applies dropout with a counter-based RNG (``tl.rand(seed, offset)``, Philox; offset =
-  the element's flat index in y), and with ``WRITE_SUMS`` writes per-(sample, channel,
-  time tile) partial sums of y for the squeeze-excitation mean (summed over tiles in
-  PyTorch: deterministic, no atomics). The dropout mask is never stored.
+  applies keyed dropout (:mod:`ecgfast.keyed`: element j = c * L + t of sample b is kept
+  iff ``mix32(mix32(j) ^ keys[b]) >> 8 >= keep_thr``, ``keep_thr = keep_threshold(p)``,
+  in uint32 arithmetic; the program's key is loaded once), and with ``WRITE_SUMS`` writes
+  per-(sample, channel, time tile) partial sums of y for the squeeze-excitation mean
+  (summed over tiles in PyTorch: deterministic, no atomics). The dropout mask is never
+  stored. Since the mask is a function of the sample's key and (c, t) only, it does not
+  depend on the batch a sample sits in nor on the tiles, and it is the one
+  :func:`ecgfast.keyed.dropout_keep` gives the eager reference.
 - ``_act_dropout_bwd_kernel``: the element-wise backward, one pass:
-  ``gz = (gy + gsum[b, c]) * act'(y) * keep * 1/(1-p)``, where ``keep`` is regenerated
-  from (seed, offset) and ``act'`` is read off the sign of the saved output y (y > 0 iff
+  ``gz = (gy + gsum[b, c]) * act'(y) * keep * 1/(1-p)``, where ``keep`` is recomputed
+  from (keys[b], j), b = n // (C_out L) and j = n - b C_out L for the flat index n (the key
+  loaded per element), and ``act'`` is read off the sign of the saved output y (y > 0 iff
   the pre-activation was > 0 for a kept element; a dropped element has gradient 0
   anyway). Needs ``negative_slope >= 0``.
 - The weight, bias and input gradients of the convolution itself go through aten's
   ``convolution_backward`` on ``gz`` (cuDNN on CUDA).
 
-Saved for backward: x, W and y (the output, which is the next layer's input or the SE /
-pool input, so usually saved anyway): no pre-activation, no mask. Backward allocates gz,
-the size of y (as eager autograd does), plus a padded copy of x for even K (aten pads
-symmetrically).
+Saved for backward: x, W, y (the output, which is the next layer's input or the SE /
+pool input, so usually saved anyway) and the (B,) keys: no pre-activation, no mask.
+Backward allocates gz, the size of y (as eager autograd does), plus a padded copy of x for
+even K (aten pads symmetrically).
 
 Under TRITON_INTERPRET=1 (CPU tests) bf16 outputs are staged in fp32 buffers and rounded
 by PyTorch: the interpreter casts fp32 -> bf16 by truncation, the GPU to nearest even.
@@ -56,13 +61,16 @@ from ecgfast.kernels._common import (
     MAX_INT32_OFFSET,
     interpreting,
     launch_device,
+    mix32,
     partial_sums,
 )
+from ecgfast.keyed import KeyedRandom, keep_threshold
 from ecgfast.ops.encoder import grad_like
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
-#: The dropout RNG offset is an int32 flat index into y, and the element-wise backward's
-#: last block reaches up to BWD_BLOCK_INTERPRET - 1 past the end: both stay below 2^31.
+#: Flat indices into y (and the dropout's per-sample index j) are int32, and the
+#: element-wise backward's last block reaches up to BWD_BLOCK_INTERPRET - 1 past the end:
+#: both stay below 2^31.
 MAX_NUMEL = MAX_INT32_OFFSET - 2**15
 
 
@@ -92,7 +100,7 @@ def conv_config(c_in: int, c_out: int, k: int, length: int = 2560, ieee_fp32: bo
 
 
 @triton.jit
-def _conv1d_fwd_kernel(X, W, BIAS, Y, PART, seed, p_drop, drop_scale, negative_slope,
+def _conv1d_fwd_kernel(X, W, BIAS, Y, PART, KEYS, keep_thr, drop_scale, negative_slope,
                        C_out, L, R, K, PAD_LEFT, n_tblocks, stride_xb, stride_xc,
                        BLOCK_CO: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr,
                        DIRECT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
@@ -141,9 +149,11 @@ def _conv1d_fwd_kernel(X, W, BIAS, Y, PART, seed, p_drop, drop_scale, negative_s
         acc = tl.where(acc > 0, acc, acc * negative_slope)
     row = b * C_out + co  # (sample, channel) row of y, int32
     offs = row[None, :] * L + t[:, None]
-    if DROPOUT:
-        keep = tl.rand(seed, offs) >= p_drop
-        acc = tl.where(keep, acc * drop_scale, 0.0)
+    if DROPOUT:  # keyed: element j = c * L + t of sample b (ecgfast.keyed.dropout_keep)
+        key = tl.load(KEYS + b).to(tl.uint32, bitcast=True)
+        j = (co[None, :] * L + t[:, None]).to(tl.uint32, bitcast=True)
+        bits = (mix32(mix32(j) ^ key) >> 8).to(tl.int32, bitcast=True)
+        acc = tl.where(bits >= keep_thr, acc * drop_scale, 0.0)
     mask = t_ok[:, None] & co_ok[None, :]
     tl.store(Y + offs.to(tl.int64), acc.to(Y.dtype.element_ty), mask=mask)
     if WRITE_SUMS:
@@ -152,8 +162,8 @@ def _conv1d_fwd_kernel(X, W, BIAS, Y, PART, seed, p_drop, drop_scale, negative_s
 
 
 @triton.jit
-def _act_dropout_bwd_kernel(GY, GSUM, Y, GZ, seed, p_drop, drop_scale, negative_slope,
-                            L, numel, BLOCK: tl.constexpr, ACT: tl.constexpr,
+def _act_dropout_bwd_kernel(GY, GSUM, Y, GZ, KEYS, keep_thr, drop_scale, negative_slope,
+                            L, row_size, numel, BLOCK: tl.constexpr, ACT: tl.constexpr,
                             DROPOUT: tl.constexpr, HAS_GY: tl.constexpr,
                             HAS_GSUM: tl.constexpr):
     n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -168,9 +178,12 @@ def _act_dropout_bwd_kernel(GY, GSUM, Y, GZ, seed, p_drop, drop_scale, negative_
         g = tl.where(y > 0, g, 0.0)
     elif ACT == 2:
         g = tl.where(y > 0, g, g * negative_slope)
-    if DROPOUT:
-        keep = tl.rand(seed, n) >= p_drop
-        g = tl.where(keep, g * drop_scale, 0.0)
+    if DROPOUT:  # the forward's mask, recomputed: sample b = n // (C_out L), j within it
+        b = n // row_size
+        key = tl.load(KEYS + b, mask=ok, other=0).to(tl.uint32, bitcast=True)
+        j = (n - b * row_size).to(tl.uint32, bitcast=True)
+        bits = (mix32(mix32(j) ^ key) >> 8).to(tl.int32, bitcast=True)
+        g = tl.where(bits >= keep_thr, g * drop_scale, 0.0)
     tl.store(GZ + n, g.to(GZ.dtype.element_ty), mask=ok)
 
 
@@ -210,7 +223,7 @@ def _check(x, weight, bias, act, negative_slope, p):
                          f"{MAX_NUMEL} (split the batch)")
 
 
-def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
+def _fwd(x, weight, bias, act, negative_slope, p, keys, write_sums):
     bsz, c_in, length = x.shape
     c_out, _, k = weight.shape
     x = x.contiguous()
@@ -225,11 +238,12 @@ def _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums):
     with launch_device(x, grid, f"Triton conv of length {length}"):
         _conv1d_fwd_kernel[grid](
             x, weight, bias if bias is not None else weight, y, part,
-            seed, p, 1.0 / (1.0 - p), negative_slope,
+            keys if keys is not None else x, keep_threshold(p), 1.0 / (1.0 - p),
+            negative_slope,
             c_out, length, c_in * k, k, (k - 1) // 2, n_tblocks, x.stride(0), x.stride(1),
             BLOCK_CO=cfg["BLOCK_CO"], BLOCK_T=cfg["BLOCK_T"],
             BLOCK_R=cfg["BLOCK_R"], DIRECT=cfg["DIRECT"], HAS_BIAS=bias is not None,
-            ACT=ACT_CODES[act], DROPOUT=p > 0, WRITE_SUMS=write_sums,
+            ACT=ACT_CODES[act], DROPOUT=keys is not None, WRITE_SUMS=write_sums,
             INPUT_PRECISION=precision,
             UPCAST=interpreting() and x.dtype != torch.float32,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
@@ -244,7 +258,7 @@ BWD_BLOCK = 1024
 BWD_BLOCK_INTERPRET = 2**15
 
 
-def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
+def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, keys):
     numel = y.numel()
     gz = torch.empty_like(y, dtype=buffer_dtype(y.dtype))
     block = BWD_BLOCK_INTERPRET if interpreting() else BWD_BLOCK
@@ -253,8 +267,9 @@ def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
         _act_dropout_bwd_kernel[grid](
             gy.contiguous() if gy is not None else y,
             gsums.contiguous().float() if gsums is not None else y,
-            y, gz, seed, p, 1.0 / (1.0 - p), negative_slope, y.shape[-1], numel,
-            BLOCK=block, ACT=ACT_CODES[act], DROPOUT=p > 0, HAS_GY=gy is not None,
+            y, gz, keys if keys is not None else y, keep_threshold(p), 1.0 / (1.0 - p),
+            negative_slope, y.shape[-1], y.shape[1] * y.shape[2], numel,
+            BLOCK=block, ACT=ACT_CODES[act], DROPOUT=keys is not None, HAS_GY=gy is not None,
             HAS_GSUM=gsums is not None, num_warps=4,
         )
     return gz.to(y.dtype)
@@ -263,27 +278,29 @@ def _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed):
 class Conv1dActDropout(torch.autograd.Function):
     """``(y, sums) = conv_act_dropout(x, W, b)``, sums = y.sum(-1) in fp32 when asked for.
 
-    forward(x, weight, bias, act, negative_slope, p, seed, write_sums); ``seed`` (int)
-    seeds the dropout RNG (ignored when p == 0). ``sums`` is None unless ``write_sums``.
+    forward(x, weight, bias, act, negative_slope, p, keys, write_sums); ``keys``: the
+    samples' dropout keys, a contiguous int32 (B,) tensor on x's device, or None for no
+    dropout (pass None when p == 0). Not checked here (the callers check them once).
+    ``sums`` is None unless ``write_sums``.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, act, negative_slope, p, seed, write_sums):
-        y, sums = _fwd(x, weight, bias, act, negative_slope, p, seed, write_sums)
-        ctx.save_for_backward(x, weight, y)
-        ctx.conf = (act, negative_slope, p, seed, bias is not None)
+    def forward(ctx, x, weight, bias, act, negative_slope, p, keys, write_sums):
+        y, sums = _fwd(x, weight, bias, act, negative_slope, p, keys, write_sums)
+        ctx.save_for_backward(x, weight, y, keys)
+        ctx.conf = (act, negative_slope, p, bias is not None)
         ctx.set_materialize_grads(False)
         return y, sums
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, gsums):
-        x, weight, y = ctx.saved_tensors
-        act, negative_slope, p, seed, has_bias = ctx.conf
+        x, weight, y, keys = ctx.saved_tensors
+        act, negative_slope, p, has_bias = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if (gy is None and gsums is None) or not (need_x or need_w or need_b):
             return (None,) * 8
-        gz = _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, seed)
+        gz = _act_dropout_bwd(gy, gsums, y, act, negative_slope, p, keys)
         k = weight.shape[-1]
         pad_left, pad_right = (k - 1) // 2, k - 1 - (k - 1) // 2
         if pad_left == pad_right:
@@ -300,22 +317,32 @@ class Conv1dActDropout(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None, None
 
 
-def draw_seed(p: float) -> int:
-    """A dropout seed from torch's default CPU generator (no device sync), 0 when p == 0."""
-    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if p > 0 else 0
+def check_keys(keys, x: torch.Tensor, name: str = "keys") -> None:
+    """ValueError naming ``name`` unless ``keys`` is an int32 (B,) tensor on x's device."""
+    if (not isinstance(keys, torch.Tensor) or keys.dtype != torch.int32
+            or keys.shape != (x.shape[0],) or keys.device != x.device):
+        got = (f"{keys.dtype} {tuple(keys.shape)} on {keys.device}"
+               if isinstance(keys, torch.Tensor) else type(keys).__name__)
+        raise ValueError(f"{name} must be an int32 ({x.shape[0]},) tensor on {x.device} "
+                         f"(one dropout key per sample), got {got}")
 
 
 def conv1d_act_dropout(x, weight, bias, *, act="relu", negative_slope=0.2, p=0.0,
-                       seed=None, write_sums=False):
+                       keys=None, write_sums=False):
     """Fused Conv1d('same') -> act -> dropout; see the module docstring.
 
     x: (B, C_in, L); weight: (C_out, C_in, K); bias: (C_out,) or None. Returns
     ``(y, sums)``: y (B, C_out, L) in x's dtype and, with ``write_sums``, ``sums`` (B, C_out)
-    fp32 = y.sum(-1) (else None). ``seed`` (int) seeds the dropout mask; None draws one
-    from torch's default generator (so ``torch.manual_seed`` reproduces the mask).
+    fp32 = y.sum(-1) (else None). ``keys`` (int32 (B,) on x's device, e.g. one row of
+    :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`) fixes the dropout mask, which is then
+    ``ecgfast.keyed.dropout_keep(keys, (C_out, L), p)``; None with p > 0 draws them with
+    ``KeyedRandom.from_default_generator(B)`` (so ``torch.manual_seed`` reproduces the
+    mask). Keys given with p == 0 are checked and drop nothing.
     """
     _check(x, weight, bias, act, negative_slope, p)
-    if seed is None:
-        seed = draw_seed(p)
+    if keys is not None:
+        check_keys(keys, x)
+    elif p > 0:
+        keys = KeyedRandom.from_default_generator(x.shape[0]).dropout_keys(1, x.device)[0]
     return Conv1dActDropout.apply(x, weight, bias, act, float(negative_slope), float(p),
-                                  int(seed), bool(write_sums))
+                                  keys.contiguous() if p > 0 else None, bool(write_sums))

@@ -1,6 +1,6 @@
 """One encoder block on the Triton backend: three fused kernels and the tiny SE MLP.
 
-``encoder_block_triton(x, params, spec, training)`` computes ``pool(SE(F(x)) + W_s x)``
+``encoder_block_triton(x, params, spec, dropout_keys)`` computes ``pool(SE(F(x)) + W_s x)``
 as :func:`ecgfast.ops.encoder.encoder_block` does, from the same inputs (plain tensors
 in a :class:`~ecgfast.ops.encoder.BlockParams`, a :class:`~ecgfast.ops.encoder.BlockSpec`),
 in launch order:
@@ -13,8 +13,13 @@ in launch order:
 4. :class:`ecgfast.kernels.se_residual_pool.SEResidualPool`: SE scale, 1x1 shortcut or
    identity, max pool (or global max), writing only the pooled output and an int8 argmax.
 
-Dropout seeds come from torch's default CPU generator (one draw per conv per call), so
-``torch.manual_seed`` reproduces the masks; backward regenerates them from the seeds.
+Dropout keys are the op's input, not drawn here: ``dropout_keys`` None (no dropout) or an
+int32 (2, B) tensor on x's device, row 0 conv1's per-sample keys, row 1 conv2's. The caller
+makes them: :class:`ecgfast.layers.EncoderBlock` in training takes them from its caller
+(:meth:`ecgfast.keyed.KeyedRandom.dropout_keys`, so a chunked batch replays the masks of
+the unchunked one) or draws them with ``KeyedRandom.from_default_generator``. Each conv's
+mask is a function of its sample's key and of (c, t) only (kernels/conv1d.py), the very mask
+the eager backend draws from the same keys; backward recomputes it from the keys.
 
 What the backend supports is declared in :data:`BACKEND` and checked once by
 :mod:`ecgfast.dispatch` (the kernels' public wrappers check their own arguments; this
@@ -25,23 +30,25 @@ from __future__ import annotations
 
 import torch
 from ecgfast.kernels._common import KERNEL_DTYPES
-from ecgfast.kernels.conv1d import MAX_NUMEL, Conv1dActDropout, draw_seed, slope_supported
+from ecgfast.kernels.conv1d import MAX_NUMEL, Conv1dActDropout, slope_supported
 from ecgfast.kernels.se_residual_pool import MAX_POOL_SIZE, SEResidualPool
 
 from ecgfast.dispatch import Backend, Capabilities
-from ecgfast.ops.encoder import BlockParams, BlockSpec, se_excitation
+from ecgfast.ops.encoder import BlockParams, BlockSpec, check_dropout_keys, se_excitation
 
 
 def encoder_block_triton(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
-                         training: bool) -> torch.Tensor:
+                         dropout_keys: torch.Tensor | None) -> torch.Tensor:
     """One block on x (B, C_in, L) with the kernels; arguments as
-    :func:`ecgfast.ops.encoder.encoder_block`."""
-    p = spec.dropout if training else 0.0
+    :func:`ecgfast.ops.encoder.encoder_block` (``dropout_keys``: module docstring)."""
+    p = spec.dropout if dropout_keys is not None else 0.0
+    keys1, keys2 = (dropout_keys[0].contiguous(), dropout_keys[1].contiguous()) if p > 0 \
+        else (None, None)
     act, slope = spec.activation, float(spec.negative_slope)
     h, _ = Conv1dActDropout.apply(x, params.conv1_weight, params.conv1_bias, act, slope, p,
-                                  draw_seed(p), False)
+                                  keys1, False)
     f, sums = Conv1dActDropout.apply(h, params.conv2_weight, params.conv2_bias, act, slope,
-                                     p, draw_seed(p), spec.attention)
+                                     p, keys2, spec.attention)
     a = None
     if spec.attention:
         mean = (sums / f.shape[-1]).to(f.dtype)
@@ -50,8 +57,13 @@ def encoder_block_triton(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
                                 params.shortcut_bias, spec.pool_size, spec.pool_stride)
 
 
-def _limits(x: torch.Tensor, params: BlockParams, spec: BlockSpec, training: bool) -> list[str]:
+def _limits(x: torch.Tensor, params: BlockParams, spec: BlockSpec,
+            dropout_keys: torch.Tensor | None) -> list[str]:
     reasons = []
+    try:  # the kernels read the keys by pointer: a wrong device or shape must not launch
+        check_dropout_keys(dropout_keys, x)
+    except ValueError as err:
+        reasons.append(f"it needs valid keys ({err})")
     if any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in params):
         reasons.append(f"it needs every parameter in x's dtype and device ({x.dtype}, "
                        f"{x.device})")

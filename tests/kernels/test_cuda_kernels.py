@@ -96,6 +96,35 @@ def test_conv_tf32_within_the_rounding_bound(c_in, c_out, k, length):
     assert err <= bound, f"TF32 conv error {err:.3e} over its rounding bound {bound:.3e}"
 
 
+@pytest.mark.parametrize("c_in,c_out,k,length", [(1, 32, 32, 2560), (32, 64, 16, 1277),
+                                                 (64, 128, 8, 635)])
+def test_conv_keyed_dropout_at_production_tiles(c_in, c_out, k, length):
+    """The GPU's keyed mask at the production tiles (the interpreter tests use others) is
+    ``ecgfast.keyed.dropout_keep`` bit for bit (leaky_relu: a zero is a dropped element),
+    and the backward applies the same mask (the bias gradient sums gy act' keep / (1 - p))."""
+    from ecgfast.kernels.conv1d import conv1d_act_dropout
+
+    from ecgfast.keyed import KeyedRandom, dropout_keep
+
+    g = torch.Generator().manual_seed(c_out)
+    x = torch.randn(8, c_in, length, generator=g).cuda()
+    w = (torch.randn(c_out, c_in, k, generator=g) / (c_in * k) ** 0.5).cuda()
+    keys = KeyedRandom.for_batch(c_out, 8, "cuda").dropout_keys(1, "cuda")[0]
+    p = 0.3
+    want = dropout_keep(keys, (c_out, length), p)
+    y, _ = conv1d_act_dropout(x, w, None, act="leaky_relu", negative_slope=0.1, p=p, keys=keys)
+    assert torch.equal(y != 0, want)
+    # backward: d(sum y)/d(pre-activation) is 0 exactly where dropped; read it off the bias
+    b = torch.zeros(c_out, device="cuda", requires_grad=True)
+    yb, _ = conv1d_act_dropout(x, w, b, act="leaky_relu", negative_slope=0.1, p=p, keys=keys)
+    gy = torch.randn_like(yb)
+    yb.backward(gy)
+    y0, _ = conv1d_act_dropout(x, w, None, act="leaky_relu", negative_slope=0.1)
+    slope = torch.where(y0 > 0, 1.0, 0.1)
+    expect = (gy * slope * want / (1 - p)).sum(dim=(0, 2))
+    torch.testing.assert_close(b.grad, expect, rtol=1e-4, atol=1e-4)
+
+
 def test_ntxent_launches_on_the_tensors_device():
     """A tensor on a device other than the current one is computed there."""
     if torch.cuda.device_count() < 2:
