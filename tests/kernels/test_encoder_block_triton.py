@@ -267,9 +267,9 @@ def _run(model, x, g):
 
 class _Bf16Rounded(torch.nn.Module):
     """The eager reference ops in fp32, rounding to bf16 where the fused path stores bf16.
-    In training with dropout each block draws its keys as :class:`ecgfast.layers.EncoderBlock`
-    does (``KeyedRandom.from_default_generator``): after the same ``torch.manual_seed`` it
-    drops what the fused encoder drops."""
+    In training with dropout it draws its keys as :class:`ecgfast.models.ECGEncoder` does
+    (one ``KeyedRandom.from_default_generator`` per forward, two streams per block): after
+    the same ``torch.manual_seed`` it drops what the fused encoder drops."""
 
     def __init__(self, encoder: ECGEncoder):
         super().__init__()
@@ -279,10 +279,10 @@ class _Bf16Rounded(torch.nn.Module):
         def rnd(t):
             return t.bfloat16().float()
 
+        dropout = self.encoder.training and self.encoder.config.dropout > 0
+        random = KeyedRandom.from_default_generator(x.shape[0]) if dropout else None
         for blk in self.encoder.blocks:
-            keys = (None, None)
-            if blk.training and blk.spec.dropout > 0:
-                keys = KeyedRandom.from_default_generator(x.shape[0]).dropout_keys(2, x.device)
+            keys = random.dropout_keys(2, x.device) if dropout else (None, None)
             kw = {"act": blk.activation, "negative_slope": blk.negative_slope,
                   "p": blk.spec.dropout}
             h = rnd(conv_act_dropout(x, blk.conv1.weight, blk.conv1.bias, keys=keys[0], **kw))
