@@ -135,8 +135,15 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
+        """The inverse of :meth:`to_dict`. A dict saved before ``precision`` existed (an
+        older checkpoint) ran in fp32, so it gets "fp32", not today's "auto" (bf16 on a
+        GPU): a resumed old run keeps its arithmetic. The other large-batch fields'
+        defaults (adam, constant lr, no chunks) are what such runs did."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kept = {k: v for k, v in d.items() if k in known}
+        if "precision" not in d:
+            kept["precision"] = "fp32"
+        return cls(**kept)
 
 
 @dataclass

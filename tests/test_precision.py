@@ -3,6 +3,7 @@ CPU, the fp16 skip policy, and fp16 + scaler on CUDA."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -180,3 +181,33 @@ def test_triton_encoder_block_under_bf16_autocast_matches_eager():
     proc = subprocess.run([sys.executable, "-c", _TRITON_BF16], capture_output=True, text=True,
                           timeout=600, env=env, check=False)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_a_run_saved_before_precision_existed_resumes_in_fp32(tmp_path, monkeypatch):
+    """An older checkpoint's training dict has no "precision": it ran in fp32, and a resume
+    keeps fp32 instead of today's default "auto" (bf16 on a GPU)."""
+    saved = PretrainConfig(objective="contrastive", precision="bf16").to_dict()
+    assert PretrainConfig.from_dict(saved).precision == "bf16"
+    del saved["precision"]
+    assert PretrainConfig.from_dict(saved).precision == "fp32"
+    assert PretrainConfig().precision == "auto"
+    # end to end: the resumed run reads the old dict and so resolves fp32
+    x = torch.randn(8, 96).numpy()
+    run = tmp_path / "old"
+    pretrain(x, run, TINY, PretrainConfig(objective="contrastive", epochs=1, batch_size=4),
+             progress=False)
+    cfg_file = next((run / "checkpoints").glob("epoch-*/config.json"))
+    data = json.loads(cfg_file.read_text())
+    del data["training"]["precision"]
+    cfg_file.write_text(json.dumps(data))
+    seen = []
+    real = precision.Precision.__init__
+
+    def spy(self, name, device):
+        seen.append(name)
+        real(self, name, device)
+
+    monkeypatch.setattr(precision.Precision, "__init__", spy)
+    pretrain(x, run, TINY, PretrainConfig(objective="contrastive", epochs=2, batch_size=4),
+             resume=True, progress=False)
+    assert seen == ["fp32"]
