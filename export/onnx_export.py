@@ -49,6 +49,10 @@ from ecgfast.models import ECGEncoder
 LAYOUTS = ("2d", "1d")
 
 
+#: Node metadata the exporter writes that records the exporting machine's source files.
+SOURCE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
 def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
     g = model.graph
     del g.value_info[:]
@@ -61,6 +65,13 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
     # drop exporter-specific metadata on the interface; keep the model's own
     for vi in (*g.input, *g.output):
         del vi.metadata_props[:]
+    # and the per-node source records: the Python stack trace and FX node of the export
+    # name files by absolute path (where ecgfast was installed, on the exporting machine)
+    # and change with every edit of the source; the module scopes stay (profilers read them)
+    for node in g.node:
+        kept = [p for p in node.metadata_props if p.key not in SOURCE_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
     from ecgfast import __version__
 
     meta = {

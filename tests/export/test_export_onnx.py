@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -104,6 +106,20 @@ def test_default_export_full_verification(exported):
     assert all(r.tolerance == pytest.approx(1e-4 * r.scale) for r in report.rows)
     text = report.format()
     assert "onnx.checker ok" in text and text.count("  ok") == 6 and "FAIL" not in text
+
+
+def test_the_file_names_no_source_path_of_the_exporting_machine(exported):
+    """No node keeps the exporter's Python stack trace or FX node (absolute paths of the
+    exporting machine's ecgfast); the module scopes stay."""
+    import ecgfast
+
+    _, path, _ = exported
+    model = onnx.load(str(path))
+    root = str(Path(ecgfast.__file__).resolve().parent.parent)
+    keys = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert "namespace" in keys  # the scopes are kept, so the check below reads metadata
+    assert not keys & {"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"}
+    assert root.encode() not in path.read_bytes()
 
 
 def test_same_padding_lives_in_conv_pads(exported):
