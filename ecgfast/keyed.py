@@ -117,19 +117,27 @@ def _row_block(n: int, device) -> int:
     return max(1, CPU_BLOCK_ELEMENTS // max(n, 1)) if torch.device(device).type == "cpu" else 1 << 30
 
 
-def element_bits(keys: torch.Tensor, n: int, out=None) -> torch.Tensor:
-    """``bits(keys[r], j) >> 8`` (24 random bits, int32) for j < n: (R, n)."""
+def _bit_blocks(keys: torch.Tensor, n: int):
+    """Yields ``(rows, bits)``: ``bits(keys[rows], j) >> 8`` (24 random bits, int32,
+    (len(rows), n)) for j < n, over cache-sized blocks of rows on the CPU (one block on
+    other devices)."""
     if n >= 1 << 31:
         raise ValueError(f"a keyed draw of {n} elements per row exceeds the 31-bit index")
     hj = _hashed_index(n, keys.device)
-    out = torch.empty((keys.shape[0], n), dtype=torch.int32, device=keys.device) if out is None else out
     step = _row_block(n, keys.device)
     for a in range(0, keys.shape[0], step):
-        v = out[a:a + step]
-        torch.bitwise_xor(hj[None, :], keys[a:a + step, None], out=v)
+        v = torch.bitwise_xor(hj[None, :], keys[a:a + step, None])
         mix32_(v)
         v >>= 8
         v &= 0xFFFFFF
+        yield slice(a, a + step), v
+
+
+def element_bits(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """``bits(keys[r], j) >> 8`` (24 random bits, int32) for j < n: (R, n)."""
+    out = torch.empty((keys.shape[0], n), dtype=torch.int32, device=keys.device)
+    for rows, bits in _bit_blocks(keys, n):
+        out[rows] = bits
     return out
 
 
@@ -141,17 +149,10 @@ def keep_threshold(p: float) -> int:
 def dropout_keep(keys: torch.Tensor, shape, p: float) -> torch.Tensor:
     """bool mask (B, *shape) of the elements a dropout with row keys ``keys`` (B,) keeps;
     element j of row b is ``shape``'s flat index (the reference of the Triton kernels)."""
-    n = math.prod(shape)
-    hj = _hashed_index(n, keys.device)
-    thr = keep_threshold(p)
+    n, thr = math.prod(shape), keep_threshold(p)
     out = torch.empty((keys.shape[0], n), dtype=torch.bool, device=keys.device)
-    step = _row_block(n, keys.device)
-    for a in range(0, keys.shape[0], step):
-        v = torch.bitwise_xor(hj[None, :], keys[a:a + step, None])
-        mix32_(v)
-        v >>= 8
-        v &= 0xFFFFFF
-        torch.ge(v, thr, out=out[a:a + step])
+    for rows, bits in _bit_blocks(keys, n):
+        torch.ge(bits, thr, out=out[rows])
     return out.view(keys.shape[0], *shape)
 
 
