@@ -29,7 +29,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from common import PeakMemory, device_info, free_port
+from common import PeakMemory, device_info, free_port, gloo_worker_env
 
 WORLD = 2
 D = 128
@@ -39,9 +39,7 @@ CASES = [("streaming", 4096, 7), ("streaming", 16384, 3), ("eager", 4096, 7)]
 
 
 def _worker(rank, port, backend, two_n, rounds, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    gloo_worker_env(rank, WORLD, port)
     import torch.distributed as dist
 
     from ecgfast.distributed import (

@@ -178,6 +178,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gloo_worker_env(rank: int, world: int, port: int) -> None:
+    """What torchrun would set for rank ``rank`` of ``world`` CPU processes on this host
+    (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK), and one torch thread per process:
+    the ranks share the cores. For the workers that tests and benchmarks spawn."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -15,7 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from common import free_port  # benchmarks/common.py, on pytest's pythonpath
+from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
 from ecgfast.chunked import TrainStep
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
@@ -51,9 +51,7 @@ def _objective(name, gather):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    gloo_worker_env(rank, WORLD, port)
     ctx = init_process_group_from_env("cpu")
     try:
         for name in NAMES:

@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import warnings
 
 import torch
 import torch.multiprocessing as mp
+from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 WORLD = 2
 STRIDES = "Grad strides do not match bucket view strides"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stride_warnings(model, batch) -> list[str]:
@@ -65,9 +59,7 @@ class _Control(torch.nn.Module):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    gloo_worker_env(rank, WORLD, port)
     ctx = init_process_group_from_env("cpu")
     try:
         torch.manual_seed(0)
@@ -82,7 +74,7 @@ def _worker(rank, port, out_dir):
 
 
 def test_ddp_sees_gradients_in_the_parameters_layout(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         found = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert found["encoder"] == [], found["encoder"]

@@ -23,7 +23,7 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from common import free_port  # benchmarks/common.py, on pytest's pythonpath
+from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
 from ecgfast.distributed import (
     destroy_process_group,
@@ -105,9 +105,7 @@ def _anchor_work(backend):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    gloo_worker_env(rank, WORLD, port)
     # CPU tensors here, GPU or not: the Triton case runs in the interpreter (the variable
     # is read when ecgfast.kernels is first imported, which this fresh process has not done)
     os.environ["TRITON_INTERPRET"] = "1"

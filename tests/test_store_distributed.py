@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from common import free_port  # benchmarks/common.py, on pytest's pythonpath
+from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
 from ecgfast.data import WindowStore
 from ecgfast.data.batches import epoch_batches, iter_batches
@@ -23,9 +23,7 @@ CFG = PretrainConfig(batch_size=2, seed=5)
 
 
 def _worker(rank, port, store_dir, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    gloo_worker_env(rank, WORLD, port)
     ctx = init_process_group_from_env("cpu")
     try:
         store = WindowStore(store_dir)
