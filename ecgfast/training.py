@@ -39,7 +39,7 @@ from ecgfast import checkpoint as ckpt
 from ecgfast.chunked import TrainStep, check_step_options
 from ecgfast.data.batches import (
     AUGMENT,
-    DROPOUT,
+    GLOBAL,
     INIT,
     as_windows,
     data_fingerprint,
@@ -286,7 +286,7 @@ def pretrain(
         if config.patience is not None and stop["bad_epochs"] >= config.patience:
             break
         batches = epoch_batches(len(windows), epoch, config, rank, world)
-        torch.manual_seed(derived_seed(DROPOUT, config.seed, epoch, rank))
+        torch.manual_seed(derived_seed(GLOBAL, config.seed, epoch, rank))
         model.train()
         records, losses, seen, t0 = [], [], 0, time.perf_counter()
         bar = tqdm(iter_batches(windows, batches, device, loader_workers), total=len(batches),

@@ -21,8 +21,10 @@ import torch
 
 from ecgfast.data.store import WindowStore
 
-# random streams, each seeded from (stream, seed, epoch, rank)
-INIT, ORDER, AUGMENT, DROPOUT, VALIDATION = range(5)
+# random streams, each seeded from (stream, seed, epoch, rank): AUGMENT keys every step's
+# draws (augmentations and dropout, ecgfast.keyed), GLOBAL seeds torch's default generator
+# per epoch for anything else that draws from it
+INIT, ORDER, AUGMENT, GLOBAL, VALIDATION = range(5)
 
 
 def derived_seed(*parts: int) -> int:
@@ -131,8 +133,7 @@ def iter_batches(windows, batches, device: torch.device, workers: int | None = N
     if not isinstance(windows, WindowStore):
         return (windows[idx] for idx in batches)
     workers = default_loader_workers() if workers is None else int(workers)
-    # its own generator: the loader's base seed must not be drawn from the global stream,
-    # which seeds dropout
+    # its own generator: the loader's base seed must not be drawn from the global stream
     return torch.utils.data.DataLoader(
         windows, batch_sampler=[idx.tolist() for idx in batches], num_workers=workers,
         collate_fn=_whole_batch, pin_memory=device.type == "cuda",
