@@ -180,7 +180,7 @@ class KeyedRandom:
     ``generator`` of every function in :mod:`ecgfast.transforms` and of the objectives.
     """
 
-    __slots__ = ("seed", "rows", "path", "_next")
+    __slots__ = ("_next", "path", "rows", "seed")
 
     def __init__(self, seed, rows: torch.Tensor, path: tuple[int, ...] = ()):
         if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.is_floating_point():

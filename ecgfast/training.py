@@ -56,7 +56,6 @@ from ecgfast.objectives import OBJECTIVES, build_objective
 from ecgfast.runlog import CURVE, METRICS, append_jsonl, plot_training_curve, truncate_metrics
 
 
-
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint on disk is untouched."""
 
