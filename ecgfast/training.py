@@ -75,6 +75,8 @@ class PretrainConfig:
         chunk_size: windows per encoder pass, int or "auto" (:mod:`ecgfast.chunked`).
         seed: all randomness derives from it.
         temperature: NT-Xent tau.
+        augment: the contrastive augmentation set, a name in
+            :data:`~ecgfast.transforms.AUGMENT_PRESETS` (default "report").
         transform_weight, contrastive_weight: for "both".
         nt_xent_backend: see :func:`ecgfast.losses.nt_xent`.
         device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
@@ -93,6 +95,7 @@ class PretrainConfig:
     seed: int = 0
     # the losses
     temperature: float = 0.5
+    augment: str = "report"
     transform_weight: float = 1.0
     contrastive_weight: float = 1.0
     nt_xent_backend: str = "auto"
@@ -121,6 +124,10 @@ class PretrainConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        from ecgfast.transforms import AUGMENT_PRESETS
+
+        if self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {tuple(AUGMENT_PRESETS)}, got {self.augment!r}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
@@ -259,6 +266,7 @@ def pretrain(
         config.objective, encoder, temperature=config.temperature,
         nt_xent_backend=config.nt_xent_backend, gather_distributed=world > 1,
         transform_weight=config.transform_weight, contrastive_weight=config.contrastive_weight,
+        augment=config.augment,
     )
     if state is not None:
         objective.load_state_dict(state)

@@ -2,7 +2,8 @@
 
 Keys are the ``ecgfast ablation`` flags with ``_`` for ``-`` (``max_epochs`` for
 ``--max-epochs``); the defaults are the report's protocol (four skip configurations, the
-SSL-ECG transformation task, early stopping, arousal and valence under both splits).
+SSL-ECG transformation task, early stopping, arousal and valence under both splits) with
+the HRV and random-init baselines, both probes, and no test subject in pretraining.
 Precedence, lowest first: defaults, ``preset``, the ``--config`` file, flags.
 """
 
@@ -24,16 +25,21 @@ else:  # pragma: no cover - Python 3.10
 
 ATTENTION = ("off", "on", "both")
 SPLITS = ("subject", "window", "both")
+PROBE_CHOICES = ("linear", "mlp", "both")
+CALIBRATE_CHOICES = ("none", "subject", "both")
+FEATURE_CHOICES = ("encoder", "encoder+hrv", "both")
 
 #: Options that only say where things are or how they are shown: a rerun may change them.
 RUNTIME_KEYS = ("cache_dir", "no_cache", "quiet")
 
-#: ``--preset quick``: the synthetic default cut down for a 2-core CPU (its measured time
-#: is in benchmarks/README.md): 5 subjects x 4 sessions x 20 s (40 windows, one subject
-#: held out for early stopping), at most 3 epochs with patience 2, 2 seeds, 100 probe steps.
+#: ``--preset quick``: the synthetic default cut down for a 2-core CPU, a smoke test:
+#: 5 subjects x 4 sessions x 20 s (40 windows), subject-wise 3-fold (each fold pretrains
+#: on its training subjects, one of them held out for early stopping), at most 2 epochs
+#: with patience 2, 2 seeds, 100 MLP probe steps.
 PRESETS = {
-    "quick": {"subjects": 5, "sessions": 4, "session_seconds": 20.0, "max_epochs": 3,
-              "patience": 2, "seeds": 2, "batch_size": 16, "probe_epochs": 100},
+    "quick": {"subjects": 5, "sessions": 4, "session_seconds": 20.0, "max_epochs": 2,
+              "patience": 2, "seeds": 2, "batch_size": 16, "probe_epochs": 100,
+              "split": "subject", "subject_folds": 3},
 }
 
 
@@ -70,26 +76,39 @@ class AblationConfig:
     probe_epochs: int = 300
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "auto"
+    augment: str = "report"
+    pretrain_data: str | None = None
+    transductive: bool = False
+    baselines: tuple[str, ...] = ("hrv", "random")
+    probe: str = "both"
+    calibrate: str = "none"
+    features: str = "encoder"
+    supervised_epochs: int = 10
     preset: str | None = None
 
     def __post_init__(self):
+        from ecgfast.evaluation.baselines import parse_baselines
+
         for name in ("configs", "tasks"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "baselines", parse_baselines(self.baselines))
         bad = [c for c in self.configs if c not in RESIDUAL_PRESETS]
         if bad or not self.configs:
             raise ValueError(f"configs: {bad or '(none)'}: each must be one of {tuple(RESIDUAL_PRESETS)}")
         if len(set(self.configs)) != len(self.configs):
             raise ValueError(f"configs: {list(self.configs)} names one more than once")
         for name, allowed in (("attention", ATTENTION), ("split", SPLITS), ("objective", OBJECTIVES),
-                              ("preset", (None, *PRESETS))):
+                              ("preset", (None, *PRESETS)), ("probe", PROBE_CHOICES),
+                              ("calibrate", CALIBRATE_CHOICES), ("features", FEATURE_CHOICES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("seeds", "max_epochs", "patience", "batch_size", "probe_epochs",
-                     "subject_folds", "window_folds", "subjects", "sessions"):
+                     "subject_folds", "window_folds", "subjects", "sessions", "supervised_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "folds" in name else 1):
                 raise ValueError(f"{name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
@@ -105,7 +124,8 @@ class AblationConfig:
         return PretrainConfig(objective=self.objective, epochs=self.max_epochs,
                               batch_size=self.batch_size, lr=self.lr, seed=seed,
                               device=self.device, patience=self.patience,
-                              max_steps_per_epoch=self.max_steps_per_epoch)
+                              max_steps_per_epoch=self.max_steps_per_epoch,
+                              precision=self.precision, augment=self.augment)
 
     def encoder_config(self, residual: str, attention: bool):
         """The :class:`~ecgfast.models.EncoderConfig` of one configuration."""
@@ -122,8 +142,26 @@ class AblationConfig:
     def splits(self) -> tuple[str, ...]:
         return ("subject", "window") if self.split == "both" else (self.split,)
 
+    @property
+    def probes(self) -> tuple[str, ...]:
+        return ("linear", "mlp") if self.probe == "both" else (self.probe,)
+
+    @property
+    def calibrations(self) -> tuple[str, ...]:
+        return ("none", "subject") if self.calibrate == "both" else (self.calibrate,)
+
+    @property
+    def features_modes(self) -> tuple[str, ...]:
+        return ("encoder", "encoder+hrv") if self.features == "both" else (self.features,)
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation set as the tables state it."""
+        return "n/a (transformation task)" if self.objective == "transform" else self.augment
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["baselines"] = ",".join(self.baselines) or "none"
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def experiment(self) -> dict:

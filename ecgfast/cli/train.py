@@ -1,4 +1,4 @@
-"""``ecgfast pretrain``, ``evaluate``, ``demo`` and ``datasets``."""
+"""``ecgfast pretrain``, ``demo`` and ``datasets`` (``evaluate`` is in :mod:`.evaluate`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ecgfast.cli import evaluate
 from ecgfast.cli.common import (
     UsageError,
     add_data_args,
@@ -15,7 +16,6 @@ from ecgfast.cli.common import (
     encoder_config,
     is_rank_zero,
     load_data,
-    select_tasks,
     write_json,
 )
 
@@ -117,32 +117,6 @@ def _evaluate(encoders: dict, cohort, args, tasks=("arousal", "valence")) -> dic
     }
 
 
-def cmd_evaluate(args) -> int:
-    import torch
-
-    from ecgfast.checkpoint import load_encoder
-    from ecgfast.evaluation import format_table
-    from ecgfast.models import ECGEncoder
-
-    encoders = {}
-    for spec in args.checkpoints:
-        if spec == "random":
-            torch.manual_seed(args.seed)
-            encoders["random init"] = ECGEncoder(encoder_config(args)).eval()
-        else:
-            encoders[str(spec)] = load_encoder(spec)
-    _, cohort = load_data(args, need_labels=True)
-    tasks = select_tasks(cohort, args.tasks)
-    results = _evaluate(encoders, cohort, args, tasks)
-    print(format_table(results, tuple(tasks)))
-    if args.out:
-        write_json(Path(args.out), {"split": args.split, "results": results,
-                                    "classes": {t: list(cohort.classes[t]) for t in tasks},
-                                    "provenance": cohort.provenance})
-        print(f"results: {args.out}")
-    return 0
-
-
 def cmd_demo(args) -> int:
     import torch
 
@@ -223,21 +197,7 @@ def add_commands(sub) -> None:
     _add_pretrain_args(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("evaluate", help="probe frozen encoders for arousal, valence or any task")
-    p.add_argument("checkpoints", nargs="+",
-                   help="checkpoint or run directories, or 'random' for a random-init encoder")
-    p.add_argument("--tasks", default=None, metavar="A,B",
-                   help="tasks to probe (default: arousal and valence where present, else all)")
-    p.add_argument("--split", default="subject", choices=("subject", "window"))
-    p.add_argument("--folds", type=int, default=None,
-                   help="folds (default: 5 subject folds, or 10 window folds)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--probe-epochs", type=int, default=300, help="full-batch Adam steps of the probe")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--quiet", action="store_true")
-    add_data_args(p)
-    add_encoder_args(p)
-    p.set_defaults(func=cmd_evaluate)
+    evaluate.add_command(sub)
 
     p = sub.add_parser("demo", help="synthetic cohort -> pretrain -> probe, in a few minutes")
     p.add_argument("--out", default=None,
