@@ -284,3 +284,20 @@ def test_validation_subjects_are_held_out_per_seed():
     assert len(validation_subjects(np.array([0, 1]), 0.9, 0)) == 1  # never every subject
     with pytest.raises(ValueError, match="2 subjects"):
         validation_subjects(np.zeros(4), 0.2, 0)
+
+
+def test_cost_estimate_by_hand():
+    from ecgfast.ablation.cost import estimate, hours
+
+    config = resolve({"configs": "none,all", "seeds": 2, "max_epochs": 3,
+                      "baselines": "hrv,random,supervised", "supervised_epochs": 4})
+    rates = {"windows_per_s": {"pretrain": 10.0, "validation": 40.0, "embed": 100.0,
+                               "supervised": 20.0}}
+    est = estimate(config, rates, n_labelled=200, unit_sizes=[(120, 40), (130, 30)], n_tasks=1,
+                   n_train_per_fold=[160, 160])
+    per_cell = 3 * (120 / 10 + 40 / 40) + 2 + 3 * (130 / 10 + 30 / 40) + 2
+    assert est["parts"]["pretraining"] == pytest.approx(4 * per_cell)
+    assert est["parts"]["random_init"] == pytest.approx(4 * 2)
+    assert est["parts"]["supervised"] == pytest.approx(2 * 4 * 320 / 20)
+    assert est["pretraining_runs"] == 8 and est["seconds"] == pytest.approx(sum(est["parts"].values()))
+    assert (hours(40), hours(720), hours(3900)) == ("40 s", "12 min", "1 h 05 min")

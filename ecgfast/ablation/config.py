@@ -77,6 +77,7 @@ class AblationConfig:
     device: str = "auto"
     backend: str = "auto"
     precision: str = "auto"
+    threads: int | None = None
     augment: str = "report"
     pretrain_data: str | None = None
     transductive: bool = False
@@ -112,6 +113,9 @@ class AblationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "folds" in name else 1):
                 raise ValueError(f"{name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         self.pretrain_config(0)  # their own checks: lr, batch size, patience, dropout

@@ -192,12 +192,16 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
     None)`` of ``--pretrain-data`` when it is another source. Returns the table1.json
     payload (see :mod:`ecgfast.ablation.report`).
     """
+    import torch
+
     from ecgfast.ablation.report import write_report
     from ecgfast.evaluation import default_tasks
     from ecgfast.evaluation.baselines import hrv_matrix
 
     out = Path(out)
     check_out_dir(out, config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
     tasks = list(tasks or config.tasks or default_tasks(cohort.tasks))
     missing = [t for t in tasks if t not in cohort.labels]

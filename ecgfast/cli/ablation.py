@@ -94,6 +94,10 @@ def add_commands(sub) -> None:
     g.add_argument("--precision", default=S, choices=("auto", "fp32", "bf16", "fp16"),
                    help="autocast dtype of pretraining and of the supervised baseline (auto: "
                         "see ecgfast pretrain --help)")
+    g.add_argument("--threads", type=int, default=S,
+                   help="torch intra-op threads (default: torch's, one per core); on a CPU "
+                        "shared with other jobs one thread can be several times faster "
+                        "(benchmarks/README.md)")
     g.add_argument("--augment", default=S, choices=tuple(AUGMENT_PRESETS),
                    help="contrastive augmentation set: report (time warp, circular shift, "
                         "scaling, noise; the default), no-warp, hr-preserving (scaling and "
