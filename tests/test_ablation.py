@@ -129,6 +129,12 @@ def test_end_to_end_writes_every_table(reference):
         "linear"]["arousal"]["accuracy"], rec["accuracy"])
     assert diff["n"] == 2 and diff["mean"] == pytest.approx(pairs.mean())
     assert (out / "table1.png").stat().st_size > 10_000
+    from ecgfast.ablation.compare import compare
+
+    same = compare(payload, payload)
+    assert len(same) == len(payload["rows"])
+    assert all(v["mean"] == 0 and v["verdict"] == "tied" for d in same
+               for per in d["tasks"].values() for v in per.values() if v["n"])
     assert read_toml(out / "ablation.toml") == {k: v for k, v in AblationConfig(
         **read_toml(out / "ablation.toml")).to_dict().items() if v is not None}
 

@@ -28,8 +28,15 @@ TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager
 CPU = torch.device("cpu")
 
 
-def test_precision_resolution_and_refusals():
-    assert resolve_precision("auto", CPU) == "fp32"
+def test_precision_resolution_and_refusals(monkeypatch):
+    from ecgfast import precision
+
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", CPU) == want
+    monkeypatch.undo()
+    flags = torch._C._cpu._get_cpu_capability()
+    assert precision.cpu_has_native_bf16() == bool(flags["amx_bf16"] or flags["avx512_bf16"])
     assert resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         resolve_precision("fp16", CPU)
