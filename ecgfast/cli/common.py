@@ -1,7 +1,7 @@
 """What the ``ecgfast`` commands share: errors, data and encoder options, JSON output.
 
 ``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
-recording (``.npy``, ``.csv``, WFDB), a window store folder (``ecgfast prepare``), or
+recording (``.npy``, ``.csv``, WFDB, EDF/BDF), a window store folder (``ecgfast prepare``), or
 ``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets`` lists the
 names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``.
 """
@@ -55,10 +55,11 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--data", default=d["data"], metavar="SOURCE",
                    help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
                         "official layout (see `ecgfast datasets`), a cohort .npz written by "
-                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) or a window store "
-                        "folder (`ecgfast prepare`) for pretraining")
+                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea, .edf, .bdf) or a "
+                        "window store folder (`ecgfast prepare`) for pretraining")
     g.add_argument("--fs", type=float, default=d["fs"],
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB and EDF headers carry "
+                        "theirs)")
     g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
     g.add_argument("--sessions", type=int, default=d["sessions"],
                    help="synthetic cohort: sessions per subject")
@@ -68,7 +69,8 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--threshold", type=float, default=d["threshold"],
                    help="NAME:ROOT: rating above which a window is 'high' (default: the dataset's)")
     g.add_argument("--lead", default=d["lead"],
-                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first)")
+                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first); a "
+                        "recording: the lead's name or index (EDF labels also by part, e.g. ECG)")
     g.add_argument("--skip-bad", action="store_true", default=d["skip_bad"],
                    help="NAME:ROOT: skip (and list) subjects whose files are unreadable")
     g.add_argument("--cache-dir", default=d["cache_dir"], metavar="DIR",
@@ -111,9 +113,13 @@ def load_data(args, *, need_labels: bool):
     if spec is not None:
         cohort = _load_named_dataset(*spec, args)
         return cohort.windows, cohort
-    for option in ("threshold", "lead"):
-        if getattr(args, option, None) is not None:
-            raise UsageError(f"--{option} applies to --data NAME:ROOT only, not to {source!r}")
+    if getattr(args, "threshold", None) is not None:
+        raise UsageError(f"--threshold applies to --data NAME:ROOT only, not to {source!r}")
+    lead = getattr(args, "lead", None)
+    if lead is not None and (source == "synthetic" or Path(source).is_dir()
+                             or Path(source).suffix == ".npz"):
+        raise UsageError(f"--lead applies to --data NAME:ROOT and recordings only, not to "
+                         f"{source!r}")
     if source == "synthetic":
         if is_rank_zero():
             print(f"generating the synthetic ECGSYN cohort: {args.subjects} subjects x "
@@ -140,7 +146,8 @@ def load_data(args, *, need_labels: bool):
             f"--data {source}: probing needs labelled windows (a cohort .npz, NAME:ROOT or "
             "'synthetic'); a bare recording has no labels"
         )
-    rec = read_recording(path, fs=args.fs)
+    column = int(lead) if lead is not None and str(lead).isdigit() else lead
+    rec = read_recording(path, fs=args.fs, column=column)
     win = preprocess(rec.signal, rec.fs, source=str(path))
     if win.n_skipped_flat:
         print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)

@@ -63,8 +63,8 @@ def _read_for(encoder, recording, fs, leads_text):
 def _calibration(args, model: Path):
     """(windows, cohort or None) to calibrate ``model`` on: ``--calibration`` as ``--data``
     for one lead; for C leads a recording read with the model's leads."""
-    from ecgfast.export import OnnxEncoder
     from ecgfast.data.multilead import iter_lead_windows
+    from ecgfast.export import OnnxEncoder
 
     encoder = OnnxEncoder(model, providers="cpu")
     if encoder.in_channels == 1:
@@ -73,7 +73,7 @@ def _calibration(args, model: Path):
     if path.suffix == ".npz" or not (path.exists() or path.with_suffix(".hea").exists()):
         raise UsageError(f"--calibration {args.calibration}: {model.name} takes "
                          f"{encoder.in_channels} leads; calibrate it on a recording that has "
-                         "them (WFDB record, .csv or .npy)")
+                         "them (WFDB record, EDF/BDF, .csv or .npy)")
     signal, fs = _read_for(encoder, path, args.fs, None)
     batches = iter_lead_windows(signal, fs, source=str(path))
     return np.concatenate([b.windows for b in batches]), None
@@ -83,8 +83,8 @@ def cmd_embed(args) -> int:
     import math
 
     from ecgfast.data import iter_windows
-    from ecgfast.export import OnnxEncoder
     from ecgfast.data.multilead import iter_lead_windows
+    from ecgfast.export import OnnxEncoder
     from ecgfast.export.embed import embed_windows
 
     encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
@@ -118,12 +118,13 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("embed", help="embed a recording with an ONNX encoder, window by window")
     p.add_argument("model", help="the .onnx encoder")
-    p.add_argument("recording", help=".npy, .csv or WFDB record")
+    p.add_argument("recording", help=".npy, .csv, WFDB record or EDF/BDF file")
     p.add_argument("--fs", type=float, default=None,
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB and EDF headers "
+                        "carry theirs)")
     p.add_argument("--leads", default=None, metavar="NAMES",
                    help="the recording's leads to embed, in the model's input order: "
-                        "comma-separated names (I,II,V1: WFDB signal names, CSV header; "
+                        "comma-separated names (I,II,V1: WFDB signal names, EDF labels, CSV header; "
                         "0,1,2 for unnamed columns) or 'all' (default: the leads named in the "
                         "model's metadata, else its first C)")
     p.add_argument("--out", required=True,

@@ -5,8 +5,10 @@
   names, raw scores, provenance) and its ``.npz`` file format (see :mod:`.cohort`).
 - :func:`make_cohort`: a synthetic arousal/valence-labelled cohort of z-scored 10 s
   windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
-- :func:`read_recording` / :class:`Recording`: one lead of a ``.npy``, ``.csv`` or WFDB
-  file; :func:`read_leads` / :class:`MultiLeadRecording`: several leads of one.
+- :func:`read_recording` / :class:`Recording`: one lead of a ``.npy``, ``.csv``, WFDB or
+  EDF/BDF file; :func:`read_leads` / :class:`MultiLeadRecording`: several leads of one;
+  :func:`read_segments`: every contiguous segment of one (EDF+D); :class:`Annotation`:
+  an EDF+/BDF+ annotation (see :mod:`.readers`).
 - :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
   :class:`Windows` (settings: :class:`Preprocessing`): high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
@@ -20,8 +22,10 @@
 - :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
 """
 
+from ecgfast.data.cohort import Cohort
 from ecgfast.data.ecgsyn import ecgsyn
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
 from ecgfast.data.preprocessing import (
     FLAT_STD_THRESHOLD,
     Preprocessing,
@@ -36,20 +40,26 @@ from ecgfast.data.preprocessing import (
     window,
     zscore_stats,
 )
-from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
-from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
-from ecgfast.data.cohort import Cohort
+from ecgfast.data.readers import (
+    Annotation,
+    MultiLeadRecording,
+    Recording,
+    read_leads,
+    read_recording,
+    read_segments,
+)
 from ecgfast.data.synthetic import make_cohort
 
 __all__ = [
     "FLAT_STD_THRESHOLD",
+    "Annotation",
     "Cohort",
     "ECGDataError",
     "MultiLeadRecording",
     "Preprocessing",
     "Recording",
-    "Windows",
     "WindowStore",
+    "Windows",
     "ecgsyn",
     "highpass",
     "is_flat",
@@ -61,6 +71,7 @@ __all__ = [
     "preprocess_subject",
     "read_leads",
     "read_recording",
+    "read_segments",
     "resample",
     "robust_zscore",
     "window",
