@@ -4,8 +4,10 @@ reader's named error (ECGDataError, CheckpointError), never another exception or
 A seeded loop (reproducible): for each format, one valid small file, then truncations,
 random bit flips (half of them in the first 4 KiB, where headers live) and files that
 are valid containers holding the wrong types. A mutated file that still parses is fine;
-only the kind of failure is checked. Each read runs under a 10 s alarm. FUZZ_FLIPS=150
-in the environment fuzzes deeper (about a minute).
+only the kind of failure is checked. Each read runs under a 10 s alarm. The readers
+whose files are cheap to read (npy, cohort npz, EDF, BDF) take 1,200 flips each, enough
+to meet a 1-in-1,000 escape; the others FUZZ_FLIPS (default 14; 150 fuzzes deeper, about
+a minute).
 """
 
 from __future__ import annotations
@@ -23,19 +25,28 @@ import pytest
 from scipy.io import savemat
 
 from ecgfast import checkpoint as ckpt
-from ecgfast.data import Cohort, ECGDataError, read_recording
+from ecgfast.data import Cohort, ECGDataError, read_recording, read_segments
 from ecgfast.datasets import load_dataset
 
-_spec = importlib.util.spec_from_file_location(
-    "ecgfast_test_dataset_files", Path(__file__).parent / "datasets" / "dataset_files.py")
-files = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = files
-_spec.loader.exec_module(files)
+
+def _helpers(name: str, relative: str):
+    """The test helper module at ``relative`` (beside the tests that use it)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+files = _helpers("ecgfast_test_dataset_files", "datasets/dataset_files.py")
+edf_files = _helpers("ecgfast_test_edf_files", "data/edf_files.py")
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
 
 N_FLIPS = int(os.environ.get("FUZZ_FLIPS", 14))
+#: Flips for the readers that are cheap to fuzz deeply.
+DEEP_FLIPS = max(N_FLIPS, 1200)
 
 
 class Hang(Exception):
@@ -46,14 +57,15 @@ def _alarm(signum, frame):
     raise Hang("a reader ran for more than 10 s")
 
 
-def mutations(data: bytes, seed: int):
-    """(name, bytes) of truncated and bit-flipped versions of ``data``."""
+def mutations(data: bytes, seed: int, n_flips: int | None = None):
+    """(name, bytes) of truncated and bit-flipped versions of ``data`` (``n_flips``
+    flipped ones, default ``N_FLIPS``)."""
     rng = np.random.default_rng(seed)
     n = len(data)
     for frac in (0.0, 0.02, 0.1, 0.5, 0.9):
         yield f"truncated at {int(frac * n)}", data[: int(frac * n)]
     yield "truncated by one byte", data[:-1]
-    for i in range(N_FLIPS):
+    for i in range(N_FLIPS if n_flips is None else n_flips):
         buf = bytearray(data)
         hi = min(n, 4096) if i % 2 == 0 else n
         for _ in range(int(rng.integers(1, 4))):
@@ -79,11 +91,12 @@ def expect_named_error(read, allowed=(ECGDataError,)):
         signal.signal(signal.SIGALRM, old)
 
 
-def fuzz_file(path: Path, read, seed: int, allowed=(ECGDataError,), extra=()):
+def fuzz_file(path: Path, read, seed: int, allowed=(ECGDataError,), extra=(),
+              n_flips: int | None = None):
     """Write each mutation of ``path`` (and each ``extra`` (name, bytes)) over it, read."""
     original = path.read_bytes()
     try:
-        for name, data in [*mutations(original, seed), *extra]:
+        for name, data in [*mutations(original, seed, n_flips), *extra]:
             path.write_bytes(data)
             try:
                 expect_named_error(read, allowed)
@@ -202,7 +215,7 @@ def test_fuzz_npy_csv_and_wfdb(tmp_path):
     x = np.round(files.toy_ecg(256, 12, 1.0), 4)
     npy = tmp_path / "rec.npy"
     np.save(npy, x)
-    fuzz_file(npy, lambda: read_recording(npy, fs=256), 10, extra=[
+    fuzz_file(npy, lambda: read_recording(npy, fs=256), 10, n_flips=DEEP_FLIPS, extra=[
         ("strings", _npy_bytes(tmp_path, np.array(["a", "b"]))),
         ("3-D", _npy_bytes(tmp_path, np.zeros((2, 2, 2)))),
         ("complex", _npy_bytes(tmp_path, np.zeros(4, complex)))])
@@ -230,19 +243,67 @@ def test_fuzz_cohort_npz(tmp_path):
              arousal=c.labels["arousal"], valence=c.labels["arousal"], fs=np.float64(256))
     strings = tmp_path / "_s.npz"
     np.savez(strings, windows=np.array(["a"]), meta=np.float64(3))
-    fuzz_file(path, lambda: Cohort.load(path), 13,
+    fuzz_file(path, lambda: Cohort.load(path), 13, n_flips=DEEP_FLIPS,
               extra=[("legacy", legacy.read_bytes()), ("mis-typed", strings.read_bytes())])
     fuzz_file(legacy, lambda: Cohort.load(legacy), 14)
 
 
 def files_cohort() -> Cohort:
+    """Four real-length windows: the windows member is larger than zipfile reads ahead
+    (4 KiB), so a mutated array header is parsed before the member's CRC is checked."""
     rng = np.random.default_rng(0)
     n = 4
-    return Cohort(windows=rng.normal(size=(n, 64)).astype(np.float32),
+    return Cohort(windows=rng.normal(size=(n, 2560)).astype(np.float32),
                   subject=np.arange(n, dtype=np.int64), session=np.arange(n, dtype=np.int64),
                   fs=256.0, labels={"arousal": np.array([0, 1, 1, 0])},
                   classes={"arousal": ("low", "high")}, scores={"arousal": np.linspace(1, 5, n)},
                   provenance={"dataset": "fuzz"})
+
+
+def test_npy_header_that_numpy_cannot_tokenize(tmp_path):
+    """Found by the seeded fuzzing (seed 10, flip 552): a space before 'shape' flipped to
+    '(' leaves a bracket open, and numpy's header parser raised tokenize.TokenError."""
+    path = tmp_path / "rec.npy"
+    np.save(path, np.zeros(3072))
+    data = bytearray(path.read_bytes())
+    assert data[36:57] == b"order': False, 'shape"
+    data[50] ^= 0x08
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGDataError, match=r"rec\.npy: not a \.npy array: TokenError"):
+        read_recording(path, fs=256)
+
+
+def test_cohort_npz_header_that_numpy_cannot_tokenize(tmp_path):
+    """Found by the seeded fuzzing (seed 13, flip 48): the same kind of flip in the
+    windows member's header (and two in its data) raised tokenize.TokenError."""
+    path = files_cohort().save(tmp_path / "c.npz")
+    data = bytearray(path.read_bytes())
+    assert data[121:177] == b"(4, 2560), }" + b" " * 44
+    for at, mask in ((176, 0x08), (1082, 0x08), (3046, 0x40)):
+        data[at] ^= mask
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGDataError, match=r"c\.npz: member 'windows\.npy': not a \.npy "
+                                           r"array: TokenError"):
+        Cohort.load(path)
+
+
+# ----------------------------------------------------------------------------- EDF, BDF
+
+
+def test_fuzz_edf_and_bdf(tmp_path):
+    t = np.arange(800) / 100.0
+    ecg, eeg = np.sin(2 * np.pi * 1.1 * t) ** 9, 20 * np.cos(2 * np.pi * 3.0 * t[::2])
+    signals = [("EEG Fz", 50, eeg, "uV"), ("ECG ECG", 100, ecg, "mV")]
+    notes = [(0.5, None, "rest"), (4.0, 2.5, "task")]
+    edf = edf_files.make_discontinuous(edf_files.write_edf(tmp_path / "r.edf", signals, annotations=notes), {4: 3.0})
+    bdf = edf_files.write_edf(tmp_path / "r.bdf", signals, annotations=notes, bdf=True)
+    for k, path in enumerate((edf, bdf)):
+        data = path.read_bytes()
+        extra = [(f"field {a}:{b} = {text}", data[:a] + text.ljust(b - a) + data[b:])
+                 for a, b in ((236, 244), (244, 252), (252, 256), (184, 192))
+                 for text in (b"-1", b"0", b"99999999", b"1e308", b"nan", b"-7")]
+        fuzz_file(path, lambda p=path: read_segments(p, leads=["ECG"]), 40 + k,
+                  n_flips=DEEP_FLIPS, extra=extra)
 
 
 def test_fuzz_checkpoints(tmp_path):
