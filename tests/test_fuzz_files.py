@@ -44,7 +44,7 @@ edf_files = _helpers("ecgfast_test_edf_files", "data/edf_files.py")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
 
-N_FLIPS = int(os.environ.get("FUZZ_FLIPS", 14))
+N_FLIPS = int(os.environ.get("FUZZ_FLIPS", "14"))
 #: Flips for the readers that are cheap to fuzz deeply.
 DEEP_FLIPS = max(N_FLIPS, 1200)
 
@@ -204,6 +204,22 @@ def test_fuzz_case_csv(tmp_path):
         fuzz_file(path, lambda: load_dataset("case", root, progress=False), 7 + k,
                   extra=[("one row", path.read_text().splitlines()[0].encode() + b"\n1,2,3\n"),
                          ("text cells", b"daqtime,ecg\nx,y\n")])
+
+
+def test_fuzz_eegmat_subject_info(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "eegmat"
+    root.mkdir()
+    for part in (1, 2):
+        edf_files.write_edf(root / f"Subject04_{part}.edf", [
+            ("EEG Fz", 100, rng.normal(0, 20, 1100), "uV"),
+            ("ECG ECG", 100, files.toy_ecg(100, 11, 10.0 * part), "mV")])
+    info = root / "subject-info.csv"
+    info.write_text("Subject,Age,Gender,Recording year,Number of subtractions,Count quality\n"
+                    "Subject04,18,F,2011,9.7,1\n")
+    fuzz_file(info, lambda: load_dataset("eegmat", root, progress=False), 8,
+              extra=[("no rows", info.read_bytes().splitlines(True)[0]),
+                     ("text count", info.read_text().replace("9.7", "many").encode())])
 
 
 # --------------------------------------------------------------------- existing readers

@@ -190,7 +190,8 @@ def build_cohort(
     ``request.skip_bad`` is skipped, warned about and listed in
     ``provenance["skipped_subjects"]``. The cohort's provenance holds the dataset, the
     request's threshold and lead (index and name, plus any ``provenance["lead"]`` extras),
-    ``provenance``, the pre-processing, the version and the counts.
+    ``provenance``, the pre-processing, the version and the counts (windows, subjects,
+    sessions, windows per class of every task, dropped windows).
     """
     parts: dict[str, list] = {"windows": [], "subject": [], "session": []}
     labels = {t: [] for t in classes}
@@ -229,16 +230,17 @@ def build_cohort(
             parts["windows"].append(win)
             parts["subject"].append(np.full(n, sid, dtype=np.int64))
             parts["session"].append(np.full(n, session, dtype=np.int64))
-            for t in labels:
-                labels[t].append(np.asarray(lab[t], dtype=np.int64))
-            for s in scores:
-                scores[s].append(np.asarray(sco[s], dtype=np.float64))
+            for t, got in labels.items():
+                got.append(np.asarray(lab[t], dtype=np.int64))
+            for s, got in scores.items():
+                got.append(np.asarray(sco[s], dtype=np.float64))
             session += 1
         del data, wins, found
     if not parts["windows"]:
         raise dataset_error(root, f"no usable windows in {len(subjects)} subject(s)"
                             + (f"; skipped: {skipped}" if skipped else ""))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    task_labels = {t: np.concatenate(v) for t, v in labels.items()}
     prov = {
         "dataset": info.name,
         "title": info.title,
@@ -253,6 +255,8 @@ def build_cohort(
             "windows": int(cat["windows"].shape[0]),
             "subjects": int(np.unique(cat["subject"]).size),
             "sessions": session,
+            "windows_per_class": {t: {c: int((task_labels[t] == i).sum())
+                                      for i, c in enumerate(classes[t])} for t in classes},
             "dropped": dropped,
         },
         "skipped_subjects": skipped,
@@ -262,7 +266,7 @@ def build_cohort(
         subject=cat["subject"],
         session=cat["session"],
         fs=DEFAULT_TARGET_FS,
-        labels={t: np.concatenate(v) for t, v in labels.items()},
+        labels=task_labels,
         classes=classes,
         scores={s: np.concatenate(v) for s, v in scores.items()},
         provenance=prov,
@@ -298,9 +302,9 @@ def resolve_lead(info: DatasetInfo, lead) -> int:
             return names.index(lead.lower())
         if lead.isdigit():
             lead = int(lead)
-    if isinstance(lead, (int, np.integer)) and not isinstance(lead, bool):
-        if 0 <= lead < len(info.leads):
-            return int(lead)
+    if isinstance(lead, (int, np.integer)) and not isinstance(lead, bool) and (
+            0 <= lead < len(info.leads)):
+        return int(lead)
     raise ValueError(
         f"{info.name}: unknown lead {lead!r}; the leads are "
         + ", ".join(f"{i} ({n})" for i, n in enumerate(info.leads))

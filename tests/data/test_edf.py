@@ -58,6 +58,7 @@ def test_signals_by_label_at_their_own_rates_in_mv(edf):
     both = read_leads(path, leads=["EEG Fp2", "fp1"])
     assert both.leads == ("EEG Fp2", "EEG Fp1") and both.fs == FS_EEG
     assert both.units == ("mV", "mV") and both.signal.shape == (2, fp1.size)
+    np.testing.assert_allclose(both.signal[0], fp2 / 1000, atol=_step(fp2) / 1000)
     assert rec.annotations == (Annotation(2.5, None, "rest"), Annotation(12.0, 3.0, "task"))
     assert rec.start_s == 0.0
 
