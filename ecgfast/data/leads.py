@@ -11,7 +11,7 @@ the file, built with the helpers here, so that every format follows the same rul
 - every lead keeps its own sampling rate; leads read together must share one rate, else
   :func:`common_rate` refuses and names the rates (nothing is averaged or resampled here);
 - a signal whose unit is a voltage (V, mV, uV/µV, nV, any case) comes out in mV
-  (:func:`to_mv`), any other unit as stored; the unit is reported with the lead;
+  (:func:`mv_scale`), any other unit as stored; the unit is reported with the lead;
 - samples are checked to be present and finite (:func:`check_samples`).
 
 Nothing here imports torch.
@@ -199,13 +199,12 @@ def check_samples(signal: np.ndarray, path, names, lines=None) -> np.ndarray:
     return signal
 
 
-def to_mv(x: np.ndarray, unit: str | None) -> tuple[np.ndarray, str | None]:
-    """``(x in mV, "mV")`` when ``unit`` is a voltage, else ``(x, unit or None)``."""
+def mv_scale(unit: str | None) -> tuple[float, str | None]:
+    """``(factor, "mV")`` that brings samples in ``unit`` to mV when it is a voltage,
+    else ``(1.0, unit or None)``."""
     unit = (unit or "").strip()
     factor = _TO_MV.get(unit.casefold())
-    if factor is None:
-        return x, unit or None
-    return (x if factor == 1.0 else x * factor), "mV"
+    return (1.0, unit or None) if factor is None else (factor, "mV")
 
 
 def common_rate(rates: list[float], names: list[str], where) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.filters import check_fs
-from ecgfast.data.leads import Leads, check_samples, common_rate, select, to_mv
+from ecgfast.data.leads import Leads, check_samples, common_rate, mv_scale, select
 
 #: What wfdb raises for malformed headers or signal files.
 WFDB_ERRORS = (ValueError, OSError, IndexError, KeyError, TypeError, AttributeError, EOFError)
@@ -74,8 +74,8 @@ def read_wfdb(record: Path, fs, wanted) -> list[Leads]:
         if x.size != header.sig_len * spf[r]:
             raise ECGDataError(f"{hea}: signal {names[r]!r} has {x.size} samples, the header "
                                f"says {header.sig_len} frames x {spf[r]}")
-        x, unit = to_mv(x, (header.units or [None] * len(names))[r])
-        data.append(x)
+        factor, unit = mv_scale((header.units or [None] * len(names))[r])
+        data.append(x * factor if factor != 1.0 else x)
         units.append(unit)
     signal = check_samples(np.stack(data), hea, picked)
     return [Leads(signal, rate, str(hea), picked, True, units)]

@@ -4,7 +4,7 @@ Expected layout: ``root`` holds, directly or in one folder below it (such as
 ``eeg-during-mental-arithmetic-tasks-1.0.0/``),
 
     SubjectNN_1.edf     rest before the task (about 3 min), NN = 00-35
-    SubjectNN_2.edf     the first minute of mental serial subtraction
+    SubjectNN_2.edf     mental serial subtraction (about a minute)
     subject-info.csv    Subject (Subject00 ...), Age, Gender, Recording year,
                         Number of subtractions, Count quality (0 bad, 1 good)
 
@@ -47,7 +47,7 @@ RULES = {
 LAYOUT = """\
 ROOT/ (or one folder below it)
   Subject00_1.edf ...   rest before the task, EDF+: 19 EEG, EEG A2-A1, ECG ECG (mV, 500 Hz)
-  Subject00_2.edf ...   mental serial subtraction (first 60 s), same channels
+  Subject00_2.edf ...   mental serial subtraction (about 60 s), same channels
   subject-info.csv      Subject (Subject00 ...), Age, Gender, Recording year,
                         Number of subtractions, Count quality (0 bad, 1 good)"""
 
