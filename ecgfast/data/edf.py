@@ -221,6 +221,9 @@ def _tals(raw: bytes, where: str) -> list[tuple[float, float | None, list[str]]]
 def _timing(path: Path, h: EdfHeader, notes) -> tuple[np.ndarray | None, tuple]:
     """(start of every data record in seconds, or None when the file has no time-keeping
     annotations; the annotations, sorted by onset)."""
+    if h.plus == "D" and not notes:
+        raise ECGDataError(f"{path}: EDF+D file without an annotation signal: the data "
+                           "records' start times, and so its gaps, are unknown")
     starts = np.full(h.n_records, np.nan) if notes else None
     found = []
     for j, note in enumerate(notes):

@@ -120,6 +120,10 @@ def test_overlapping_records_are_refused(tmp_path):
     with pytest.raises(ECGDataError, match=r"o\.edf: data record 3 starts at 1\.5 s, before "
                                            r"record 2 ends"):
         read_recording(path)
+    h = layout(path.read_bytes())
+    set_field(path, 256 + 16 * h["labels"].index("EDF Annotations"), 16, "Notes")
+    with pytest.raises(ECGDataError, match=r"o\.edf: EDF\+D file without an annotation signal"):
+        read_recording(path, column="ECG")
 
 
 # Header fields: (start, width) in the fixed header; signal fields come after it.

@@ -283,3 +283,20 @@ def test_wfdb_microvolts_come_out_in_millivolts(tmp_path, ecg):
     rec = read_recording(tmp_path / "uv")
     assert rec.unit == "mV"
     np.testing.assert_allclose(rec.signal, ecg, atol=2e-3)
+
+
+def test_prepare_reads_each_signal_at_its_own_rate(tmp_path):
+    import json
+
+    from ecgfast.data import storefile
+    from ecgfast.data.prepare import prepare
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    _write_multirate(folder)
+    out = prepare([folder], tmp_path / "store", leads=["ECG"], workers=1, progress=False)
+    manifest = storefile.read_manifest(out)
+    (record,) = [json.loads(x) for x in (out / storefile.RECORDS).read_text().splitlines()]
+    assert record["fs"] == 496.0 and manifest["n_windows"] == 4  # 40 s, not 40 s / 32
+    with pytest.raises(ECGDataError, match=r"different rates \('ECG' 496 Hz, 'GSR' 31 Hz"):
+        prepare([folder], tmp_path / "all", workers=1, progress=False)
