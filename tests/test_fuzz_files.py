@@ -311,7 +311,8 @@ def test_fuzz_edf_and_bdf(tmp_path):
     ecg, eeg = np.sin(2 * np.pi * 1.1 * t) ** 9, 20 * np.cos(2 * np.pi * 3.0 * t[::2])
     signals = [("EEG Fz", 50, eeg, "uV"), ("ECG ECG", 100, ecg, "mV")]
     notes = [(0.5, None, "rest"), (4.0, 2.5, "task")]
-    edf = edf_files.make_discontinuous(edf_files.write_edf(tmp_path / "r.edf", signals, annotations=notes), {4: 3.0})
+    edf = edf_files.write_edf(tmp_path / "r.edf", signals, annotations=notes)
+    edf_files.make_discontinuous(edf, {4: 3.0})
     bdf = edf_files.write_edf(tmp_path / "r.bdf", signals, annotations=notes, bdf=True)
     for k, path in enumerate((edf, bdf)):
         data = path.read_bytes()

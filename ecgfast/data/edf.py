@@ -62,9 +62,21 @@ class EdfHeader:
     record_bytes: int
     ordinary: list[int]
     annotation: list[int]
+    limits: list[tuple[int, int, float, float] | None]
 
     def fs(self, i: int) -> float:
         return self.spr[i] / self.record_s
+
+    def check_scaling(self, i: int, path) -> None:
+        """Refuse signal ``i`` when its digital and physical limits cannot scale every
+        digital value to a finite physical one (checked only for the signals read: a
+        device may leave an unused channel's limits equal)."""
+        dmin, dmax, pmin, pmax = self.limits[i]
+        gain = (pmax - pmin) / (dmax - dmin) if dmax > dmin else math.nan
+        if pmin == pmax or not math.isfinite(abs(gain) * 2.0**25 + abs(pmin) + abs(pmax)):
+            raise ECGDataError(
+                f"{path}: signal {i} ({self.labels[i]!r}) cannot be scaled: digital range "
+                f"[{dmin}, {dmax}], physical range [{pmin:g}, {pmax:g}]")
 
 
 def _text(raw: bytes) -> str:
@@ -117,18 +129,13 @@ def read_header(path: Path) -> EdfHeader:
     ordinary = [i for i in range(ns) if i not in annotation]
     spr = [_number(fields["spr"][i], f"samples per record of signal {i} ({labels[i]!r})",
                    path, int) for i in range(ns)]
-    for i in range(ns):
-        if spr[i] < 1:
-            raise ECGDataError(f"{path}: signal {i} ({labels[i]!r}) has {spr[i]} samples per "
-                               "data record")
-        dmin, dmax = (_number(fields[k][i], f"{k} of signal {i}", path, int)
-                      for k in ("dmin", "dmax"))
-        if i in ordinary:
-            pmin, pmax = (_number(fields[k][i], f"{k} of signal {i}", path) for k in ("pmin", "pmax"))
-            if dmin >= dmax or pmin == pmax:
-                raise ECGDataError(
-                    f"{path}: signal {i} ({labels[i]!r}) cannot be scaled: digital range "
-                    f"[{dmin}, {dmax}], physical range [{pmin:g}, {pmax:g}]")
+    bad = next((i for i in range(ns) if spr[i] < 1), None)
+    if bad is not None:
+        raise ECGDataError(f"{path}: signal {bad} ({labels[bad]!r}) has {spr[bad]} samples "
+                           "per data record")
+    limits = [tuple(_number(fields[k][i], f"{k} of signal {i}", path, kind)
+                    for k, kind in (("dmin", int), ("dmax", int), ("pmin", float), ("pmax", float)))
+              if i in ordinary else None for i in range(ns)]
     width = 3 if bdf else 2
     offsets = [int(v) for v in np.cumsum([0, *spr[:-1]]) * width]
     record_bytes = sum(spr) * width
@@ -153,7 +160,7 @@ def read_header(path: Path) -> EdfHeader:
     plus = reserved[4] if reserved[:4] in ("EDF+", "BDF+") and len(reserved) > 4 else ""
     return EdfHeader(fixed + signal_raw, bdf, plus, n_records, record_s, labels,
                      [_text(b) for b in fields["unit"]], spr, offsets, record_bytes, ordinary,
-                     annotation)
+                     annotation, limits)
 
 
 def _decode(h: EdfHeader, head: bytearray, block: bytes, k: int, path):
@@ -269,6 +276,8 @@ def read_edf(path: Path, fs, wanted) -> list[Leads]:
     picks = [h.ordinary[r] for r in select(wanted, names, "signal", path, ask, loose=True)]
     picked = [h.labels[i] for i in picks]
     rate = common_rate([h.fs(i) for i in picks], picked, path)
+    for i in picks:
+        h.check_scaling(i, path)
     if fs is not None and not math.isclose(check_fs(fs, "fs", str(path)), rate):
         raise ECGDataError(f"{path}: fs={fs} Hz was given but the header says {rate:g} Hz")
     data, notes = _read_records(path, h, picks)
@@ -281,6 +290,6 @@ def read_edf(path: Path, fs, wanted) -> list[Leads]:
     starts, annotations = _timing(path, h, notes)
     tol = 0.5 / max(h.fs(i) for i in h.ordinary)
     spr = h.spr[picks[0]]
-    # no NaN check: samples are integers times a finite gain (checked in the header)
+    # no NaN check: every sample is a digital value times a bounded gain (check_scaling)
     return [Leads(data[:, a * spr:b * spr], rate, str(path), picked, True, units, start,
                   annotations) for a, b, start in _segments(path, h, starts, tol)]

@@ -2,11 +2,12 @@
 
 :func:`find_records` turns each source into records: a folder (searched recursively for
 WFDB ``.hea`` records and files that store their own rate, EDF/BDF
-(:data:`ecgfast.data.readers.SELF_DESCRIBING`), folders and files sorted by name; PTB-XL's ``records100`` tree is
-skipped where a ``records500`` sits beside it, since both hold the same ECGs; MIMIC-IV-ECG
-subjects come from the ``files/pNNNN/pXXXXXXXX/sYYYYYYYY/`` folders), a recording file
-(``.hea``/``.dat``, ``.edf``, ``.bdf``, ``.npy``, ``.csv``), or a dataset ``NAME:ROOT`` read through
-:func:`ecgfast.datasets.load_dataset` (one record per subject and session, labels kept).
+(:data:`ecgfast.data.readers.SELF_DESCRIBING`), folders and files sorted by name;
+PTB-XL's ``records100`` tree is skipped where a ``records500`` sits beside it, since both
+hold the same ECGs; MIMIC-IV-ECG subjects come from the ``files/pNNNN/pXXXXXXXX/
+sYYYYYYYY/`` folders), a recording file (``.hea``/``.dat``, ``.edf``, ``.bdf``, ``.npy``,
+``.csv``), or a dataset ``NAME:ROOT`` read through :func:`ecgfast.datasets.load_dataset`
+(one record per subject and session, labels kept).
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ _NS, _RECORDS, _DURATION = (252, 4), (236, 8), (244, 8)
 
 
 @pytest.mark.parametrize("field, text, message", [
-    (_RECORDS, "100000", r"header promises 100000 data records of 406 bytes .* holds 4060 data bytes"),
+    (_RECORDS, "100000", (r"header promises 100000 data records of 406 bytes .* holds 4060 "
+                          r"data bytes")),
     (_RECORDS, "-5", r"header says -5 data records"),
     (_NS, "9999", r"header says 9999 signals; a 4828-byte file holds at most 17"),
     (_NS, "-3", r"header says -3 signals"),
@@ -219,3 +220,18 @@ def test_readers_do_not_import_torch(tmp_path):
             f"assert len(read_recording({str(path)!r})) == {ecg.size}; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_scaling_is_checked_for_the_signals_read(edf):
+    path, ecg, *_ = edf
+    h = layout(path.read_bytes())
+    pmin_at, pmax_at = (256 + h["ns"] * (16 + 80 + 8 * k) for k in (1, 2))
+    set_field(path, pmin_at, 8, "0")  # EEG Fp1: physical min = max = 0, an unused channel
+    set_field(path, pmax_at, 8, "0")
+    assert len(read_recording(path, column="ECG")) == ecg.size
+    with pytest.raises(ECGDataError, match=r"rec\.edf: signal 0 \('EEG Fp1'\) cannot be scaled"):
+        read_recording(path, column="Fp1")
+    set_field(path, pmin_at, 8, "-1.7e308")  # finite limits, but max - min overflows
+    set_field(path, pmax_at, 8, "1.7e308")
+    with pytest.raises(ECGDataError, match=r"physical range \[-1\.7e\+308, 1\.7e\+308\]"):
+        read_recording(path, column="Fp1")
