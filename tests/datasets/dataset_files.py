@@ -301,3 +301,51 @@ def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
         (root / "3 - Feature dataset").mkdir(exist_ok=True)
         book.save(root / "3 - Feature dataset" / "Behavioral-features - per minute.xlsx")
     return root
+
+
+# -------------------------------------------------------------------------------- Poly5
+
+
+def write_poly5(path: Path, channels, fs: int = 2048, *, start=(2012, 10, 8, 1, 9, 30, 0),
+                version: int = 203, block_samples: int = 100, whole_last_block: bool = False,
+                name: str = "test") -> Path:
+    """A TMSi Poly5 file: ``channels`` is a list of (name, unit, samples, kind) with kind
+    "f32" (a (Lo)/(Hi) description pair, float32 samples stored as they are) or
+    ("i16", adc_low, adc_high, unit_low, unit_high) (int16 samples, linear scaling).
+    ``start``: (year, month, day, weekday, hour, minute, second)."""
+    import struct
+
+    n = len(channels[0][2])
+    magic = {203: b"POLY SAMPLE FILEversion 2.03\r\n\x1a",
+             204: b"POLY SAMPLE FILE version 2.04\r\n\x1a"}[version]
+    descs, fields, period = [], [], 0
+    for cname, unit, samples, kind in channels:
+        assert len(samples) == n
+        if kind == "f32":
+            scale, dtype = (0.0, 1000.0, 0.0, 1000.0), "<f4"
+            names = [f"(Lo) {cname}", f"(Hi) {cname}"]
+        else:
+            _, a_lo, a_hi, u_lo, u_hi = kind
+            scale, dtype, names = (u_lo, u_hi, a_lo, a_hi), "<i2", [cname]
+        for d in names:
+            descs.append(struct.pack("<B40s4x B10s 4f 2h 60x", len(d), d.encode("latin-1"),
+                                     len(unit.encode("latin-1")), unit.encode("latin-1"),
+                                     *scale, len(descs), 0))
+        fields.append((f"c{len(fields)}", dtype))
+        period += np.dtype(dtype).itemsize
+    rec = np.zeros(n, dtype=np.dtype(fields))
+    for i, (_, _, samples, _) in enumerate(channels):
+        rec[f"c{i}"] = samples
+    n_blocks = -(-n // block_samples)
+    head = magic + struct.pack("<h B80s h h B h i 4x 7h i H H h 64x", version, len(name),
+                               name.encode(), fs, fs, 0, len(descs), n, *start, n_blocks,
+                               block_samples, block_samples * period, 0)
+    out = [head, *descs]
+    for b in range(n_blocks):
+        part = rec[b * block_samples:(b + 1) * block_samples].tobytes()
+        if whole_last_block:
+            part += bytes(block_samples * period - len(part))
+        out.append(struct.pack("<i 4x 7h 64x", b * block_samples, *start) + part)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(b"".join(out))
+    return Path(path)
