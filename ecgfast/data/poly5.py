@@ -27,7 +27,10 @@ A physical value is ``(raw - ADC low) / (ADC high - ADC low) * (unit high - unit
 + unit low`` (the units are the description's, e.g. ``µVolt``). Refused with a named
 error: another magic or version, delta compression, a storage rate other than the
 sampling rate, counts that disagree with each other or with the file's size (nothing is
-allocated from a count before it is checked against the bytes the file holds).
+allocated from a count before it is checked against the bytes the file holds), a data
+block whose header does not start at the sample period its position implies (a lost or
+reordered block is never glued over). A whole last block is cut to the header's count
+of sample periods (the rest is padding).
 """
 
 from __future__ import annotations
@@ -198,15 +201,31 @@ def _period_dtype(signals) -> np.dtype:
 
 
 def _scaled(raw: np.ndarray, s: Poly5Signal, where: str) -> np.ndarray:
+    """``raw`` in the channel's unit; equal ADC and unit ranges (the SDK's 0..1000, and
+    files that store those integers' bit patterns) are the identity."""
+    x = raw.astype(np.float64)
+    if (s.adc_low, s.adc_high) == (s.unit_low, s.unit_high):
+        return x
     span = s.adc_high - s.adc_low
-    values = (s.adc_low, s.adc_high, s.unit_low, s.unit_high)
-    if not (np.isfinite(values).all() and span != 0):
+    if not (np.isfinite((s.adc_low, s.adc_high, s.unit_low, s.unit_high)).all()
+            and abs(span) > 1e-30):
         raise ECGDataError(f"{where}: channel {s.name!r} has no usable scaling (ADC "
                            f"{s.adc_low:g}..{s.adc_high:g}, unit {s.unit_low:g}..{s.unit_high:g})")
-    x = raw.astype(np.float64)
-    if (s.adc_low, s.adc_high) != (s.unit_low, s.unit_high):
-        x = (x - s.adc_low) * ((s.unit_high - s.unit_low) / span) + s.unit_low
-    return x
+    return (x - s.adc_low) * ((s.unit_high - s.unit_low) / span) + s.unit_low
+
+
+def _check_block_order(full, header: Poly5Header) -> None:
+    """Each block header states its first sample period: a block that is not where the
+    count says (lost, repeated or reordered blocks) is an error, never glued over."""
+    if full is None:
+        return
+    expected = np.arange(len(full), dtype=np.int64) * header.block_samples
+    bad = np.nonzero(full["first"] != expected)[0]
+    if bad.size:
+        k = int(bad[0])
+        raise ECGDataError(f"{header.path}: data block {k} starts at sample period "
+                           f"{int(full['first'][k])}, expected {int(expected[k])} ({bad.size} "
+                           "block(s) out of place: lost or reordered blocks?)")
 
 
 def read_poly5(path: str | os.PathLike, channels=None) -> tuple[Poly5Header, np.ndarray]:
@@ -221,13 +240,15 @@ def read_poly5(path: str | os.PathLike, channels=None) -> tuple[Poly5Header, np.
     header = read_poly5_header(path)
     rows = list(range(len(header.signals))) if channels is None else list(channels)
     period = _period_dtype(header.signals)
-    block = np.dtype([("h", f"V{_BLOCK_HEADER}"), ("d", period, (header.block_samples,))])
+    block = np.dtype([("first", "<i4"), ("h", f"V{_BLOCK_HEADER - 4}"),
+                      ("d", period, (header.block_samples,))])
     n_full = header.n_blocks if header.whole_last_block else header.n_blocks - 1
     tail = header.n_samples - n_full * header.block_samples
     out = np.empty((len(rows), header.n_samples), dtype=np.float64)
     try:
         full = np.memmap(path, dtype=block, mode="r", offset=header.data_offset,
                          shape=(n_full,)) if n_full else None
+        _check_block_order(full, header)
         last = None
         if not header.whole_last_block:
             last = np.memmap(path, dtype=period, mode="r", shape=(tail,),
@@ -240,6 +261,8 @@ def read_poly5(path: str | os.PathLike, channels=None) -> tuple[Poly5Header, np.
             raw = np.concatenate(parts)[:header.n_samples]
             out[k] = _scaled(raw, s, header.path)
         del full, last
+    except ECGDataError:
+        raise
     except (OSError, ValueError) as exc:
         raise ECGDataError(f"{header.path}: cannot read the sample data: {exc}") from None
     return header, out
