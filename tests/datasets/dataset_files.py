@@ -284,6 +284,40 @@ def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
                 f"PP{pp}_c{block}_Mobi.TXT"
             np.savetxt(sig / name, x, fmt="%.5f",
                        header="ECG" if block == 2 else "", comments="")
+    _swell_sheet(root, csv, rows)
+    return root
+
+
+def write_swell_release(root: Path, *, folder: str = "Mobi signals (raw and filtered)",
+                        split_s: int = 30, ecg_name: str = "ECG", fs: int = 2048) -> Path:
+    """The official release's layout: one Poly5 .S00 per participant and block (ECG
+    beside two other channels), participant 1's block 2 split at ``split_s`` seconds
+    into a file and its ``_cont`` continuation starting one second after it ends, and the
+    label sheet as the data repository's tab-separated export."""
+    root = Path(root)
+    sig = root / "0 - Raw data" / "D - Physiology - raw data" / folder
+    for pp, blocks in SWELL_BLOCKS.items():
+        for block, (_, seconds, _) in blocks.items():
+            x = toy_ecg(2048, seconds, offset_s=40.0 * block + pp)
+            parts = [(x, "", 0)]
+            if (pp, block) == (1, 2):
+                n = split_s * 2048
+                parts = [(x[:n], "", 0), (x[n:], "_cont", split_s + 1)]
+            for part, suffix, t0 in parts:
+                skin = np.linspace(1, 2, part.size)
+                beat = (np.arange(part.size) % 1700 == 0).astype(np.int16)
+                write_poly5(sig / f"pp{pp}_{block + 17}-9-2012_c{block}{suffix}.S00",
+                            [("Skin", "uS", skin, "f32"), (ecg_name, "µVolt", part, "f32"),
+                             ("Beat", "-", beat, ("i16", 0, 1, 0, 1))], fs=fs,
+                            start=(2012, 9, block + 17, 2, 10, t0 // 60, t0 % 60))
+    lines = ["\t".join(SWELL_HEADER)] + ["\t".join(
+        "" if v is None else f'"{v}"' if isinstance(v, str) else str(v) for v in r)
+        for r in swell_rows()]
+    (root / "Behavioral-features - per minute.tab").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _swell_sheet(root: Path, csv: bool, rows) -> None:
     rows = swell_rows() if rows is None else rows
     if csv:
         lines = [",".join(SWELL_HEADER)] + [
@@ -300,7 +334,6 @@ def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
             ws.append(r)
         (root / "3 - Feature dataset").mkdir(exist_ok=True)
         book.save(root / "3 - Feature dataset" / "Behavioral-features - per minute.xlsx")
-    return root
 
 
 # -------------------------------------------------------------------------------- Poly5
