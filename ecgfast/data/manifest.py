@@ -309,12 +309,18 @@ def _subject_ids(names: list[str]) -> tuple[dict, dict | None]:
 
 def _segment(m: Manifest, row: Row, default_fs) -> tuple[np.ndarray, float]:
     from ecgfast.data.readers import read_recording
+    from ecgfast.data.windowing import Preprocessing
 
     try:
         rec = read_recording(row.path, fs=row.fs if row.fs is not None else default_fs,
                              column=row.lead)
     except ECGDataError as exc:
         raise ECGDataError(f"{m.where(row, 'path')}: {exc}") from None
+    highpass_hz = Preprocessing().highpass_hz
+    if rec.fs <= 2 * highpass_hz:
+        raise ECGDataError(f"{m.where(row, 'fs' if row.fs is not None else 'path')}: "
+                           f"{rec.fs:g} Hz is too low a rate for the {highpass_hz:g} Hz "
+                           "high-pass")
     n = rec.signal.shape[0]
     a = 0 if row.start is None else round(row.start * rec.fs)
     b = n if row.end is None else round(row.end * rec.fs)
