@@ -173,6 +173,10 @@ def test_cli_prepare_pretrain_and_evaluate_read_a_manifest(tmp_path, capsys):
     assert main(["evaluate", "random", "--data", str(path), "--folds", "2", "--probe-epochs",
                  "5", "--quiet", "--out", str(out)]) == 0
     assert "2 window(s) of rows unlabelled for mood left out" in capsys.readouterr().err
+    from ecgfast.cli.common import load_data
+
+    _, cohort = load_data({"data": str(path), "tasks": ("mood",)}, need_labels=True)  # ablation
+    assert cohort.tasks == ("mood",) and len(cohort) == 16
     result = json.loads(out.read_text())
     assert result["classes"] == {"mood": ["calm", "tense"]}
     assert result["provenance"]["manifest_sha256"] == hashlib.sha256(
