@@ -10,7 +10,8 @@ the file, built with the helpers here, so that every format follows the same rul
   ECG``), and two candidates are an error that lists them;
 - every lead keeps its own sampling rate; leads read together must share one rate, else
   :func:`common_rate` refuses and names the rates (nothing is averaged or resampled here);
-- a signal whose unit is a voltage (V, mV, uV/µV, nV, any case) comes out in mV
+- a signal whose unit is a voltage (V, mV, uV/µV, nV, or Volt, µVolt as TMSi writes them;
+  any case) comes out in mV
   (:func:`mv_scale`), any other unit as stored; the unit is reported with the lead;
 - samples are checked to be present and finite (:func:`check_samples`).
 
@@ -27,7 +28,8 @@ import numpy as np
 from ecgfast.data.errors import ECGDataError
 
 #: Voltage units (lower case) and their factor to mV.
-_TO_MV = {"v": 1e3, "mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "nv": 1e-6}
+_TO_MV = {"v": 1e3, "mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "nv": 1e-6,
+          "volt": 1e3, "mvolt": 1.0, "uvolt": 1e-3, "\u00b5volt": 1e-3, "\u03bcvolt": 1e-3}
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ def prepare(sources, out, *, leads=None, dtype: str = "float16", fs: float | Non
     if workers < 1 or (shard_windows is not None and int(shard_windows) < 1):
         raise ValueError("workers and shard_windows must be >= 1")
     cohorts, notes = {}, []
-    items = find_records(sources, want, cohorts, notes)
+    items = find_records(sources, want, cohorts, notes, fs=fs)
     params = {"sources": [str(s) for s in sources], "leads": want and list(want), "dtype": dtype,
               "fs": fs, "shard_windows": shard_windows, "preprocessing": PREPROCESSING,
               "records_sha256": _items_sha(items), "n_records_listed": len(items)}

@@ -1,4 +1,5 @@
-"""Readers for real ECG recordings: ``.npy``, ``.csv``, WFDB records, EDF/EDF+/BDF files.
+"""Readers for real ECG recordings: ``.npy``, ``.csv``, WFDB records, EDF/EDF+/BDF and
+TMSi Poly5 files.
 
 :func:`read_leads` returns a :class:`MultiLeadRecording` ((leads, n) float64 with the
 lead names, units and sampling rate); :func:`read_recording` returns one lead as a
@@ -12,8 +13,8 @@ index), wrong rank, unknown, ambiguous or missing leads (with the leads the file
 leads at different rates (with the rates), junk rows in a CSV (with the line number).
 
 Lead names: WFDB signal names from the header; EDF/BDF signal labels (matched exactly,
-else ignoring case or by a part of the label: ``ECG`` finds ``ECG ECG``); CSV header
-names, else ``"0"``, ``"1"``, ...; ``.npy`` arrays ``"0"`` ... ``"C-1"`` along the
+else ignoring case or by a part of the label: ``ECG`` finds ``ECG ECG``); Poly5 channel
+descriptions (with no choice, the one naming an ECG); CSV header names, else ``"0"``, ``"1"``, ...; ``.npy`` arrays ``"0"`` ... ``"C-1"`` along the
 shorter axis. Rates: every signal at its own (WFDB samples per frame, EDF samples per
 record); units: voltages in mV (see :mod:`ecgfast.data.leads`).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data import poly5
 from ecgfast.data.edf import read_edf
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.filters import check_fs
@@ -274,8 +276,9 @@ READERS: dict[str, Callable[[Path, float | None, object], list[Leads]]] = {
     ".csv": _read_csv,
     ".edf": read_edf,
     ".bdf": read_edf,
+    **dict.fromkeys(poly5.SUFFIXES, poly5.read_leads),  # TMSi Poly5 (.S00, .Poly5)
 }
 #: Suffixes of files that store their own sampling rate: what ``ecgfast prepare`` finds
 #: in folders (besides WFDB ``.hea`` records).
-SELF_DESCRIBING = (".edf", ".bdf")
+SELF_DESCRIBING = (".edf", ".bdf", *poly5.SUFFIXES)
 SUFFIXES = (*READERS, *WFDB_SUFFIXES)
