@@ -15,13 +15,26 @@ file's interface names and metadata keys), ``errors``, ``embed`` (a whole record
 through an encoder). The probe statistics live in :mod:`ecgfast.evaluation`.
 """
 
-from ecgfast.evaluation import compare_probe_accuracy, linear_probe_accuracy
-from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError
-from ecgfast.export.onnx_export import build_onnx, export_onnx
-from ecgfast.export.quantize import fp32_tail_nodes, quantize_onnx
-from ecgfast.export.quantize_report import QuantizationReport
-from ecgfast.export.runtime import OnnxEncoder, cuda_usable
-from ecgfast.export.verify import ParityRow, VerificationReport, verify_onnx
+# Every name is imported on first use (PEP 562), so that ``from ecgfast.export import
+# OnnxEncoder`` loads onnxruntime and numpy but never PyTorch: the torch-using modules
+# (onnx_export, verify, quantize, the probe statistics) load only when their names are.
+_WHERE = {
+    "OnnxExportError": "ecgfast.export.errors",
+    "OnnxModelError": "ecgfast.export.errors",
+    "ParityError": "ecgfast.export.errors",
+    "OnnxEncoder": "ecgfast.export.runtime",
+    "cuda_usable": "ecgfast.export.runtime",
+    "build_onnx": "ecgfast.export.onnx_export",
+    "export_onnx": "ecgfast.export.onnx_export",
+    "fp32_tail_nodes": "ecgfast.export.quantize",
+    "quantize_onnx": "ecgfast.export.quantize",
+    "QuantizationReport": "ecgfast.export.quantize_report",
+    "ParityRow": "ecgfast.export.verify",
+    "VerificationReport": "ecgfast.export.verify",
+    "verify_onnx": "ecgfast.export.verify",
+    "compare_probe_accuracy": "ecgfast.evaluation",
+    "linear_probe_accuracy": "ecgfast.evaluation",
+}
 
 __all__ = [
     "OnnxEncoder",
@@ -40,3 +53,18 @@ __all__ = [
     "quantize_onnx",
     "verify_onnx",
 ]
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ecgfast.export' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

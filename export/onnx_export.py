@@ -18,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from ecgfast.export.card import export_metadata
 from ecgfast.export.metadata import (
     META_CONFIG,
     META_LAYOUT,
@@ -53,7 +54,8 @@ LAYOUTS = ("2d", "1d")
 SOURCE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 
 
-def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
+def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str,
+            provenance: dict[str, str]) -> onnx.ModelProto:
     g = model.graph
     del g.value_info[:]
     # readable, stable dim names on the interface
@@ -82,6 +84,7 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
     }
     if encoder.config.leads is not None:
         meta[META_LEADS] = json.dumps(list(encoder.config.leads))
+    meta.update(provenance)  # the pre-processing contract and the model card
     del model.metadata_props[:]
     write_metadata(model, meta)
     model.doc_string = doc_string(encoder.config.in_channels, encoder.embedding_dim)
@@ -89,7 +92,8 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
 
 
 def build_onnx(
-    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True
+    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True,
+    preprocessing=None, probe_results=None,
 ) -> onnx.ModelProto:
     """Trace the eager graph of an encoder into an in-memory ONNX model (no checks).
 
@@ -101,6 +105,8 @@ def build_onnx(
     if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
     encoder = eager_copy(model_or_checkpoint)
+    provenance = export_metadata(model_or_checkpoint, encoder, preprocessing=preprocessing,
+                                 probe_results=probe_results)
     model = fold_pad_into_conv(fold_max_pool_2d(fold_constants(trace(encoder, opset, _optimize))))
     used_layout = "1d"
     if layout == "2d":
@@ -109,7 +115,7 @@ def build_onnx(
             used_layout = "2d"
         except CannotLift as why:  # pragma: no cover - the encoder's ops all lift
             warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
-    return _finish(model, encoder, used_layout)
+    return _finish(model, encoder, used_layout, provenance)
 
 
 def export_onnx(
@@ -123,6 +129,8 @@ def export_onnx(
     lengths=DEFAULT_LENGTHS,
     rel_tolerance: float = DEFAULT_TOLERANCE,
     print_report: bool = True,
+    preprocessing=None,
+    probe_results=None,
 ) -> VerificationReport | None:
     """Export an encoder to ONNX at ``path``, then check and compare it.
 
@@ -138,6 +146,11 @@ def export_onnx(
             PyTorch at every ``batch_sizes`` x ``lengths``).
         rel_tolerance: allowed max abs error as a fraction of max |torch output|.
         print_report: print the verification table.
+        preprocessing: the :class:`~ecgfast.data.contract.Preprocessing` the encoder was
+            trained with, recorded in the file (default: a checkpoint's own record; none
+            for an encoder): serving applies it (:mod:`ecgfast.export.card`).
+        probe_results: a JSON file of ``ecgfast evaluate --out`` for the model card
+            embedded in the file (default: the run's demo results, if any).
 
     Returns:
         The :class:`VerificationReport`, or None when ``verify`` is False.
@@ -152,7 +165,8 @@ def export_onnx(
     encoder = eager_copy(model_or_checkpoint)
     if verify:
         check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
-    model = build_onnx(encoder, opset=opset, layout=layout)
+    model = build_onnx(model_or_checkpoint, opset=opset, layout=layout,
+                       preprocessing=preprocessing, probe_results=probe_results)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     if not verify:
