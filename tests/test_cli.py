@@ -60,6 +60,15 @@ def test_pretrain_on_a_recording(tmp_path, capsys):
     assert main(["pretrain", "--data", str(tmp_path / "rec.npy"), "--fs", "360",
                  "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 0
     assert (tmp_path / "r" / "checkpoints" / "latest").is_file()
+    # the checkpoint records the data and the chain it went through
+    from ecgfast.checkpoint import load_checkpoint
+    from ecgfast.data.contract import Preprocessing
+    from ecgfast.provenance import contract_of_checkpoint, provenance_of
+
+    config = load_checkpoint(tmp_path / "r").config
+    assert contract_of_checkpoint(config, "r").preprocessing == Preprocessing()
+    data = provenance_of(config)["data"]
+    assert data["source"] == str(tmp_path / "rec.npy") and data["n_windows"] == 4
 
 
 @pytest.mark.parametrize("argv,match", [
