@@ -9,10 +9,12 @@
 
 Modules, one job each: ``tracing`` (the eager copy and the ``torch.export`` trace),
 ``passes`` (every graph rewrite), ``onnx_export`` (trace + passes + metadata -> file),
-``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`), ``quantize`` (INT8
-quantization) and ``quantize_report`` (INT8 measured against fp32), ``metadata`` (the
-file's interface names and metadata keys), ``errors``, ``embed`` (a whole recording
-through an encoder). The probe statistics live in :mod:`ecgfast.evaluation`.
+``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`) and ``providers`` (its
+execution providers' options), ``quantize`` (INT8 quantization) and ``quantize_report``
+(INT8 measured against fp32), ``metadata`` (the file's interface names and metadata
+keys), ``card`` (the model card and the pre-processing contract in the metadata),
+``errors``, ``embed`` (a whole recording through an encoder, with the model's own
+pre-processing). The probe statistics live in :mod:`ecgfast.evaluation`.
 """
 
 # Every name is imported on first use (PEP 562), so that ``from ecgfast.export import

@@ -123,7 +123,8 @@ def summary_line(data: dict, objective: str | None) -> str:
         return (f"ECG encoder ({how}) whose training data were not recorded; research use "
                 "only, not a medical device")
     subjects = data.get("n_subjects")
-    return (f"ECG encoder, {how}, trained on {data.get('dataset') or data.get('source')}: "
+    source = data.get("dataset") or data.get("source") or "data whose source was not recorded"
+    return (f"ECG encoder, {how}, trained on {source}: "
             f"{data.get('n_windows')} windows"
             f"{f' from {subjects} subjects' if subjects else ''}; research use only, not a "
             "medical device")

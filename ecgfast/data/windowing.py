@@ -151,7 +151,8 @@ class _Chain:
             seg = highpass(seg, self.fs, self.opt.highpass_hz, self.opt.highpass_order)
         except ECGDataError as exc:
             raise ECGDataError(f"{self.source}: {exc}") from None
-        seg = resample_poly(seg, up, down, self.opt.resample_kaiser_beta)
+        if up != down:
+            seg = resample_poly(seg, up, down, self.opt.resample_kaiser_beta)
         return seg[a - lo : b - lo]
 
 
