@@ -134,6 +134,8 @@ def main() -> None:
         python, _, path = rest.partition(":")
         envs[name] = (python, path or None)
     providers = dict(spec.split("=", 1) for spec in args.providers)
+    model = str(Path(args.model).resolve())  # the runs start in the temporary folder
+    recording = None if args.recording is None else str(Path(args.recording).resolve())
     result = {"what": "benchmarks/inference_install.py", "machine": {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "host": platform.node(),
         "python": platform.python_version()},
@@ -145,9 +147,8 @@ def main() -> None:
         print(name, result["sizes"][name], file=sys.stderr)
     for r in range(args.rounds):
         for name, (python, path) in envs.items():
-            recording = None if name in args.no_embed else args.recording
-            run = measure_once(python, path, args.model, recording, args.fs,
-                               providers.get(name, "auto"))
+            run = measure_once(python, path, model, None if name in args.no_embed else recording,
+                               args.fs, providers.get(name, "auto"))
             result["runs"][name].append(run)
             print(f"round {r + 1} {name}: {run}", file=sys.stderr)
     result["medians"] = {

@@ -20,6 +20,8 @@ pre-processing). The probe statistics live in :mod:`ecgfast.evaluation`.
 # Every name is imported on first use (PEP 562), so that ``from ecgfast.export import
 # OnnxEncoder`` loads onnxruntime and numpy but never PyTorch: the torch-using modules
 # (onnx_export, verify, quantize, the probe statistics) load only when their names are.
+from ecgfast.lazy import lazy_names
+
 _WHERE = {
     "OnnxExportError": "ecgfast.export.errors",
     "OnnxModelError": "ecgfast.export.errors",
@@ -38,35 +40,6 @@ _WHERE = {
     "linear_probe_accuracy": "ecgfast.evaluation",
 }
 
-__all__ = [
-    "OnnxEncoder",
-    "OnnxExportError",
-    "OnnxModelError",
-    "ParityError",
-    "ParityRow",
-    "QuantizationReport",
-    "VerificationReport",
-    "build_onnx",
-    "compare_probe_accuracy",
-    "cuda_usable",
-    "export_onnx",
-    "fp32_tail_nodes",
-    "linear_probe_accuracy",
-    "quantize_onnx",
-    "verify_onnx",
-]
+__all__ = list(_WHERE)
 
-
-def __getattr__(name):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ecgfast.export' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -120,6 +120,15 @@ def test_the_serving_path_never_imports_torch(tmp_path, recording):
     assert out["tried"] == [] and out["modules"] == []
     assert {"ecgfast.data.readers", "ecgfast.data.contract", "ecgfast.export.runtime",
             "ecgfast.export.embed", "ecgfast.export.card"} <= set(out["loaded"])
+    # loading a model for serving (what every worker pays at start) needs no scipy either
+    lean = textwrap.dedent(f"""
+        import json, sys
+        from ecgfast.export import OnnxEncoder
+        OnnxEncoder({str(path)!r}, providers="cpu")
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
+                                ("scipy", *{TRAINING_ONLY!r}))))
+    """)
+    assert run_python(lean, tmp_path) == []
 
 
 def test_training_commands_say_they_need_the_training_install(tmp_path):
