@@ -38,7 +38,7 @@ BACKENDS = ("auto", "eager", "streaming", "triton")
 #: Where each op's backends live; each module defines ``BACKEND``.
 _MODULES = {
     "nt_xent": {
-        "eager": "ecgfast.ops.ntxent",
+        "eager": "ecgfast.ops.nt_xent",
         "streaming": "ecgfast.streaming",
         "triton": "ecgfast.kernels.ntxent",
     },

@@ -16,7 +16,7 @@ from ecgfast.ops.encoder import (
     se_excitation,
     se_residual_pool,
 )
-from ecgfast.ops.ntxent import nt_xent_reference, nt_xent_rows_reference
+from ecgfast.ops.nt_xent import nt_xent_reference, nt_xent_rows_reference
 
 __all__ = [
     "BlockParams",
