@@ -39,7 +39,7 @@ BACKENDS = ("auto", "eager", "streaming", "triton")
 _MODULES = {
     "nt_xent": {
         "eager": "ecgfast.ops.nt_xent",
-        "streaming": "ecgfast.streaming",
+        "streaming": "ecgfast.ops.nt_xent_streaming",
         "triton": "ecgfast.kernels.ntxent",
     },
     "encoder_block": {

@@ -30,7 +30,7 @@ from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
 from ecgfast import dispatch
 from ecgfast.losses import NTXentLoss, nt_xent
 from ecgfast.ops import nt_xent_reference
-from ecgfast.streaming import default_block_cols, default_block_rows, nt_xent_streaming
+from ecgfast.ops.nt_xent_streaming import default_block_cols, default_block_rows, nt_xent_streaming
 
 NS = (1, 2, 7, 64, 300)
 

@@ -86,7 +86,7 @@ def _anchor_work(backend):
     """Install a recorder on what walks the anchor rows; returns a function that reads
     how many anchor rows (streaming) or which forward grid (Triton) the loss used."""
     if backend == "streaming":
-        import ecgfast.streaming as module
+        import ecgfast.ops.nt_xent_streaming as module
 
         name = "_strip_lse"
     else:

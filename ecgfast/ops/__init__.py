@@ -1,8 +1,9 @@
-"""Pure-PyTorch references of every fused op.
+"""Pure-PyTorch references of every fused op, and the plain-PyTorch backends beside them.
 
-These functions are the truth that the fused backends (Triton kernels, the streaming
-NT-Xent) are tested against, and the eager backend that models and losses run when no
-faster backend is chosen. Nothing here imports Triton. The encoder block op takes
+The references are the truth that the fused backends (the Triton kernels, the streaming
+NT-Xent of :mod:`ecgfast.ops.nt_xent_streaming`) are tested against, and the eager backend
+that models and losses run when no faster backend is chosen. Each op's files carry its
+name (``nt_xent*.py``, ``encoder*.py``). Nothing here imports Triton. The encoder block op takes
 ``(x, BlockParams, BlockSpec, training)``, the same inputs as its Triton backend.
 """
 
