@@ -8,7 +8,7 @@ are negatives) forward + backward, two ways, interleaved round by round:
   computing the loss of the whole gathered batch (what ecgfast did before the shards, and
   what a hand-written all-gather loop does);
 - ``sharded``: ``nt_xent(z1, z2, gather_distributed=True)``, each rank computing only its
-  own anchor rows' terms (:class:`ecgfast.distributed.RowShard`).
+  own anchor rows' terms (:class:`ecgfast.ops.nt_xent_distributed.RowShard`).
 
 Both give the same loss and gradients (tests/test_ntxent_distributed.py). Recorded per backend
 ("streaming", "eager") and size: the median time per step on each rank, the slower rank's

@@ -264,8 +264,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
             shard=None) -> torch.Tensor:
     """NT-Xent with the chosen backend; arguments validated by :func:`ecgfast.losses.nt_xent`.
 
-    ``shard``: this rank's :class:`ecgfast.distributed.RowShard` when the batch is spread
-    over ranks (every backend then computes its own anchor rows against the gathered
+    ``shard``: this rank's :class:`ecgfast.ops.nt_xent_distributed.RowShard` when the batch
+    is spread over ranks (every backend then computes its own anchor rows against the gathered
     batch and returns the global loss), None otherwise.
     """
     n_rows = None if shard is None else 2 * shard.total

@@ -48,6 +48,7 @@ import triton
 import triton.language as tl
 
 from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_names
+from ecgfast.ops.nt_xent_distributed import RowShard
 from ecgfast.kernels._common import (KERNEL_DTYPES, MAX_INT32_OFFSET, check_grid,
                                      dot_input_precision, interpreting, launch_device)
 from ecgfast.kernels.ntxent_configs import (BWD_CONFIGS, CHUNK_DOUT, FWD_CONFIGS,
@@ -249,17 +250,16 @@ class TritonNTXent(torch.autograd.Function):
     """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32).
 
     ``shard`` None: this process holds the whole batch. Otherwise this rank's
-    :class:`~ecgfast.distributed.RowShard`, with ``z1_all``, ``z2_all`` the gathered batch
-    (no grad): the kernels run on its own anchor rows only, the LSE values are all-gathered
-    and the loss all-reduced; the backward needs no communication (its column term reads
-    every row's LSE) and returns ``grad_scale`` times the own rows' gradient.
+    :class:`~ecgfast.ops.nt_xent_distributed.RowShard`, with ``z1_all``, ``z2_all`` the
+    gathered batch (no grad): the kernels run on its own anchor rows only, the LSE values
+    are all-gathered and the loss all-reduced; the backward needs no communication (its
+    column term reads every row's LSE) and returns ``grad_scale`` times the own rows'
+    gradient.
     """
 
     @staticmethod
     def forward(ctx, z1, z2, temperature: float, input_precision: str, tiles: dict | None,
                 shard=None, z1_all=None, z2_all=None):
-        from ecgfast.distributed import RowShard
-
         shard = RowShard.whole(z1.shape[0]) if shard is None else shard
         # (2N, D) in the input dtype; O(N D), never O(N^2)
         x = torch.cat([z1, z2] if z1_all is None else [z1_all, z2_all], dim=0)
@@ -345,7 +345,7 @@ def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
     takes (fp32/bf16/fp16), on a CUDA device (or CPU under TRITON_INTERPRET=1).
     ``input_precision``: "ieee" or "tf32" (fp32 inputs). ``tiles``: optional
     ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the production configs,
-    for tests, with an optional ``"SPLITS"`` (column splits, int >= 1). ``shard``: this rank's :class:`~ecgfast.distributed.RowShard` of a
+    for tests, with an optional ``"SPLITS"`` (column splits, int >= 1). ``shard``: this rank's :class:`~ecgfast.ops.nt_xent_distributed.RowShard` of a
     distributed batch (None: all is here). Returns the fp32 mean over the 2N rows (of the
     global batch). Checks the kernel-only arguments, and each view against
     :data:`BACKEND`'s capabilities (dispatch's path, :func:`_run`, skips both checks).
