@@ -40,7 +40,7 @@ _MODULES = {
     "nt_xent": {
         "eager": "ecgfast.ops.nt_xent",
         "streaming": "ecgfast.ops.nt_xent_streaming",
-        "triton": "ecgfast.kernels.ntxent",
+        "triton": "ecgfast.kernels.nt_xent",
     },
     "encoder_block": {
         "eager": "ecgfast.ops.encoder",

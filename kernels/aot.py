@@ -75,8 +75,8 @@ class KernelSpec:
 
 
 def _ntxent_specs() -> list[KernelSpec]:
-    from ecgfast.kernels import ntxent as k
-    from ecgfast.kernels import ntxent_configs as nc
+    from ecgfast.kernels import nt_xent as k
+    from ecgfast.kernels import nt_xent_configs as nc
 
     rows = nc.ROWWISE_BLOCK_M
     common = {"n_rows": "i32", "half": "i32", "row_start": "i32", "row_count": "i32",

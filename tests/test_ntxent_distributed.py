@@ -90,7 +90,7 @@ def _anchor_work(backend):
 
         name = "_strip_lse"
     else:
-        import ecgfast.kernels.ntxent as module
+        import ecgfast.kernels.nt_xent as module
 
         name = "_ntxent_fwd_kernel"
     rec = _Recorder(getattr(module, name))

@@ -37,7 +37,7 @@ def _views(two_n, d, dtype, seed):
 
 
 def _check_ntxent(two_n, d, dtype, precision, loss_tol, grad_tol):
-    from ecgfast.kernels.ntxent import nt_xent_triton
+    from ecgfast.kernels.nt_xent import nt_xent_triton
 
     z1, z2 = _views(two_n, d, dtype, seed=two_n * 1000 + d)
     upstream = 0.75
@@ -129,7 +129,7 @@ def test_ntxent_launches_on_the_tensors_device():
     """A tensor on a device other than the current one is computed there."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    from ecgfast.kernels.ntxent import nt_xent_triton
+    from ecgfast.kernels.nt_xent import nt_xent_triton
 
     z1, z2 = (t.to("cuda:1") for t in _views(64, 32, torch.float32, 1))
     torch.cuda.set_device(0)

@@ -43,7 +43,7 @@ if not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
                 "before Triton is imported; run this file through pytest)",
                 allow_module_level=True)
 
-from ecgfast.kernels.ntxent import nt_xent_triton
+from ecgfast.kernels.nt_xent import nt_xent_triton
 
 from ecgfast.losses import nt_xent
 
@@ -214,7 +214,7 @@ def test_wide_d_takes_the_chunked_path(dtype):
 
 
 def test_column_split_choice_fills_the_gpu():
-    from ecgfast.kernels.ntxent_configs import column_splits
+    from ecgfast.kernels.nt_xent_configs import column_splits
 
     # 2N = 8192, 128-row tiles: 64 row programs on 132 SMs -> 5 splits of 26 column tiles
     assert column_splits(64, 8192, 64, None, 132) == (5, 26 * 64)
@@ -240,7 +240,7 @@ def test_offsets_past_int32_are_refused_before_any_allocation():
     with pytest.raises(BackendUnavailable, match="backend='streaming'"):
         nt_xent(z, z, 0.5, backend="triton")
     ok = torch.zeros(1, 1, device=DEVICE).expand(2**19, 1024)  # 2N = 2^20, D = 1024 fits
-    from ecgfast.kernels.ntxent import BACKEND
+    from ecgfast.kernels.nt_xent import BACKEND
 
     assert BACKEND.limits(ok, ok, 0.5, None) == []
 

@@ -37,7 +37,7 @@ Offsets are int32: 2N x D must stay below 2^31 (2N = 2^20 with D <= 1024 does), 
 :func:`_limits` checks.
 
 Production configurations (per dtype family and D range) and their choice per shape are in
-:mod:`ecgfast.kernels.ntxent_configs`; :mod:`ecgfast.kernels.aot` compiles them for sm_80
+:mod:`ecgfast.kernels.nt_xent_configs`; :mod:`ecgfast.kernels.aot` compiles them for sm_80
 and sm_90.
 """
 
@@ -51,7 +51,7 @@ from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_na
 from ecgfast.ops.nt_xent_distributed import RowShard
 from ecgfast.kernels._common import (KERNEL_DTYPES, MAX_INT32_OFFSET, check_grid,
                                      dot_input_precision, interpreting, launch_device)
-from ecgfast.kernels.ntxent_configs import (BWD_CONFIGS, CHUNK_DOUT, FWD_CONFIGS,
+from ecgfast.kernels.nt_xent_configs import (BWD_CONFIGS, CHUNK_DOUT, FWD_CONFIGS,
                                             ONE_TILE_MAX_D, ROWWISE_BLOCK_M, block_d,
                                             column_splits, family, merge_splits, pick,
                                             sm_count)

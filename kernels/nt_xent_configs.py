@@ -1,4 +1,4 @@
-"""Launch configurations of the NT-Xent kernels (:mod:`ecgfast.kernels.ntxent`) and how
+"""Launch configurations of the NT-Xent kernels (:mod:`ecgfast.kernels.nt_xent`) and how
 one is chosen per shape: dtype family, D range, 2N, and the column splits that fill the GPU."""
 
 from __future__ import annotations
