@@ -43,7 +43,7 @@ _MODULES = {
         "triton": "ecgfast.kernels.nt_xent",
     },
     "encoder_block": {
-        "eager": "ecgfast.ops.encoder",
+        "eager": "ecgfast.ops.encoder_block",
         "triton": "ecgfast.kernels.encoder_block",
     },
 }
@@ -275,8 +275,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
 
 def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> torch.Tensor:
     """One encoder block with the chosen backend, ``(x, params, spec, dropout_keys)`` as
-    :func:`ecgfast.ops.encoder.encoder_block` takes them (a
-    :class:`~ecgfast.ops.encoder.BlockParams`, a :class:`~ecgfast.ops.encoder.BlockSpec`
+    :func:`ecgfast.ops.encoder_block.encoder_block` takes them (a
+    :class:`~ecgfast.ops.encoder_block.BlockParams`, a :class:`~ecgfast.ops.encoder_block.BlockSpec`
     and None or the (2, B) int32 dropout keys)."""
     chosen = select("encoder_block", backend, x, params, spec, dropout_keys)
     return chosen.run(x, params, spec, dropout_keys)
@@ -284,7 +284,7 @@ def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> 
 
 def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the eager conv uses the CPU backward that computes the weight gradient as a
-    convolution (:class:`ecgfast.ops.encoder._Conv1dWeightGradAsConv`, faster than aten's
+    convolution (:class:`ecgfast.ops.encoder_block._Conv1dWeightGradAsConv`, faster than aten's
     CPU Conv1d backward for the encoder's long, narrow convolutions): CPU tensors, a
     gradient needed, and not under :func:`tracing` (exporters see plain ``conv1d``)."""
     return (x.device.type == "cpu" and torch.is_grad_enabled()

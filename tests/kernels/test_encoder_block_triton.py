@@ -1,4 +1,4 @@
-"""The fused encoder kernels against the eager reference in ecgfast/ops/encoder.py.
+"""The fused encoder kernels against the eager reference in ecgfast/ops/encoder_block.py.
 
 On a machine without a CUDA GPU the kernels run under TRITON_INTERPRET=1 (numpy on the CPU;
 tests/kernels/conftest.py sets it before Triton is imported), so the shapes are small and
@@ -41,18 +41,18 @@ if not torch.cuda.is_available():  # conftest.py does this too; harmless when al
 
 pytest.importorskip("triton")
 
-from ecgfast.kernels.conv1d import conv1d_act_dropout
-from ecgfast.kernels.se_residual_pool import se_residual_pool
+from ecgfast.kernels.encoder_block_conv1d import conv1d_act_dropout
+from ecgfast.kernels.encoder_block_se_residual_pool import se_residual_pool
 
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import RESIDUAL_PRESETS, ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import (
+from ecgfast.ops.encoder_block import (
     conv1d_same,
     conv_act_dropout,
     random_block_params,
     se_excitation,
 )
-from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
+from ecgfast.ops.encoder_block import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -166,7 +166,7 @@ def test_large_batch_past_int32_offsets_is_refused():
     """An output past the kernels' int32 offsets (with room for the backward's last block)
     is refused before any launch, by the conv and by the block backend's declared limits
     (expanded views: no memory)."""
-    from ecgfast.kernels.conv1d import MAX_NUMEL
+    from ecgfast.kernels.encoder_block_conv1d import MAX_NUMEL
     from ecgfast.kernels.encoder_block import BACKEND
 
     assert MAX_NUMEL + 2**15 <= 2**31 - 1

@@ -21,7 +21,7 @@ from test_encoder_block_triton import DEVICE, FP32_TOL, SMALL, rel_err
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import BlockSpec, random_block_params
+from ecgfast.ops.encoder_block import BlockSpec, random_block_params
 
 
 def test_state_dict_moves_between_backends():

@@ -25,11 +25,11 @@ from test_encoder_block_triton import DEVICE, FP32_TOL, SMALL, _grads, _leaves, 
 
 from ecgfast import dispatch
 from ecgfast.kernels._common import mix32
-from ecgfast.kernels.conv1d import conv1d_act_dropout
+from ecgfast.kernels.encoder_block_conv1d import conv1d_act_dropout
 from ecgfast.keyed import KeyedRandom, dropout_keep
 from ecgfast.keyed import mix32 as mix32_reference
 from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import BlockSpec, conv1d_same, random_block_params
+from ecgfast.ops.encoder_block import BlockSpec, conv1d_same, random_block_params
 
 
 def _keys(seed: int, n: int, layers: int = 1) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Multi-lead input through the Triton encoder kernels, against ecgfast/ops (issue 12).
 
 With C leads the first conv has C_in = C > 1, so it leaves the DIRECT (FMA) path for the
-implicit-GEMM ``tl.dot`` path (kernels/conv1d.py ``conv_config``), and block 1's 1x1
+implicit-GEMM ``tl.dot`` path (kernels/encoder_block_conv1d.py ``conv_config``), and block 1's 1x1
 shortcut projects C -> filters[0] through the ``tl.dot`` projection of
-kernels/se_residual_pool.py (C_in zero-padded to BLOCK_CIN >= 16). Both are compared with
+kernels/encoder_block_se_residual_pool.py (C_in zero-padded to BLOCK_CIN >= 16). Both are compared with
 the reference on C in {2, 3, 12} at lengths that are no multiple of any block size: the
 output and the gradient of the input and of every parameter. Tolerances as in
 test_encoder_block_triton.py (fp32: 1e-5 under the interpreter, 5e-3 with TF32 on CUDA).
@@ -21,12 +21,12 @@ if not torch.cuda.is_available():  # conftest.py does this too; harmless when al
 
 pytest.importorskip("triton")
 
-from ecgfast.kernels.conv1d import conv1d_act_dropout, conv_config
-from ecgfast.kernels.se_residual_pool import se_residual_pool
+from ecgfast.kernels.encoder_block_conv1d import conv1d_act_dropout, conv_config
+from ecgfast.kernels.encoder_block_se_residual_pool import se_residual_pool
 
 from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import conv_act_dropout
-from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
+from ecgfast.ops.encoder_block import conv_act_dropout
+from ecgfast.ops.encoder_block import se_residual_pool as se_residual_pool_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -130,7 +130,7 @@ def test_multilead_encoder_matches_eager(c_in):
 _AOT_SCRIPT = r"""
 import dataclasses, json, sys
 from ecgfast.kernels import aot
-from ecgfast.kernels.se_residual_pool import pool_config
+from ecgfast.kernels.encoder_block_se_residual_pool import pool_config
 rows, seen = [], set()
 b1 = next(s for s in aot.kernel_specs() if s.name == "se_residual_pool_fwd_b1")
 for c_in in (2, 3, 12):

@@ -1,7 +1,7 @@
 """Conv1d (stride 1, 'same' padding) with bias, activation, dropout and the SE squeeze fused.
 
 ``y = dropout(act(conv1d_same(x, W) + b))`` for x (B, C_in, L), W (C_out, C_in, K) and
-y (B, C_out, L), the reference being :func:`ecgfast.ops.encoder.conv_act_dropout`. 'Same'
+y (B, C_out, L), the reference being :func:`ecgfast.ops.encoder_block.conv_act_dropout`. 'Same'
 padding puts (K - 1) // 2 zeros on the left and the rest (one more for even K) on the right.
 
 Kernels, in launch order:
@@ -65,7 +65,7 @@ from ecgfast.kernels._common import (
     partial_sums,
 )
 from ecgfast.keyed import KeyedRandom, keep_threshold
-from ecgfast.ops.encoder import grad_like
+from ecgfast.ops.encoder_block import grad_like
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 #: Flat indices into y (and the dropout's per-sample index j) are int32, and the

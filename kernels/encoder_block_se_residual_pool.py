@@ -1,7 +1,7 @@
 """SE scale + residual + max pool of an encoder block in one pass, forward and backward.
 
 ``out = pool(a * f + W_s x + b_s)``, the reference being
-:func:`ecgfast.ops.encoder.se_residual_pool`: f (B, C, L) the block's second conv output,
+:func:`ecgfast.ops.encoder_block.se_residual_pool`: f (B, C, L) the block's second conv output,
 a (B, C) the squeeze-excitation weights (or none), x (B, C_in, L) the block input (or no
 shortcut), W_s (C, C_in, 1) with b_s (C,) a 1x1 projection (or the identity, C_in == C),
 and the pool either MaxPool1d(POOL, STRIDE) -> (B, C, (L - POOL) // STRIDE + 1) or a global
@@ -36,7 +36,7 @@ the block input) and the int8 argmax, B x C x L_out bytes.
 
 Dtypes: f, x, W_s, b_s in fp32, bf16 or fp16 (one dtype), a in that dtype or fp32; all
 arithmetic in fp32; output in f's dtype. ``tl.dot`` input precision as in
-:mod:`ecgfast.kernels.conv1d` (PyTorch's cuDNN convolution setting for fp32).
+:mod:`ecgfast.kernels.encoder_block_conv1d` (PyTorch's cuDNN convolution setting for fp32).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from ecgfast.kernels._common import (
     launch_device,
     partial_sums,
 )
-from ecgfast.ops.encoder import grad_like
+from ecgfast.ops.encoder_block import grad_like
 
 RES_NONE, RES_IDENTITY, RES_PROJECTION = 0, 1, 2
 
@@ -341,7 +341,7 @@ class SEResidualPool(torch.autograd.Function):
 
 
 def se_residual_pool(f, a, x, shortcut_weight, shortcut_bias, *, pool_size, pool_stride):
-    """Fused ``pool(a * f + W_s x)``; arguments as :func:`ecgfast.ops.encoder.se_residual_pool`.
+    """Fused ``pool(a * f + W_s x)``; arguments as :func:`ecgfast.ops.encoder_block.se_residual_pool`.
 
     f: (B, C, L); a: (B, C) or None; x: (B, C_in, L) or None; shortcut_weight (C, C_in, 1)
     or None (identity); pool_size None for the global max (-> (B, C)), else
