@@ -11,7 +11,7 @@
 # `timeout -s INT` (pytest still writes its JSON/XML when interrupted) and each writing its
 # file into $OUT as soon as it ends (benchmarks/results/gpu-check when OUT is unset):
 #   env       card, driver, versions, onnxruntime providers        env.json
-#   ntxent    bench_ntxent GPU cases: eager vs triton, bf16, D = 128,
+#   ntxent    bench_nt_xent GPU cases: eager vs triton, bf16, D = 128,
 #             2N in {8192, 65536, 262144}; triton alone at 2^20; eager fp32 strict
 #                                                                  ntxent.json
 #   encoder   bench_encoder_block GPU cases, eager and triton, batch 256, bf16 and fp32
@@ -98,7 +98,7 @@ bench() {  # bench STEP FILE SUITE PYTEST_ARGS...
 }
 
 run env env.json "$PY" benchmarks/gpu_check.py env "$out/env.json"
-bench ntxent ntxent.json ntxent -k "cuda"
+bench ntxent ntxent.json nt_xent -k "cuda"
 bench encoder encoder_block.json encoder_block -k "cuda and not cpu and (eager or triton)"
 # compile last; bf16 before fp32 and CUDA graphs first (the targets' yardstick), explicit ids
 ids=()

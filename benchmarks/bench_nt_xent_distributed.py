@@ -15,7 +15,7 @@ Both give the same loss and gradients (tests/test_ntxent_distributed.py). Record
 median (what a synchronous step waits for), the ratio gathered / sharded, and each rank's
 peak resident memory above its baseline during one step of each kind.
 
-    python -m pytest benchmarks/bench_ntxent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
+    python -m pytest benchmarks/bench_nt_xent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
 
 CPU only: NCCL cannot put two ranks on one GPU, and a lent machine has one.
 """
