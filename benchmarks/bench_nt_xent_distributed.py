@@ -10,7 +10,7 @@ are negatives) forward + backward, two ways, interleaved round by round:
 - ``sharded``: ``nt_xent(z1, z2, gather_distributed=True)``, each rank computing only its
   own anchor rows' terms (:class:`ecgfast.ops.nt_xent_distributed.RowShard`).
 
-Both give the same loss and gradients (tests/test_ntxent_distributed.py). Recorded per backend
+Both give the same loss and gradients (tests/ops/test_nt_xent_distributed.py). Recorded per backend
 ("streaming", "eager") and size: the median time per step on each rank, the slower rank's
 median (what a synchronous step waits for), the ratio gathered / sharded, and each rank's
 peak resident memory above its baseline during one step of each kind.

@@ -113,11 +113,11 @@ run compile encoder_compile.json "$PY" -c "$PYTEST_MAIN" "${ids[@]}" -q -p no:ca
     --benchmark-json "$out/encoder_compile.json"
 if ((dry)); then
     tests=(tests/kernels/test_cuda_kernels.py
-           "tests/kernels/test_ntxent_triton.py::test_production_config_path")
+           "tests/kernels/test_nt_xent_triton.py::test_production_config_path")
 else
-    tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_ntxent_triton.py
-           tests/kernels/test_encoder_block_triton.py tests/test_ntxent.py
-           tests/test_ntxent_distributed.py tests/test_encoder_block_ddp.py tests/test_distributed.py)
+    tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_nt_xent_triton.py
+           tests/kernels/test_encoder_block_triton.py tests/ops/test_nt_xent.py
+           tests/ops/test_nt_xent_distributed.py tests/test_encoder_block_ddp.py tests/test_distributed.py)
 fi
 run tests tests.xml "$PY" -c "$PYTEST_MAIN" "${tests[@]}" -q -rs -p no:cacheprovider \
     --junitxml "$out/tests.xml"

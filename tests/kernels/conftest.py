@@ -30,7 +30,7 @@ def _interpreter_broken() -> str | None:
     return None
 
 
-INTERPRETED = ("test_ntxent_triton.py", "test_encoder_block_triton.py",
+INTERPRETED = ("test_nt_xent_triton.py", "test_encoder_block_triton.py",
                "test_encoder_block_triton_dispatch.py", "test_encoder_block_triton_keys.py")
 
 

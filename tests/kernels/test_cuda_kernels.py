@@ -12,7 +12,7 @@ roundoff ``u = 2^-11``, so each product of two rounded operands is off by at mos
   each by ``2u / tau``), the second dot rounds ``P`` and ``z`` (``2u``); the weights of a row
   sum to about 4 (its probabilities, its column's, twice the positive), so an entry moves by
   at most ``4 (4u / tau + 2u)`` of the natural gradient size
-  (tests/ntxent_helpers.py::gradient_scale).
+  (tests/nt_xent_helpers.py::gradient_scale).
 - Conv1d forward: ``|delta y| <= 2u conv(|x|, |W|)`` element-wise, through ReLU unchanged
   (it is 1-Lipschitz), so ``||delta y|| <= 2u ||conv(|x|, |W|)||``.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ntxent_helpers import assert_matches, gradient_scale, reference_and_grads, run_backend
+from nt_xent_helpers import assert_matches, gradient_scale, reference_and_grads, run_backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA-only: production tiles and TF32 need a GPU")

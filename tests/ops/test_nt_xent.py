@@ -2,9 +2,9 @@
 
 Every comparison is against :func:`ecgfast.ops.nt_xent_reference` evaluated in float64 on
 the same input values (upcast), with a random upstream gradient, over awkward shapes,
-every input dtype and contiguous/strided layouts (helpers: tests/ntxent_helpers.py). The
-Triton kernels have their own file (tests/kernels/test_ntxent_triton.py), the
-distributed loss too (tests/test_ntxent_distributed.py).
+every input dtype and contiguous/strided layouts (helpers: tests/nt_xent_helpers.py). The
+Triton kernels have their own file (tests/kernels/test_nt_xent_triton.py), the
+distributed loss too (tests/ops/test_nt_xent_distributed.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 import torch
-from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from nt_xent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     DS,
     LAYOUTS,
     TAUS,

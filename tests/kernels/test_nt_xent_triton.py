@@ -6,7 +6,7 @@ for N in {1, 2, 7} (tau and layout rotating), plus hand-picked awkward larger ca
 tiles that do not divide 2N or D. Values and both gradients, random upstream gradient.
 
 Stated tolerances (loss: relative to max(|loss|, 1); gradients: relative to the natural
-gradient size, see tests/ntxent_helpers.py::gradient_scale):
+gradient size, see tests/nt_xent_helpers.py::gradient_scale):
 
 - fp32, input_precision="ieee": 1e-5 and 1e-5.
 - fp16: loss 1e-5 (the x x^T dot takes the fp16 inputs: exact products, fp32 sums);
@@ -25,7 +25,7 @@ import zlib
 
 import pytest
 import torch
-from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from nt_xent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     DS,
     LAYOUTS,
     TAUS,
