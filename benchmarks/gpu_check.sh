@@ -117,6 +117,7 @@ if ((dry)); then
 else
     tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_nt_xent_triton.py
            tests/kernels/test_encoder_block_triton.py tests/ops/test_nt_xent.py
+           tests/ops/test_nt_xent_streaming.py
            tests/ops/test_nt_xent_distributed.py tests/test_encoder_block_ddp.py tests/test_distributed.py)
 fi
 run tests tests.xml "$PY" -c "$PYTEST_MAIN" "${tests[@]}" -q -rs -p no:cacheprovider \
