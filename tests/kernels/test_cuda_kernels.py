@@ -37,14 +37,14 @@ def _views(two_n, d, dtype, seed):
 
 
 def _check_ntxent(two_n, d, dtype, precision, loss_tol, grad_tol):
-    from ecgfast.kernels.nt_xent import nt_xent_triton
+    from ecgfast.losses import nt_xent
 
     z1, z2 = _views(two_n, d, dtype, seed=two_n * 1000 + d)
     upstream = 0.75
     # float64 reference of the same rounded inputs, on the GPU (seconds per case on a CPU)
     ref = reference_and_grads(z1, z2, TAU, upstream)
-    got = run_backend(lambda a, b, t: nt_xent_triton(a, b, t, input_precision=precision),
-                      z1, z2, TAU, upstream)
+    torch.backends.cuda.matmul.fp32_precision = precision  # the kernels follow it
+    got = run_backend(lambda a, b, t: nt_xent(a, b, t, backend="triton"), z1, z2, TAU, upstream)
     assert_matches(got, ref, loss_tol, grad_tol,
                    f"production tiles 2N={two_n} D={d} {dtype} {precision}",
                    gradient_scale(z1, z2, TAU, upstream))
@@ -129,10 +129,10 @@ def test_ntxent_launches_on_the_tensors_device():
     """A tensor on a device other than the current one is computed there."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    from ecgfast.kernels.nt_xent import nt_xent_triton
+    from ecgfast.losses import nt_xent
 
     z1, z2 = (t.to("cuda:1") for t in _views(64, 32, torch.float32, 1))
     torch.cuda.set_device(0)
-    loss = nt_xent_triton(z1, z2, TAU)
+    loss = nt_xent(z1, z2, TAU, backend="triton")
     ref = reference_and_grads(z1.cpu(), z2.cpu(), TAU, 1.0)[0]
     assert loss.device == z1.device and abs(loss.item() - ref.item()) < 1e-4
