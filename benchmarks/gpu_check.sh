@@ -116,9 +116,11 @@ if ((dry)); then
            "tests/kernels/test_nt_xent_triton.py::test_production_config_path")
 else
     tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_nt_xent_triton.py
-           tests/kernels/test_encoder_block_triton.py tests/ops/test_nt_xent.py
-           tests/ops/test_nt_xent_streaming.py
-           tests/ops/test_nt_xent_distributed.py tests/test_encoder_block_ddp.py tests/test_distributed.py)
+           tests/kernels/test_encoder_block_triton.py
+           tests/kernels/test_encoder_block_triton_conv1d.py
+           tests/kernels/test_encoder_block_triton_se_residual_pool.py tests/ops/test_nt_xent.py
+           tests/ops/test_nt_xent_streaming.py tests/ops/test_nt_xent_distributed.py
+           tests/test_encoder_block_ddp.py tests/test_distributed.py)
 fi
 run tests tests.xml "$PY" -c "$PYTEST_MAIN" "${tests[@]}" -q -rs -p no:cacheprovider \
     --junitxml "$out/tests.xml"

@@ -16,6 +16,7 @@ from ecgfast.ops.encoder_block import (
     conv_act_dropout,
     random_block_params,
     se_excitation,
+    se_excite,
     se_residual_pool,
 )
 from ecgfast.ops.nt_xent import nt_xent_reference, nt_xent_rows_reference
@@ -29,5 +30,6 @@ __all__ = [
     "nt_xent_rows_reference",
     "random_block_params",
     "se_excitation",
+    "se_excite",
     "se_residual_pool",
 ]

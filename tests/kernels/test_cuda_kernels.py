@@ -74,7 +74,7 @@ def test_ntxent_production_tiles_fp32_ieee(two_n):
 
 @pytest.mark.parametrize("c_in,c_out,k,length", [(1, 32, 32, 2560), (32, 64, 16, 1277)])
 def test_conv_tf32_within_the_rounding_bound(c_in, c_out, k, length):
-    from ecgfast.kernels.encoder_block_conv1d import conv1d_act_dropout
+    from encoder_block_helpers import conv1d_act_dropout
 
     from ecgfast.ops.encoder_block import conv1d_same
 
@@ -102,7 +102,7 @@ def test_conv_keyed_dropout_at_production_tiles(c_in, c_out, k, length):
     """The GPU's keyed mask at the production tiles (the interpreter tests use others) is
     ``ecgfast.keyed.dropout_keep`` bit for bit (leaky_relu: a zero is a dropped element),
     and the backward applies the same mask (the bias gradient sums gy act' keep / (1 - p))."""
-    from ecgfast.kernels.encoder_block_conv1d import conv1d_act_dropout
+    from encoder_block_helpers import conv1d_act_dropout
 
     from ecgfast.keyed import KeyedRandom, dropout_keep
 
