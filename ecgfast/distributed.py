@@ -6,7 +6,7 @@ SUM-reduces the incoming gradient over ranks (``all_reduce``) and returns this r
 The sum matters: the global loss depends on this rank's rows through every rank's copy of
 the gathered tensor, so the gradient of ``sum_k L_k`` with respect to those rows is the sum
 of every rank's gradient for that slice. Returning only the local slice of the local
-gradient (lightly issue #1528) drops the other ranks' terms.
+gradient (a bug lightly's gather once had) drops the other ranks' terms.
 
 :func:`ecgfast.losses.nt_xent` (``gather_distributed=True``) builds on these: each rank
 computes the loss terms of its own anchor rows against every rank's embeddings, a
