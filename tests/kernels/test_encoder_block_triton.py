@@ -248,6 +248,28 @@ def test_triton_backend_limits_name_every_reason():
     assert dispatch.resolve("encoder_block", "auto", x, params, spec, None) == "eager"
 
 
+def test_triton_backend_checks_every_shape_before_a_launch():
+    """The kernels index x and the parameters by pointer, so the backend refuses, naming
+    each, an x whose channels are not the spec's, a signal shorter than the pool window
+    and a parameter of another shape than the spec's (the eager backend would raise
+    PyTorch's own error; the kernels would read out of bounds)."""
+    spec = BlockSpec(3, 5, 4, residual=True, se_hidden=2, pool_size=8)
+    params = random_block_params(spec, device=DEVICE)
+    x = torch.randn(2, 3, 40, device=DEVICE)
+    assert dispatch.resolve("encoder_block", "triton", x, params, spec, None) == "triton"
+    bad = params._replace(conv2_weight=params.conv2_weight[:, :4],
+                          se_fc1_bias=None, shortcut_weight=None)
+    with pytest.raises(ValueError) as err:
+        dispatch.resolve("encoder_block", "triton", x[:, :2, :5], bad, spec, None)
+    message = str(err.value)
+    assert "x of shape (B, 3, L), got (2, 2, 5)" in message
+    assert "conv2_weight of shape (5, 5, 4) (the spec's), got (5, 4, 4)" in message
+    assert "shortcut_weight of shape (5, 3, 1) (the spec's), got None" in message
+    assert "se_fc1_bias" not in message  # a bias may be absent (no bias)
+    with pytest.raises(ValueError, match="a length >= pool_size 8, got 5"):
+        dispatch.resolve("encoder_block", "triton", x[..., :5], params, spec, None)
+
+
 BLOCK_SPECS = [
     BlockSpec(1, 12, 7, residual=True, se_hidden=3, pool_size=5),         # FMA projection
     BlockSpec(9, 9, 4, activation="leaky_relu", residual=True, pool_size=None),  # identity
