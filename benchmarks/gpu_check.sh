@@ -11,7 +11,7 @@
 # `timeout -s INT` (pytest still writes its JSON/XML when interrupted) and each writing its
 # file into $OUT as soon as it ends (benchmarks/results/gpu-check when OUT is unset):
 #   env       card, driver, versions, onnxruntime providers        env.json
-#   ntxent    bench_ntxent GPU cases: eager vs triton, bf16, D = 128,
+#   ntxent    bench_nt_xent GPU cases: eager vs triton, bf16, D = 128,
 #             2N in {8192, 65536, 262144}; triton alone at 2^20; eager fp32 strict
 #                                                                  ntxent.json
 #   encoder   bench_encoder_block GPU cases, eager and triton, batch 256, bf16 and fp32
@@ -98,7 +98,7 @@ bench() {  # bench STEP FILE SUITE PYTEST_ARGS...
 }
 
 run env env.json "$PY" benchmarks/gpu_check.py env "$out/env.json"
-bench ntxent ntxent.json ntxent -k "cuda"
+bench ntxent ntxent.json nt_xent -k "cuda"
 bench encoder encoder_block.json encoder_block -k "cuda and not cpu and (eager or triton)"
 # compile last; bf16 before fp32 and CUDA graphs first (the targets' yardstick), explicit ids
 ids=()
@@ -113,11 +113,14 @@ run compile encoder_compile.json "$PY" -c "$PYTEST_MAIN" "${ids[@]}" -q -p no:ca
     --benchmark-json "$out/encoder_compile.json"
 if ((dry)); then
     tests=(tests/kernels/test_cuda_kernels.py
-           "tests/kernels/test_ntxent_triton.py::test_production_config_path")
+           "tests/kernels/test_nt_xent_triton.py::test_production_config_path")
 else
-    tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_ntxent_triton.py
-           tests/kernels/test_encoder_block_triton.py tests/test_ntxent.py
-           tests/test_ntxent_distributed.py tests/test_encoder_block_ddp.py tests/test_distributed.py)
+    tests=(tests/kernels/test_cuda_kernels.py tests/kernels/test_nt_xent_triton.py
+           tests/kernels/test_encoder_block_triton.py
+           tests/kernels/test_encoder_block_triton_conv1d.py
+           tests/kernels/test_encoder_block_triton_se_residual_pool.py tests/ops/test_nt_xent.py
+           tests/ops/test_nt_xent_streaming.py tests/ops/test_nt_xent_distributed.py
+           tests/test_encoder_block_ddp.py tests/test_distributed.py)
 fi
 run tests tests.xml "$PY" -c "$PYTEST_MAIN" "${tests[@]}" -q -rs -p no:cacheprovider \
     --junitxml "$out/tests.xml"

@@ -7,7 +7,9 @@ another ecgfast checkout's installed copy first) this measures, in fresh process
   the process), then loading a model (``OnnxEncoder(model, providers=...)``), and the
   process's peak resident memory after both (``ru_maxrss``), and whether torch was loaded;
 - ``embed``: ``OnnxEncoder.embed_recording`` of a long recording (seconds and windows/s,
-  the model already loaded), and ``ecgfast embed`` of it end to end (process wall time);
+  the model already loaded), then its two parts on their own (the pre-processing, and
+  onnxruntime on the windows in batches of 256), and ``ecgfast embed`` of it end to end
+  (process wall time);
 
 the environments taking turns, ``--rounds`` times, so that the machine's load falls on
 all alike; medians are reported. ``--size NAME=VENV`` adds a virtual environment's size on
@@ -48,12 +50,20 @@ EMBED = """
 import json, sys, time
 import numpy as np
 from ecgfast.export import OnnxEncoder
+from ecgfast.export.embed import recording_batches, serving_chain
 enc = OnnxEncoder(sys.argv[1], providers="cpu")
-signal = np.load(sys.argv[2])
+signal, fs = np.load(sys.argv[2]), float(sys.argv[3])
 t0 = time.perf_counter()
-emb, starts = enc.embed_recording(signal, float(sys.argv[3]))
+emb, starts = enc.embed_recording(signal, fs)
 t1 = time.perf_counter()
-print(json.dumps({"embed_s": t1 - t0, "windows": len(emb), "windows_per_s": len(emb) / (t1 - t0)}))
+windows = np.concatenate([b.windows for b in recording_batches(enc, signal, fs,
+                                                                serving_chain(enc))])
+t2 = time.perf_counter()
+for i in range(0, len(windows), 256):
+    enc.embed(windows[i:i + 256])
+t3 = time.perf_counter()
+print(json.dumps({"embed_s": t1 - t0, "windows": len(emb), "windows_per_s": len(emb) / (t1 - t0),
+                  "preprocess_s": t2 - t1, "onnxruntime_s": t3 - t2}))
 """
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data import poly5
 from ecgfast.data.contract import Preprocessing
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.multilead import preprocess_leads
@@ -47,7 +48,8 @@ STATE, PARTS = "prepare.json", "parts"
 
 def _read(path: str, fs, leads="all"):
     """``read_leads`` of one record file; ``fs`` only for files that do not store it."""
-    return read_leads(path, fs=None if path.endswith(".hea") else fs, leads=leads)
+    stores_fs = path.endswith(".hea") or Path(path).suffix.lower() in poly5.SUFFIXES
+    return read_leads(path, fs=None if stores_fs else fs, leads=leads)
 
 
 def _work(task):
@@ -98,14 +100,14 @@ def _probe_leads(items: list[_Item], cohorts: dict, fs) -> tuple[list[str], str]
 
 def _record(items: list[_Item], notes: list[str]) -> dict:
     """The pre-processing record of the store's windows: :data:`CHAIN`'s, with statistics
-    per subject when every window comes from a dataset cohort (the loaders' chain); a
-    store mixing both says so in a note."""
+    per subject when every window comes from a dataset or a manifest (their loaders z-score
+    per subject); a store mixing both says so in a note."""
     from_cohorts = sum(it.rows is not None for it in items)
     if items and from_cohorts == len(items):
         return dataclasses.replace(CHAIN, zscore_scope="subject").to_record()
     if from_cohorts:
-        notes.append("the windows of dataset sources were z-scored per subject (the dataset "
-                     "loaders' chain), those of recordings per record and lead")
+        notes.append("the windows of dataset and manifest sources were z-scored per subject, "
+                     "those of recordings per record and lead")
     return PREPROCESSING
 
 
@@ -191,7 +193,7 @@ def prepare(sources, out, *, leads=None, dtype: str = "float16", fs: float | Non
     if workers < 1 or (shard_windows is not None and int(shard_windows) < 1):
         raise ValueError("workers and shard_windows must be >= 1")
     cohorts, notes = {}, []
-    items = find_records(sources, want, cohorts, notes)
+    items = find_records(sources, want, cohorts, notes, fs=fs)
     params = {"sources": [str(s) for s in sources], "leads": want and list(want), "dtype": dtype,
               "fs": fs, "shard_windows": shard_windows, "preprocessing": _record(items, notes),
               "records_sha256": _items_sha(items), "n_records_listed": len(items)}

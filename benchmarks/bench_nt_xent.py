@@ -18,7 +18,7 @@ measured in the same run, and the time over the floor ``3 * 2 (2N)^2 D / R_mm +
 then checks the CPU targets at 2N = 16384 (streaming peak memory <= 5 % of eager's, time
 <= 1.2x eager's).
 
-    python -m pytest benchmarks/bench_ntxent.py --benchmark-json benchmarks/results/ntxent-cpu.json
+    python -m pytest benchmarks/bench_nt_xent.py --benchmark-json benchmarks/results/ntxent-cpu.json
 """
 
 from __future__ import annotations
