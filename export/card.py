@@ -80,8 +80,9 @@ def export_metadata(model_or_checkpoint, encoder, *, preprocessing: Preprocessin
         chain = None if contract is None else contract.preprocessing
         if chain is None:
             warnings.warn(f"{ckpt_dir} records no pre-processing (trained before checkpoints "
-                          "recorded it): the exported file carries none, and serving it uses "
-                          "the default chain, with a warning", stacklevel=3)
+                          "recorded it, or on windows given to pretrain without provenance=): "
+                          "the exported file carries none, and serving it uses the default "
+                          "chain, with a warning", stacklevel=3)
     leads = encoder.config.leads
     card = build_card(config, encoder, chain, _probe(ckpt_dir, config, probe_results))
     meta = {META_CARD: json.dumps(card)}

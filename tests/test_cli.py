@@ -23,6 +23,15 @@ def test_help_runs_as_a_module():
         assert command in out.stdout
 
 
+def test_residual_choices_are_the_encoders_presets():
+    """The parser spells --residual's choices out (it imports no torch); they must stay the
+    encoder's presets."""
+    from ecgfast.cli.common import RESIDUAL_CHOICES
+    from ecgfast.models import RESIDUAL_PRESETS
+
+    assert RESIDUAL_CHOICES == tuple(RESIDUAL_PRESETS)
+
+
 def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--out", str(run), "--epochs", "1", "--quiet", "--objective", "both",

@@ -191,7 +191,7 @@ def read_contract(record, where: str) -> Contract:
     if isinstance(record, (str, bytes)):
         try:
             record = json.loads(record)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # a file we did not write
             raise ContractError(f"{where}: unreadable pre-processing record ({err})") from None
     if not isinstance(record, dict):
         raise ContractError(f"{where}: the pre-processing record must be a JSON object, got "
