@@ -10,32 +10,19 @@ import os
 
 import pytest
 import torch
+from common import interpreter_broken  # benchmarks/common.py, on pytest's pythonpath
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _interpreter_broken() -> str | None:
-    """Why the interpreter cannot run the kernels here (None: it can): Triton < 3.8's
-    interpreter fails with numpy >= 2.4 (the lent GPU image has Triton 3.6, numpy 2.5)."""
-    try:
-        import numpy
-        import triton
-    except ImportError:
-        return None
-    version = lambda v: tuple(int(p) for p in v.split(".")[:2])
-    if version(triton.__version__) < (3, 8) and version(numpy.__version__) >= (2, 4):
-        return (f"Triton {triton.__version__}'s interpreter does not run with numpy "
-                f"{numpy.__version__} (needs Triton >= 3.8 or numpy < 2.4)")
-    return None
-
-
 INTERPRETED = ("test_ntxent_triton.py", "test_encoder_block_triton.py",
-               "test_encoder_block_triton_dispatch.py", "test_encoder_block_triton_keys.py")
+               "test_encoder_block_triton_dispatch.py", "test_encoder_block_triton_keys.py",
+               "test_ntxent_triton_production.py", "test_encoder_block_triton_autocast.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None if torch.cuda.is_available() else _interpreter_broken()
+    reason = None if torch.cuda.is_available() else interpreter_broken()
     if reason:
         for item in items:
             if item.path.name in INTERPRETED:
