@@ -14,10 +14,9 @@ in test_cuda_kernels.py.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from ecgfast.kernels.ntxent import nt_xent_triton  # interpreted without a GPU: conftest.py
 from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     assert_matches,
     gradient_scale,
@@ -30,12 +29,6 @@ from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
 from ecgfast.ops import nt_xent_reference
 
 ON_GPU = torch.cuda.is_available()
-if not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
-    pytest.skip("no CUDA GPU and TRITON_INTERPRET is not 1 (set by tests/kernels/conftest.py)",
-                allow_module_level=True)
-
-from ecgfast.kernels.ntxent import nt_xent_triton
-
 DEVICE = "cuda" if ON_GPU else "cpu"
 TAU = 0.5
 TF32_U = 2.0**-11
