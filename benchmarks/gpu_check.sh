@@ -106,7 +106,7 @@ else
     unset TRITON_INTERPRET ECGFAST_GPU_DRY_RUN ECGFAST_GPU_CHECK_CUT
 fi
 export PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}"
-start=$SECONDS
+start=0  # bash's SECONDS counts from the script's start
 
 json_str() {  # a JSON string of $1 (backslash, quote, control characters escaped)
     local s=${1//\\/\\\\}
@@ -123,6 +123,7 @@ record() {  # record STEP STATUS REASON SECONDS LIMIT EXITS
 limit_for() {  # seconds step $1 may run: up to GRACE_S before its deadline
     echo $(( DEADLINE[$1] - (SECONDS - start) - GRACE_S ))
 }
+at_least() { echo $(( $1 > MIN_STEP_S ? $1 : MIN_STEP_S )); }  # for install, env, summary
 capped() {  # capped PREFIX: copy stdin to stdout, lines prefixed, at most LOG_CAP bytes
     awk -v p="$1" -v max="$LOG_CAP" '{ n += length($0) + 1 }
         n <= max { print p $0; fflush(); next }
@@ -172,7 +173,7 @@ step() {  # step NAME GROUP... : each GROUP a "|"-separated pytest argument list
 declare -A SKIP
 # ------------------------------------------------------------------ install
 t0=$SECONDS
-limit=$(limit_for install)
+limit=$(at_least "$(limit_for install)")
 pip_args=(--no-index --no-build-isolation --no-deps -q -e .)
 ((dry)) && pip_args=(--dry-run "${pip_args[@]}")  # a dry run installs nothing
 echo "== install (limit $limit s): pip install ${pip_args[*]}"
@@ -197,7 +198,7 @@ fi
 
 # ------------------------------------------------------------------ env
 t0=$SECONDS
-limit=$(limit_for env)
+limit=$(at_least "$(limit_for env)")
 echo "== env (limit $limit s)"
 bounded "$limit" "[env] " "$PY" benchmarks/gpu_check.py env "$out/env.json" "$tmp/triton_reason"
 rc=$?
@@ -262,8 +263,7 @@ fi
 
 # ------------------------------------------------------------------ summary
 t0=$SECONDS
-limit=$(( budget - (SECONDS - start) - GRACE_S ))
-((limit < MIN_STEP_S)) && limit=$MIN_STEP_S  # the summary always runs
+limit=$(at_least $(( budget - (SECONDS - start) - GRACE_S )))  # the summary always runs
 printf '{"event":"step-start","step":"summary","limit_s":%d}\n' "$limit" >>"$cases"
 echo "== summary (limit $limit s)"
 timeout -s INT -k "$GRACE_S" "$limit" "$PY" benchmarks/gpu_check.py summary "$out" \
