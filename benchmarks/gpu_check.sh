@@ -76,7 +76,7 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # name:slot_s (GPU):slot_s (dry run)
 PLAN=(install:30:20 env:20:15 kernels:100:40 ntxent:70:30 encoder:80:30 compile:110:40
       tests:70:40 summary:20:15)
-GRACE_S=$( ((dry)) && echo 5 || echo 10 )
+GRACE_S=$( ((dry)) && echo 8 || echo 10 )
 MIN_STEP_S=5
 LOG_CAP=$((512 * 1024))  # per process: the log stays under 5 MB
 slot_total=0
@@ -206,7 +206,8 @@ triton_reason="$(cat "$tmp/triton_reason" 2>/dev/null)"
 if [[ ! -s $out/env.json ]]; then
     triton_reason="the environment check did not finish (exit $rc)"
 fi
-record env "$( ((rc == 0)) && echo pass || echo fail)" "$triton_reason" $((SECONDS - t0)) "$limit" "$rc"
+record env "$( ((rc == 0)) && echo pass || echo fail)" \
+    "$( ((rc != 0)) && echo "exit $rc; ")$triton_reason" $((SECONDS - t0)) "$limit" "$rc"
 not_triton=()
 if [[ -n $triton_reason ]]; then
     SKIP[kernels]="Triton steps skipped: $triton_reason"

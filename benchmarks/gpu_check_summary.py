@@ -73,8 +73,10 @@ def steps_and_cases(records: list[dict]) -> tuple[dict, dict]:
             steps.setdefault(step, {"step": step}).update(
                 {k: v for k, v in r.items() if k not in ("event",)})
         elif event == "collected":
-            cases.setdefault(step, {"collected": set(), "cases": {}})["collected"].update(
-                r.get("nodeids") or [])
+            c = cases.setdefault(step, {"collected": set(), "cases": {}})
+            new = [n for n in r.get("nodeids") or [] if n not in c["collected"]]
+            c.setdefault("order", []).extend(new)
+            c["collected"].update(new)
         elif event == "case" and "nodeid" in r:
             cases.setdefault(step, {"collected": set(), "cases": {}})["cases"][r["nodeid"]] = r
     return steps, cases
@@ -124,7 +126,8 @@ def ntxent_summary(step_cases: dict) -> dict:
     """{2N or "largest": {variant: case, "triton_over_<variant>": comparison}}."""
     out: dict[str, dict] = {}
     lines = step_cases["cases"]
-    for nodeid in sorted(step_cases["collected"] | set(lines)):
+    order = step_cases.get("order", [])
+    for nodeid in order + sorted(set(lines) - set(order)):
         params = _params(nodeid)
         if "largest" in nodeid:
             size, variant = "largest", "triton-bf16"
@@ -320,8 +323,7 @@ def summarize(out: Path, dry_run: bool, expect_cut: str | None = None) -> tuple[
     if str(steps.get("summary", {}).get("status", "")).startswith("cut off"):
         steps["summary"]["status"] = "running"  # this step: it writes what is read here
     problems = [f"{CASES}: {bad} line(s) do not parse"] if bad else []
-    summary = {"dry_run": dry_run, "note": DRY_NOTE if dry_run else "measured on this GPU",
-               "malformed_lines": bad, "steps": steps,
+    summary = {"dry_run": dry_run, "malformed_lines": bad, "steps": steps,
                "cases": {s: counts(c) for s, c in cases.items()}}
     try:
         summary["env"] = json.loads((out / "env.json").read_text())
@@ -329,6 +331,9 @@ def summarize(out: Path, dry_run: bool, expect_cut: str | None = None) -> tuple[
         problems.append(f"env.json missing or unreadable: {err}")
         summary["env"] = {}
     summary["triton_skipped"] = summary["env"].get("triton_skip_reason") or None
+    gpu = summary["env"].get("gpu")
+    summary["note"] = (DRY_NOTE if dry_run else f"measured on {gpu}" if gpu else
+                       "no CUDA GPU was visible: nothing was measured on a GPU")
     summary["ntxent"] = ntxent_summary(cases.get("ntxent", {"collected": set(), "cases": {}}))
     summary["encoder"] = encoder_summary([cases[s] for s in ("encoder", "compile") if s in cases])
     summary["targets"] = targets(summary, dry_run)
