@@ -5,11 +5,11 @@ reported as a failure, not a speed-up).
 Every error is relative: a loss error is ``|got - want| / max(|want|, 1)``; a tensor error
 is normwise, ``||got - want|| / ||want||``.
 
-NT-Xent (``bench_ntxent.py``), one extra forward+backward per case after its timing:
+NT-Xent (``bench_nt_xent.py``), one extra forward+backward per case after its timing:
 
 - against :func:`nt_xent_float64`, the reference (``ecgfast.ops.nt_xent_rows_reference``) in
   float64 on the same rounded inputs, chunked by anchor rows so that no (2N)^2 float64
-  matrix is built at once (tests/ntxent_helpers.py uses it too), where 2N <= FLOAT64_MAX_ROWS;
+  matrix is built at once (tests/nt_xent_helpers.py uses it too), where 2N <= FLOAT64_MAX_ROWS;
 - against every other backend run on the same inputs in the same process (Triton vs eager);
 - at every size, against the values expected for random unit vectors
   (:func:`random_unit_expectation`), the only check at 2N = 2^20.
@@ -193,7 +193,7 @@ def encoder_block_errors(run, x, params, spec, keys, name: str) -> dict:
     """Normwise error of ``run(x, params, keys)``'s output and every gradient against the
     eager op in float64 on the same values, beside the eager op's own in x's dtype (both
     cached per block and dtype), and the verdict (:func:`encoder_verdict`)."""
-    from ecgfast.ops.encoder import encoder_block
+    from ecgfast.ops.encoder_block import encoder_block
 
     key = (spec, x.dtype, tuple(x.shape))
     if key not in _ENCODER_REF:

@@ -32,7 +32,7 @@
 #                           fp32 at 8190/16384) and the encoder (autocast through it, then
 #                           the SE-pool and conv kernels at odd shapes): about 40 Triton
 #                           compiles of 1-3 s each per process
-#   ntxent    70    220     NT-Xent benchmarks, bf16 D = 128: per 2N in {8192, 65536,
+#   nt_xent   70    220     NT-Xent benchmarks, bf16 D = 128: per 2N in {8192, 65536,
 #                           262144} eager, triton, eager fp32 strict, then triton at 2^20;
 #                           each with its correctness (float64 up to 65536)
 #   encoder   80    300     encoder block benchmarks, batch 256: bf16 then fp32, per block
@@ -74,7 +74,7 @@ tee_pid=$!
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 # name:slot_s (GPU):slot_s (dry run)
-PLAN=(install:30:20 env:20:15 kernels:100:40 ntxent:70:30 encoder:80:30 compile:110:40
+PLAN=(install:30:20 env:20:15 kernels:100:40 nt_xent:70:30 encoder:80:30 compile:110:40
       tests:70:40 summary:20:15)
 GRACE_S=$( ((dry)) && echo 8 || echo 10 )
 MIN_STEP_S=5
@@ -217,17 +217,18 @@ if [[ -n $triton_reason ]]; then
 fi
 
 # ------------------------------------------------------------------ kernels
+k=tests/kernels
 if ((dry)); then
-    nt_kernels="tests/kernels/test_cuda_kernels.py"
-    enc_kernels="tests/kernels/test_ntxent_triton_production.py::test_same_strides_keeps_the_device"
+    nt_kernels="$k/test_cuda_kernels.py"
+    enc_kernels="$k/test_nt_xent_triton_production.py::test_same_strides_keeps_the_device"
 else
-    nt_kernels="tests/kernels/test_ntxent_triton_production.py|tests/kernels/test_cuda_kernels.py"
-    enc_kernels="tests/kernels/test_encoder_block_triton_autocast.py|tests/kernels/test_encoder_block_triton.py::test_se_residual_pool_matches_reference|tests/kernels/test_encoder_block_triton.py::test_conv_act_matches_reference"
+    nt_kernels="$k/test_nt_xent_triton_production.py|$k/test_cuda_kernels.py"
+    enc_kernels="$k/test_encoder_block_triton_autocast.py|$k/test_encoder_block_triton_se_residual_pool.py::test_se_residual_pool_matches_reference|$k/test_encoder_block_triton_conv1d.py::test_conv_act_matches_reference"
 fi
 step kernels "$nt_kernels" "$enc_kernels"
 
 # ------------------------------------------------------------------ benchmarks
-step ntxent "benchmarks/bench_ntxent.py|-k|cuda${not_triton[1]:+ and ${not_triton[1]}}"
+step nt_xent "benchmarks/bench_nt_xent.py|-k|cuda${not_triton[1]:+ and ${not_triton[1]}}"
 ids=()
 for dtype in bf16 fp32; do
     for block in $( ((dry)) && echo 3 || echo 1 2 3 ); do
@@ -254,12 +255,11 @@ step compile "$(IFS='|'; echo "${ids[*]}")"
 
 # ------------------------------------------------------------------ remaining CUDA tests
 if ((dry)); then
-    step tests "tests/kernels/test_ntxent_triton.py::test_production_config_path" \
-        "tests/kernels/test_encoder_block_triton_dispatch.py::test_triton_backend_limits_name_every_reason"
-else
-    step tests "tests/kernels/test_ntxent_triton.py" \
-        "tests/kernels/test_encoder_block_triton.py|--deselect|tests/kernels/test_encoder_block_triton.py::test_conv_act_matches_reference|--deselect|tests/kernels/test_encoder_block_triton.py::test_se_residual_pool_matches_reference" \
-        "tests/kernels/test_encoder_block_triton_keys.py|tests/kernels/test_encoder_block_triton_dispatch.py|tests/kernels/test_encoder_block_triton_leads.py|-k|not audited and not compiles_without_spills|tests/test_precision.py::test_precision_resolution_and_refusals|tests/test_precision.py::test_fp16_with_scaler_on_a_large_logit_batch_has_no_nan|tests/test_transforms.py::test_dtype_device_contiguity_preserved"
+    step tests "$k/test_nt_xent_triton.py::test_production_config_path" \
+        "$k/test_encoder_block_triton.py::test_triton_backend_limits_name_every_reason"
+else  # CPU-only cases left out: the AOT audit (no GPU needed), the kernel groups' cases run above
+    step tests "$k/test_nt_xent_triton.py" "$k/test_encoder_block_triton.py" \
+        "$k/test_encoder_block_triton_conv1d.py|--deselect|$k/test_encoder_block_triton_conv1d.py::test_conv_act_matches_reference|-k|not audited|$k/test_encoder_block_triton_se_residual_pool.py|--deselect|$k/test_encoder_block_triton_se_residual_pool.py::test_se_residual_pool_matches_reference|tests/test_precision.py::test_precision_resolution_and_refusals|tests/test_precision.py::test_fp16_with_scaler_on_a_large_logit_batch_has_no_nan|tests/test_transforms.py::test_dtype_device_contiguity_preserved"
 fi
 
 # ------------------------------------------------------------------ summary

@@ -26,8 +26,8 @@ from pathlib import Path
 CASES = "cases.jsonl"
 #: Steps whose cases are the CUDA test subset, and those that run benchmarks.
 TEST_STEPS = ("kernels", "tests")
-BENCH_STEPS = ("ntxent", "encoder", "compile")
-#: 2N of the NT-Xent targets: bench_ntxent.py's GPU_SIZES include 65536; the largest case
+BENCH_STEPS = ("nt_xent", "encoder", "compile")
+#: 2N of the NT-Xent targets: bench_nt_xent.py's GPU_SIZES include 65536; the largest case
 #: (2^20) is its own test. A dry run's sizes are tiny (its GPU_SIZES there: 32, 48).
 TARGET_ROWS = {False: "65536", True: "48"}
 DRY_NOTE = "dry run: CPU, Triton interpreter, tiny sizes; no GPU figure"
@@ -122,7 +122,7 @@ def _case_state(line: dict | None) -> str:
     return line.get("status", "?")
 
 
-def ntxent_summary(step_cases: dict) -> dict:
+def nt_xent_summary(step_cases: dict) -> dict:
     """{2N or "largest": {variant: case, "triton_over_<variant>": comparison}}."""
     out: dict[str, dict] = {}
     lines = step_cases["cases"]
@@ -234,7 +234,7 @@ def _missing(case: dict | None, what: str) -> str:
 def targets(summary: dict, dry_run: bool) -> dict:
     """The project's GPU targets, each met / not met / not measured with the reason."""
     skip = summary.get("triton_skipped")
-    nt = summary.get("ntxent", {})
+    nt = summary.get("nt_xent", {})
     mid, top = nt.get(TARGET_ROWS[dry_run], {}), nt.get("largest", {})
     triton_mid = mid.get("triton-bf16")
     enc = summary.get("encoder", {}).get("bf16", {})
@@ -242,19 +242,19 @@ def targets(summary: dict, dry_run: bool) -> dict:
     out = {}
     floor = (triton_mid or {}).get("time_over_floor")
     if triton_mid and triton_mid.get("state") == "finished" and floor is None:
-        out["ntxent_65536_within_2x_floor"] = _verdict(
+        out["nt_xent_65536_within_2x_floor"] = _verdict(
             "NT-Xent bf16 D=128 2N=65536 time <= 2x its floor", None, False,
             "no floor: the SFU rate is unknown on this machine")
     elif triton_mid and triton_mid.get("state") == "finished":
         ok = triton_mid.get("correct") is True
-        out["ntxent_65536_within_2x_floor"] = _verdict(
+        out["nt_xent_65536_within_2x_floor"] = _verdict(
             "NT-Xent bf16 D=128 2N=65536 time <= 2x its floor", floor, ok and floor <= 2,
             "" if ok else "void: triton's results are out of tolerance")
     else:
-        out["ntxent_65536_within_2x_floor"] = _verdict(
+        out["nt_xent_65536_within_2x_floor"] = _verdict(
             "NT-Xent bf16 D=128 2N=65536 time <= 2x its floor", None, False,
             skip or _missing(triton_mid, "triton 2N=65536"))
-    out["ntxent_65536_5x_eager"] = _ratio_target(
+    out["nt_xent_65536_5x_eager"] = _ratio_target(
         "NT-Xent bf16 D=128 2N=65536 triton >= 5x eager", mid.get("triton_over_eager-bf16"),
         lambda v: v >= 5, skip or _missing(triton_mid, "triton 2N=65536") + "; "
         + _missing(mid.get("eager-bf16"), "eager 2N=65536"))
@@ -262,12 +262,12 @@ def targets(summary: dict, dry_run: bool) -> dict:
     if big and big.get("state") == "finished":
         c = big.get("correctness") or {}
         sane = c.get("finite") is True and (c.get("random_unit") or {}).get("ok") is True
-        out["ntxent_2^20_finite_and_sane"] = _verdict(
+        out["nt_xent_2^20_finite_and_sane"] = _verdict(
             "NT-Xent bf16 D=128 2N=2^20 completes, loss and gradients finite and sane",
             (c.get("random_unit") or {}).get("loss_error"), sane,
             "loss error against log(2N-1) + 1/(2 D tau^2); gradient size ratio checked")
     else:
-        out["ntxent_2^20_finite_and_sane"] = _verdict(
+        out["nt_xent_2^20_finite_and_sane"] = _verdict(
             "NT-Xent bf16 D=128 2N=2^20 completes, loss and gradients finite and sane", None,
             False, skip or _missing(big, "triton 2N=2^20"))
     for key, text, variant, pred in (
@@ -334,7 +334,7 @@ def summarize(out: Path, dry_run: bool, expect_cut: str | None = None) -> tuple[
     gpu = summary["env"].get("gpu")
     summary["note"] = (DRY_NOTE if dry_run else f"measured on {gpu}" if gpu else
                        "no CUDA GPU was visible: nothing was measured on a GPU")
-    summary["ntxent"] = ntxent_summary(cases.get("ntxent", {"collected": set(), "cases": {}}))
+    summary["nt_xent"] = nt_xent_summary(cases.get("nt_xent", {"collected": set(), "cases": {}}))
     summary["encoder"] = encoder_summary([cases[s] for s in ("encoder", "compile") if s in cases])
     summary["targets"] = targets(summary, dry_run)
     for name, step in steps.items():
@@ -392,7 +392,7 @@ def table(summary: dict) -> str:
         if s.get("reason"):
             lines.append(f"{'':9} reason: {s['reason']}")
     lines.append("NT-Xent (bf16, D = 128): triton over eager, time over floor, correct")
-    for size, cases in summary["ntxent"].items():
+    for size, cases in summary["nt_xent"].items():
         t = cases.get("triton-bf16", {})
         cmp = cases.get("triton_over_eager-bf16") or {}
         lines.append(f"  2N={size:>8}: triton {t.get('state', '-')}, "

@@ -1,23 +1,20 @@
 """Export the encoder to ONNX: :func:`build_onnx` (in memory) and :func:`export_onnx`
 (to a file, then checked against PyTorch).
 
-The steps, each in its own module: :mod:`ecgfast.export.tracing` traces an eager copy of
-the encoder with ``torch.export``; the folds of :mod:`ecgfast.export.passes` clean the
-trace up and, for ``layout="2d"`` (the default), lift every 1-D op to a height-1 2-D op
-(the package docstring says why each rewrite exists); :func:`_finish` names the interface
-axes and writes the ecgfast metadata; :mod:`ecgfast.export.verify` compares the file
-with PyTorch.
+The steps, each in its own module: :mod:`ecgfast.export.tracing` makes one eager copy of
+the encoder and traces it with ``torch.export`` in the layout the file runs in (2-D by
+default); the folds of :mod:`ecgfast.export.passes` clean the trace up (constants, Pad
+into Conv); :func:`_finish` names the interface axes and writes the ecgfast metadata;
+:mod:`ecgfast.export.verify` compares the file with the same eager copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import onnx
-
 from ecgfast.export.metadata import (
     META_CONFIG,
     META_LAYOUT,
@@ -27,14 +24,8 @@ from ecgfast.export.metadata import (
     doc_string,
     write_metadata,
 )
-from ecgfast.export.passes import (
-    CannotLift,
-    fold_constants,
-    fold_max_pool_2d,
-    fold_pad_into_conv,
-    lift_to_2d,
-)
-from ecgfast.export.tracing import eager_copy, trace
+from ecgfast.export.passes import fold_constants, fold_pad_into_conv
+from ecgfast.export.tracing import LAYOUTS, eager_copy, trace
 from ecgfast.export.verify import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_LENGTHS,
@@ -44,10 +35,8 @@ from ecgfast.export.verify import (
     require_parity,
     verify_onnx,
 )
+
 from ecgfast.models import ECGEncoder
-
-LAYOUTS = ("2d", "1d")
-
 
 #: Node metadata the exporter writes that records the exporting machine's source files.
 SOURCE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
@@ -96,20 +85,22 @@ def build_onnx(
     Same arguments as :func:`export_onnx`; ``_optimize=False`` skips onnxscript's graph
     optimizer (for tests of this module's own rewrites).
     """
+    _check_build_args(opset, layout)
+    return _build(eager_copy(model_or_checkpoint), opset, layout, _optimize)
+
+
+def _check_build_args(opset, layout) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
-    encoder = eager_copy(model_or_checkpoint)
-    model = fold_pad_into_conv(fold_max_pool_2d(fold_constants(trace(encoder, opset, _optimize))))
-    used_layout = "1d"
-    if layout == "2d":
-        try:
-            model = lift_to_2d(model)
-            used_layout = "2d"
-        except CannotLift as why:  # pragma: no cover - the encoder's ops all lift
-            warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
-    return _finish(model, encoder, used_layout)
+
+
+def _build(encoder: ECGEncoder, opset: int, layout: str, optimize: bool = True
+           ) -> onnx.ModelProto:
+    """:func:`build_onnx` of an :func:`eager_copy` (arguments checked)."""
+    model = fold_pad_into_conv(fold_constants(trace(encoder, layout, opset, optimize)))
+    return _finish(model, encoder, layout)
 
 
 def export_onnx(
@@ -149,10 +140,11 @@ def export_onnx(
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"export_onnx: path {path} is a directory, expected a .onnx file")
+    _check_build_args(opset, layout)
     encoder = eager_copy(model_or_checkpoint)
     if verify:
         check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
-    model = build_onnx(encoder, opset=opset, layout=layout)
+    model = _build(encoder, opset, layout)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     if not verify:

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 EXPECTED = ("env.json", "cases.jsonl", "gpu_check.log", "summary.json")
-STEPS = ["install", "env", "kernels", "ntxent", "encoder", "compile", "tests", "summary"]
+STEPS = ["install", "env", "kernels", "nt_xent", "encoder", "compile", "tests", "summary"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="needs bash and coreutils' timeout")
@@ -66,7 +66,7 @@ def test_dry_run_runs_every_step_and_keeps_what_a_cut_step_finished(dry_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] is True and summary["problems"] == [], summary["problems"]
     status = {name: s["status"] for name, s in summary["steps"].items()}
-    assert status == {"install": "pass", "env": "pass", "kernels": "pass", "ntxent": "pass",
+    assert status == {"install": "pass", "env": "pass", "kernels": "pass", "nt_xent": "pass",
                       "encoder": "timeout", "compile": "pass", "tests": "pass",
                       "summary": "running"}
     env = json.loads((out / "env.json").read_text())
@@ -89,7 +89,7 @@ def test_dry_run_runs_every_step_and_keeps_what_a_cut_step_finished(dry_run):
     assert fp32["triton"]["3"]["state"] == "not reached"
     assert bf16["triton"]["3"]["correct"] is True
     # correctness next to every NT-Xent time
-    nt = summary["ntxent"]
+    nt = summary["nt_xent"]
     for size in ("32", "48"):
         triton = nt[size]["triton-bf16"]["correctness"]
         assert triton["ok"] and triton["float64"]["ok"] and "eager-bf16" in triton["vs"]
@@ -99,7 +99,7 @@ def test_dry_run_runs_every_step_and_keeps_what_a_cut_step_finished(dry_run):
     # every target evaluated, none claimed: a dry run measures nothing
     assert all(t["status"] == "not measured" for t in summary["targets"].values())
     verdicts = {k: t["dry_run_verdict"]["status"] for k, t in summary["targets"].items()}
-    assert verdicts["ntxent_2^20_finite_and_sane"] == "met"
+    assert verdicts["nt_xent_2^20_finite_and_sane"] == "met"
     assert verdicts["cuda_tests_pass"] == "met"
     assert summary["cases"]["tests"]["collected"] == summary["cases"]["tests"]["passed"] == 2
     log = (out / "gpu_check.log").read_text()
@@ -151,8 +151,8 @@ def test_summary_compares_only_what_both_finished_and_counts_not_reached(tmp_pat
     assert (tests["passed"], tests["failed"], tests["not_reached"]) == (1, 1, 1)
     assert tests["failed_cases"][0]["error"] == "AssertionError: off by 3"
     assert summary["targets"]["cuda_tests_pass"]["status"] == "not met"
-    assert summary["targets"]["ntxent_65536_5x_eager"]["status"] == "not measured"
-    assert summary["steps"]["ntxent"]["status"] == "not reached"
+    assert summary["targets"]["nt_xent_65536_5x_eager"]["status"] == "not measured"
+    assert summary["steps"]["nt_xent"]["status"] == "not reached"
     assert "step encoder: timeout" in problems and "step tests: 1 case(s) failed" in problems
 
 
@@ -180,7 +180,7 @@ def test_summary_survives_truncated_and_empty_input(tmp_path):
         whole_lines = cut == 0 or data[cut - 1:cut] == b"\n"
         assert summary["malformed_lines"] == (0 if whole_lines else summary["malformed_lines"])
         assert summary["malformed_lines"] <= 1, cut
-        assert set(summary["targets"]) >= {"ntxent_2^20_finite_and_sane", "cuda_tests_pass"}
+        assert set(summary["targets"]) >= {"nt_xent_2^20_finite_and_sane", "cuda_tests_pass"}
     (tmp_path / "cases.jsonl").unlink()
     summary, problems = summarize(tmp_path, dry_run=False)
     assert all(t["status"] == "not measured" for t in summary["targets"].values())

@@ -1,7 +1,8 @@
 """What the NT-Xent tests share: input grids, the float64 reference with its gradients, a
 backend run with the same strides, and the tolerance check.
 
-Imported by tests/test_ntxent.py and tests/kernels/test_ntxent_triton.py as a plain module
+Imported by the NT-Xent tests (tests/ops/test_nt_xent*.py, tests/kernels/test_nt_xent_triton.py,
+tests/kernels/test_cuda_kernels.py) as a plain module
 (``tests`` is on pytest's ``pythonpath``, see pyproject.toml). ``one_thread`` is an autouse
 fixture: importing it into a test module applies it there.
 """

@@ -99,11 +99,11 @@ def _anchor_work(backend):
     """Install a recorder on what walks the anchor rows; returns a function that reads
     how many anchor rows (streaming) or which forward grid (Triton) the loss used."""
     if backend == "streaming":
-        import ecgfast.streaming as module
+        import ecgfast.ops.nt_xent_streaming as module
 
         name = "_strip_lse"
     else:
-        import ecgfast.kernels.ntxent as module
+        import ecgfast.kernels.nt_xent as module
 
         name = "_ntxent_fwd_kernel"
     rec = _Recorder(getattr(module, name))

@@ -21,7 +21,7 @@ forward+backward after the timing (``accuracy.nt_xent_check``: against the float
 up to 2N = 65536, against the other backend on the same inputs, and against the loss and
 gradient size expected for random unit vectors).
 
-    python -m pytest benchmarks/bench_ntxent.py --benchmark-json benchmarks/results/ntxent-cpu.json
+    python -m pytest benchmarks/bench_nt_xent.py --benchmark-json benchmarks/results/ntxent-cpu.json
 """
 
 from __future__ import annotations

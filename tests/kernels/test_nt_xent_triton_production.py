@@ -1,12 +1,12 @@
 """The Triton NT-Xent kernels where the production launch configurations serve them, against
 the float64 reference: the chunked-D path (D in {300, 512, 1024}: the similarity tile loops
 over D in chunks), fp16 inputs, and 2N = 65536 (the reference chunked by anchor rows,
-tests/ntxent_helpers.py::reference_and_grads).
+tests/nt_xent_helpers.py::reference_and_grads).
 
 On a CUDA GPU: 2N = 8190 and 16384, the launcher's configurations below and from 8192 rows
-(kernels/ntxent_configs.py), and 65536. Without one the same bodies run under
+(kernels/nt_xent_configs.py), and 65536. Without one the same bodies run under
 TRITON_INTERPRET=1 at 2N = 18 to 66 (the interpreter's fixed 16 x 16 tiles: the code path,
-not the production tiles, which only a GPU runs). Tolerances as in test_ntxent_triton.py
+not the production tiles, which only a GPU runs). Tolerances as in test_nt_xent_triton.py
 (loss relative to max(|loss|, 1); gradients relative to the natural gradient size):
 bf16 1e-5 / 2e-2, fp16 1e-5 / 3e-3, fp32 ieee 1e-5 / 1e-5, and TF32 with the bound derived
 in test_cuda_kernels.py.
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ecgfast.kernels.ntxent import nt_xent_triton  # interpreted without a GPU: conftest.py
-from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from nt_xent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     assert_matches,
     gradient_scale,
     make_views,
@@ -26,6 +25,7 @@ from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     run_backend,
 )
 
+from ecgfast.losses import nt_xent
 from ecgfast.ops import nt_xent_reference
 
 ON_GPU = torch.cuda.is_available()
@@ -40,15 +40,15 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32-ieee": torch.floa
 SIZES = (8190, 16384) if ON_GPU else (18,)
 
 
-def check(two_n, d, kind, layout="contiguous"):
+def check(two_n, d, kind, layout="contiguous", monkeypatch=None):
     """Triton at ``kind``'s dtype and dot precision against the float64 reference."""
     z1, z2 = make_views(two_n // 2, d, DTYPES[kind], layout, seed=two_n * 7 + d)
     z1, z2 = z1.to(DEVICE), z2.to(DEVICE)
     upstream = 0.75
     ref = reference_and_grads(z1, z2, TAU, upstream)
-    precision = "tf32" if kind == "fp32-tf32" else "ieee"
-    got = run_backend(lambda a, b, t: nt_xent_triton(a, b, t, input_precision=precision),
-                      z1, z2, TAU, upstream)
+    if kind == "fp32-tf32":  # the kernels follow PyTorch's setting (conftest.py: "ieee")
+        monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32")
+    got = run_backend(lambda a, b, t: nt_xent(a, b, t, backend="triton"), z1, z2, TAU, upstream)
     assert got[1].device == z1.device
     loss_tol, grad_tol = TOL[kind]
     assert_matches(got, ref, loss_tol, grad_tol, f"2N={two_n} D={d} {kind} {layout}",
@@ -61,9 +61,9 @@ CHUNKED = [(d, two_n, "bf16") for d in (300, 512, 1024) for two_n in SIZES] + [
 
 
 @pytest.mark.parametrize("d,two_n,kind", CHUNKED)
-def test_chunked_d_at_production_tiles(d, two_n, kind):
+def test_chunked_d_at_production_tiles(d, two_n, kind, monkeypatch):
     """D > 256: D-chunked similarity tiles and the output D split over the grid."""
-    check(two_n, d, kind)
+    check(two_n, d, kind, monkeypatch=monkeypatch)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
