@@ -55,6 +55,11 @@ def check(two_n, d, kind, layout="contiguous", monkeypatch=None):
                    gradient_scale(z1, z2, TAU, upstream))
 
 
+def test_bf16_at_65536_rows():
+    """The target size: 2N = 65536, bf16, D = 128, against float64 (on the CPU: 2N = 66)."""
+    check(65536 if ON_GPU else 66, 128, "bf16")
+
+
 CHUNKED = [(d, two_n, "bf16") for d in (300, 512, 1024) for two_n in SIZES] + [
     (512, SIZES[-1], "fp16"), (300, SIZES[0], "fp32-ieee")] + (
     [(1024, SIZES[-1], "fp32-tf32")] if ON_GPU else [])
@@ -73,11 +78,6 @@ def test_fp16_at_production_tiles(two_n, d, layout):
     """fp16 inputs (the 16-bit family's tiles, as bf16); transposed inputs keep their strides
     and device in the gradient."""
     check(two_n, d, "fp16", layout)
-
-
-def test_bf16_at_65536_rows():
-    """The target size: 2N = 65536, bf16, D = 128, against float64 (on the CPU: 2N = 66)."""
-    check(65536 if ON_GPU else 66, 128, "bf16")
 
 
 def test_same_strides_keeps_the_device():
