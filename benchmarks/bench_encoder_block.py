@@ -18,7 +18,9 @@ fp32, eager vs compile (the Triton kernels need a GPU; the CPU interpreter is fo
 Each result's ``extra_info`` holds the device, median seconds per step, windows/s, the
 block's modelled conv FLOP/s (:func:`block_traffic`) and its fraction of the yardstick (CPU:
 the 1024^3 fp32 GEMM rate of the same run; GPU: a same-dtype 8192^3 matmul of the same run),
-the compile mode, and the peak memory of one step. The whole encoder model:
+the compile mode, the peak memory of one step, and on the GPU ``correctness``: one more
+forward+backward after the timing against the eager op in float64
+(``accuracy.encoder_block_errors``). The whole encoder model:
 ``bench_encoder.py``. Run:
 
     python -m pytest benchmarks/bench_encoder_block.py --benchmark-json benchmarks/results/encoder_block-<machine>.json
@@ -33,6 +35,7 @@ import contextlib
 
 import pytest
 import torch
+from accuracy import encoder_block_errors
 from common import (
     PeakMemory,
     device_info,
@@ -123,14 +126,17 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
         def run(x, params, spec, dropout_keys):
             return dispatch.encoder_block(x, params, spec, dropout_keys, variant)
 
+    def call(x, params, keys):
+        if variant == "compile-cudagraphs":
+            torch.compiler.cudagraph_mark_step_begin()
+        return run(x, params, spec, keys)
+
     def step():
         x.grad = None
         for t in params:
             if t is not None:
                 t.grad = None
-        if variant == "compile-cudagraphs":
-            torch.compiler.cudagraph_mark_step_begin()
-        run(x, params, spec, keys).float().sum().backward()
+        call(x, params, keys).float().sum().backward()
         sync(on)
 
     for _ in range(0 if dry_run() else 3):  # warm-up: autotuning, torch.compile, allocator
@@ -156,6 +162,9 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
         "peak_memory_bytes": mem.peak_bytes, "compile_mode": mode,
         "fp32_strict": DTYPES[dtype] == torch.float32,
     })
+    if device == "cuda":  # after the timing, which is kept if the check fails or is cut off
+        benchmark.extra_info["correctness"] = encoder_block_errors(call, x, params, spec, keys,
+                                                                   variant)
 
 
 # ------------------------------------------------------------------ traffic model

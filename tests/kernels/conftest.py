@@ -14,35 +14,21 @@ import os
 
 import pytest
 import torch
+from common import interpreter_broken  # benchmarks/common.py, on pytest's pythonpath
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _interpreter_broken() -> str | None:
-    """Why the interpreter cannot run the kernels here (None: it can). Triton before 3.8
-    fails in its interpreter with numpy 2.4 or newer; the interpreted tests need Triton
-    3.8+ or numpy older than 2.4 (a CUDA GPU runs them without the interpreter)."""
-    try:
-        import numpy
-        import triton
-    except ImportError:
-        return None
-    version = lambda v: tuple(int(p) for p in v.split(".")[:2])
-    if version(triton.__version__) < (3, 8) and version(numpy.__version__) >= (2, 4):
-        return (f"Triton {triton.__version__}'s interpreter does not run with numpy "
-                f"{numpy.__version__} (needs Triton >= 3.8 or numpy < 2.4)")
-    return None
-
-
 #: The test files that run Triton kernels (in the interpreter when there is no CUDA GPU).
 INTERPRETED = ("test_nt_xent_triton.py", "test_encoder_block_triton.py",
                "test_encoder_block_triton_conv1d.py",
-               "test_encoder_block_triton_se_residual_pool.py")
+               "test_encoder_block_triton_se_residual_pool.py",
+               "test_nt_xent_triton_production.py", "test_encoder_block_triton_autocast.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None if torch.cuda.is_available() else _interpreter_broken()
+    reason = None if torch.cuda.is_available() else interpreter_broken()
     if reason:
         for item in items:
             if item.path.name in INTERPRETED:
