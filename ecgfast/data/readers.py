@@ -14,9 +14,10 @@ leads at different rates (with the rates), junk rows in a CSV (with the line num
 
 Lead names: WFDB signal names from the header; EDF/BDF signal labels (matched exactly,
 else ignoring case or by a part of the label: ``ECG`` finds ``ECG ECG``); Poly5 channel
-descriptions (with no choice, the one naming an ECG); CSV header names, else ``"0"``, ``"1"``, ...; ``.npy`` arrays ``"0"`` ... ``"C-1"`` along the
-shorter axis. Rates: every signal at its own (WFDB samples per frame, EDF samples per
-record); units: voltages in mV (see :mod:`ecgfast.data.leads`).
+descriptions (with no choice, the one naming an ECG); CSV header names, else ``"0"``,
+``"1"``, ...; ``.npy`` arrays ``"0"`` ... ``"C-1"`` along the shorter axis. Rates: every
+signal at its own (WFDB samples per frame, EDF samples per record); units: voltages in
+mV (see :mod:`ecgfast.data.leads`).
 
 Adding a format: write ``read_x(path: Path, fs, wanted) -> list[Leads]`` (one
 :class:`~ecgfast.data.leads.Leads` per contiguous segment, built with the helpers of

@@ -210,18 +210,6 @@ def test_prepare_windows_each_segment_and_data_option(tmp_path):
     assert cohort is None and windows.shape == (6, 2560)
 
 
-def test_readers_do_not_import_torch(tmp_path):
-    import subprocess
-    import sys
-
-    ecg, *_ = _signals(10)
-    path = write_edf(tmp_path / "t.edf", [("ECG", FS_ECG, ecg, "mV")])
-    code = ("import sys; from ecgfast.data import read_recording; "
-            f"assert len(read_recording({str(path)!r})) == {ecg.size}; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 def test_scaling_is_checked_for_the_signals_read(edf):
     path, ecg, *_ = edf
     h = layout(path.read_bytes())
