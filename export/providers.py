@@ -40,7 +40,8 @@ def nvidia_device_may_exist() -> bool:
     """False when this is Linux and no NVIDIA GPU can be visible to the process.
 
     That is: ``CUDA_VISIBLE_DEVICES`` hides every device, or the NVIDIA driver exposes no
-    GPU (neither ``/dev/nvidia<N>`` nor an entry under ``/proc/driver/nvidia/gpus``).
+    GPU (neither ``/dev/nvidia<N>`` nor an entry under ``/proc/driver/nvidia/gpus``, nor
+    WSL's GPU device ``/dev/dxg``).
     Elsewhere it cannot tell and answers True, leaving the question to PyTorch. It lets a
     CPU-only host skip importing PyTorch (hundreds of MB, seconds) just to learn that.
     """
@@ -52,5 +53,5 @@ def nvidia_device_may_exist() -> bool:
         if any(os.scandir("/proc/driver/nvidia/gpus")):
             return True
     with contextlib.suppress(OSError):
-        return any(re.fullmatch(r"nvidia\d+", e.name) for e in os.scandir("/dev"))
+        return any(re.fullmatch(r"nvidia\d+|dxg", e.name) for e in os.scandir("/dev"))
     return False

@@ -283,7 +283,7 @@ def test_no_visible_gpu_is_known_without_importing_torch(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     if sys.platform.startswith("linux"):
         real_scandir = os.scandir
-        for present in ((), ("nvidia0",), ("nvidiactl", "nvidia-uvm")):
+        for present in ((), ("nvidia0",), ("dxg",), ("nvidiactl", "nvidia-uvm")):
             (tmp_path / "dev").mkdir(exist_ok=True)
             for entry in (tmp_path / "dev").iterdir():
                 entry.unlink()
@@ -296,4 +296,5 @@ def test_no_visible_gpu_is_known_without_importing_torch(monkeypatch, tmp_path):
                 raise FileNotFoundError(path)
 
             monkeypatch.setattr(providers.os, "scandir", scandir)
-            assert providers.nvidia_device_may_exist() is (present == ("nvidia0",)), present
+            expected = present in (("nvidia0",), ("dxg",))
+            assert providers.nvidia_device_may_exist() is expected, present
