@@ -74,26 +74,32 @@ def _epoch_times(history: list[dict], best_epoch: int | None) -> tuple[float, fl
     return float(sum(seconds[:best_epoch or len(seconds)])), float(sum(seconds))
 
 
-def run_unit(unit, source_windows, labelled_windows, config, residual: str, attention: bool,
-             seed: int, unit_dir: Path, *, progress: bool) -> tuple[dict, np.ndarray]:
-    """Pretrain (or resume) one unit, embed the labelled windows with its best epoch."""
+def run_unit(ctx, unit, residual: str, attention: bool, seed: int,
+             unit_dir: Path) -> tuple[dict, np.ndarray]:
+    """Pretrain (or resume) one unit, embed the labelled windows with its best epoch. The
+    run records its training windows' provenance (the source cohort's subjects)."""
     from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import extract_features
     from ecgfast.precision import resolve_precision
+    from ecgfast.provenance import describe_data
     from ecgfast.training import pretrain, resolve_device
 
+    config, source_windows = ctx.config, ctx.source_windows
     record_path, feats_path = unit_dir / "unit.json", unit_dir / "features.npy"
     if record_path.is_file() and feats_path.is_file():
         return json.loads(record_path.read_text()), _load_features(feats_path)
     run_dir = unit_dir / "run"
+    train = source_windows[unit.train]
+    cohort = None if ctx.source_cohort is None else ctx.source_cohort.subset(unit.train)
     t0 = time.perf_counter()
-    result = pretrain(source_windows[unit.train], run_dir, config.encoder_config(residual, attention),
-                      config.pretrain_config(seed), progress=progress,
+    result = pretrain(train, run_dir, config.encoder_config(residual, attention),
+                      config.pretrain_config(seed), progress=ctx.progress,
                       resume=(run_dir / "checkpoints" / LATEST).exists(),
-                      validation=source_windows[unit.validation])
+                      validation=source_windows[unit.validation],
+                      provenance=describe_data(train, cohort=cohort, source=ctx.source_name))
     t_session = time.perf_counter() - t0
     t1 = time.perf_counter()
-    features = extract_features(load_encoder(result.best_checkpoint), labelled_windows,
+    features = extract_features(load_encoder(result.best_checkpoint), ctx.cohort.windows,
                                 device=resolve_device(config.device))
     to_best, total = _epoch_times(result.history, result.best_epoch)
     rates = [r["windows_per_s"] for r in result.history if r.get("windows_per_s")]
@@ -120,8 +126,7 @@ def run_pretrained_cell(ctx, residual: str, attention: bool, seed: int, cell_dir
     units = ctx.units(seed)
     records, features = [], {}
     for unit in units:
-        rec, feats = run_unit(unit, ctx.source_windows, ctx.cohort.windows, ctx.config, residual,
-                              attention, seed, cell_dir / unit.name, progress=ctx.progress)
+        rec, feats = run_unit(ctx, unit, residual, attention, seed, cell_dir / unit.name)
         records.append(rec)
         features[(unit.split, unit.fold)] = feats
     t0 = time.perf_counter()

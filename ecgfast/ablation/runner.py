@@ -116,6 +116,8 @@ class Context:
     scope: str
     source_windows: np.ndarray
     source_subject: np.ndarray | None
+    source_cohort: object = None
+    source_name: str | None = None
     hrv_x: np.ndarray | None = None
     progress: bool = False
     _folds: dict = field(default_factory=dict)
@@ -209,7 +211,9 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
         raise ValueError(f"tasks {missing} are not among the cohort's tasks {list(cohort.tasks)}")
     scope, source, checked = _scope(config, cohort, pretrain_source)
     ctx = Context(config, cohort, tasks, scope, np.asarray(getattr(source, "windows", source)),
-                  getattr(source, "subject", None), progress=progress)
+                  getattr(source, "subject", None), progress=progress,
+                  source_cohort=source if hasattr(source, "subset") else None,
+                  source_name=str(config.data if pretrain_source is None else config.pretrain_data))
     hrv = None
     if "hrv" in config.baselines or "encoder+hrv" in config.features_modes:
         hrv, ctx.hrv_x = hrv_matrix(cohort.windows, cohort.fs, progress=progress)

@@ -1,9 +1,11 @@
 """What the ``ecgfast`` commands share: errors, data and encoder options, JSON output.
 
 ``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
-recording (``.npy``, ``.csv``, WFDB), a window store folder (``ecgfast prepare``), or
-``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets`` lists the
-names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``.
+recording (``.npy``, ``.csv``, WFDB, EDF/BDF, Poly5), a window store folder (``ecgfast
+prepare``), or ``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets``
+lists the names), cached pre-processed under :func:`default_cache_dir` unless
+``--no-cache``, or a manifest ``.csv``/``.tsv`` of your own recordings and labels
+(``docs/manifests.md``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from ecgfast.models import RESIDUAL_PRESETS, EncoderConfig
+from ecgfast.data.contract import Preprocessing
+
+#: ``--residual``'s choices: the keys of :data:`ecgfast.models.RESIDUAL_PRESETS` (spelled
+#: out so that building the parser imports no PyTorch; a test checks that they agree).
+RESIDUAL_CHOICES = ("none", "first", "first_two", "all")
 
 
 class UsageError(ValueError):
     """An argument the user gave is wrong; the message names it."""
 
+
+#: The chain ``--data RECORDING`` runs (each recording z-scored on its own).
+RECORDING_CHAIN = Preprocessing()
 
 _DATASET_SPEC = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 DATA_DEFAULTS = {"data": "synthetic", "fs": None, "subjects": 8, "sessions": 4,
@@ -55,10 +64,12 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--data", default=d["data"], metavar="SOURCE",
                    help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
                         "official layout (see `ecgfast datasets`), a cohort .npz written by "
-                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) or a window store "
-                        "folder (`ecgfast prepare`) for pretraining")
+                        "Cohort.save, a manifest .csv/.tsv of your own recordings and labels "
+                        "(docs/manifests.md), or recordings (.npy, .csv, WFDB .hea, .edf, .bdf, "
+                        "Poly5 .S00) or a window store folder (`ecgfast prepare`) for pretraining")
     g.add_argument("--fs", type=float, default=d["fs"],
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB, EDF and Poly5 headers "
+                        "carry theirs; a manifest's rows without an fs cell)")
     g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
     g.add_argument("--sessions", type=int, default=d["sessions"],
                    help="synthetic cohort: sessions per subject")
@@ -68,7 +79,8 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--threshold", type=float, default=d["threshold"],
                    help="NAME:ROOT: rating above which a window is 'high' (default: the dataset's)")
     g.add_argument("--lead", default=d["lead"],
-                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first)")
+                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first); a "
+                        "recording: the lead's name or index (EDF labels also by part, e.g. ECG)")
     g.add_argument("--skip-bad", action="store_true", default=d["skip_bad"],
                    help="NAME:ROOT: skip (and list) subjects whose files are unreadable")
     g.add_argument("--cache-dir", default=d["cache_dir"], metavar="DIR",
@@ -111,9 +123,13 @@ def load_data(args, *, need_labels: bool):
     if spec is not None:
         cohort = _load_named_dataset(*spec, args)
         return cohort.windows, cohort
-    for option in ("threshold", "lead"):
-        if getattr(args, option, None) is not None:
-            raise UsageError(f"--{option} applies to --data NAME:ROOT only, not to {source!r}")
+    if getattr(args, "threshold", None) is not None:
+        raise UsageError(f"--threshold applies to --data NAME:ROOT only, not to {source!r}")
+    lead = getattr(args, "lead", None)
+    if lead is not None and (source == "synthetic" or Path(source).is_dir()
+                             or Path(source).suffix == ".npz"):
+        raise UsageError(f"--lead applies to --data NAME:ROOT and recordings only, not to "
+                         f"{source!r}")
     if source == "synthetic":
         if is_rank_zero():
             print(f"generating the synthetic ECGSYN cohort: {args.subjects} subjects x "
@@ -124,6 +140,13 @@ def load_data(args, *, need_labels: bool):
     path = Path(source)
     if not path.exists() and not path.with_suffix(".hea").exists():
         raise UsageError(f"--data {source}: no such file")
+    from ecgfast.data.manifest import is_manifest
+
+    if is_manifest(path):
+        if lead is not None:
+            raise UsageError(f"--lead does not apply to the manifest {source}: its lead column "
+                             "names each row's lead")
+        return _load_manifest(path, args, need_labels)
     if path.is_dir():  # a window store (`ecgfast prepare`)
         if need_labels:
             raise UsageError(f"--data {source}: a window store is for pretraining; probing "
@@ -140,11 +163,52 @@ def load_data(args, *, need_labels: bool):
             f"--data {source}: probing needs labelled windows (a cohort .npz, NAME:ROOT or "
             "'synthetic'); a bare recording has no labels"
         )
-    rec = read_recording(path, fs=args.fs)
-    win = preprocess(rec.signal, rec.fs, source=str(path))
+    column = int(lead) if lead is not None and str(lead).isdigit() else lead
+    rec = read_recording(path, fs=args.fs, column=column)
+    win = preprocess(rec.signal, rec.fs, source=str(path), preprocessing=RECORDING_CHAIN)
     if win.n_skipped_flat:
         print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)
     return win.windows, None
+
+
+def _load_manifest(path: Path, args, need_labels: bool):
+    """A manifest's windows; with ``need_labels``, the Cohort of those labelled for every
+    task of ``--tasks`` (default: all its label columns)."""
+    from ecgfast.data.manifest import manifest_windows
+
+    data = manifest_windows(path, fs=args.fs)
+    if not need_labels:
+        return data.windows, None
+    tasks = getattr(args, "tasks", None)
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    cohort = data.cohort(tasks or None)
+    dropped = cohort.provenance["windows_unlabelled_for_these_tasks"]
+    if dropped and is_rank_zero():
+        print(f"--data {path}: {dropped} window(s) of rows unlabelled for "
+              f"{', '.join(cohort.tasks)} left out", file=sys.stderr)
+    return cohort.windows, cohort
+
+
+def data_provenance(args, windows, cohort) -> dict:
+    """What :func:`load_data` gave, described for the checkpoint
+    (:func:`ecgfast.provenance.describe_data`): a cohort, a store, the windows of a
+    manifest (per-subject statistics), or a recording pre-processed with
+    :data:`RECORDING_CHAIN`."""
+    from ecgfast.data.contract import SUBJECT_CHAIN
+    from ecgfast.data.manifest import is_manifest, read_manifest
+    from ecgfast.provenance import describe_data
+
+    source = str(args["data"] if isinstance(args, dict) else args.data)
+    if cohort is None and is_manifest(source):
+        manifest = read_manifest(source)
+        found = describe_data(windows, source=source, preprocessing=SUBJECT_CHAIN.to_record())
+        found["data"].update(dataset="manifest", manifest_sha256=manifest.sha256,
+                             n_subjects=len({row.subject for row in manifest.rows}))
+        return found
+    recording = cohort is None and not hasattr(windows, "manifest")
+    return describe_data(windows, cohort=cohort, source=source,
+                         preprocessing=RECORDING_CHAIN.to_record() if recording else None)
 
 
 def select_tasks(cohort, requested: str | list | None) -> list[str]:
@@ -168,7 +232,7 @@ def select_tasks(cohort, requested: str | list | None) -> list[str]:
 
 def add_encoder_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
-    g.add_argument("--residual", default="all", choices=tuple(RESIDUAL_PRESETS),
+    g.add_argument("--residual", default="all", choices=RESIDUAL_CHOICES,
                    help="blocks with a shortcut connection (default: all)")
     g.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
                    help="squeeze-excitation after each block (default: on)")
@@ -198,10 +262,12 @@ def parse_leads(text: str | None, option: str = "--leads") -> str | tuple[str, .
     return names
 
 
-def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderConfig:
+def encoder_config(args, data_leads: tuple[str, ...] | None = None):
     """The encoder options of ``args``; ``data_leads`` names the leads of the windows it
     will see (a store's, a multi-lead recording's), which set ``in_channels`` and
     ``leads`` and must agree with ``--leads`` when both are given."""
+    from ecgfast.models import EncoderConfig
+
     wanted = parse_leads(getattr(args, "leads", None))
     leads = None if data_leads is None else tuple(data_leads)
     if isinstance(wanted, tuple):
@@ -219,7 +285,7 @@ def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderCo
 
 
 def write_json(path: Path, payload: dict) -> None:
-    from ecgfast.checkpoint import atomic_write_text
+    from ecgfast.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -144,7 +144,7 @@ class Cohort:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an uncompressed ``.npz`` (the suffix is added if missing), atomically:
         a crash leaves the old file or the complete new one."""
-        from ecgfast.checkpoint import atomic_write
+        from ecgfast.atomic import atomic_write
 
         path = Path(path)
         if path.suffix != ".npz":
@@ -286,7 +286,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ECGDataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            KeyError, NotImplementedError, OverflowError, MemoryError) as exc:
+            KeyError, NotImplementedError, OverflowError, MemoryError,
+            RuntimeError) as exc:  # RuntimeError: a member flagged as encrypted
         raise ECGDataError(f"{path}: cannot read as .npz: {type(exc).__name__}: {exc}") from None
 
 

@@ -1,4 +1,4 @@
-"""A 12-lead encoder through ONNX: export, verify, INT8, OnnxEncoder, embed (issue 12, B).
+"""A 12-lead encoder through ONNX: export, verify, INT8, OnnxEncoder, embed.
 
 The encoder is narrow (filters 16/16/32) so that every step takes seconds; only block 1's
 first conv and shortcut see the leads, which is what these tests are about.
@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from ecgfast.cli import main
 from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
 from ecgfast.export import runtime as runtime_module
-from ecgfast.data.multilead import iter_lead_windows
 from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
+
+from ecgfast.cli import main
+from ecgfast.data.multilead import iter_lead_windows
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
