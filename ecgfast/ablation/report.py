@@ -219,8 +219,8 @@ def footer(payload: dict, config: AblationConfig) -> list[str]:
     env = payload["environment"]
     out.append(f"- Compute: {c['pretraining_runs']} pretraining runs, {hours(c['pretrain_seconds'])} "
                f"of pretraining wall time in all (median {c['windows_per_s']:.1f} windows/s), "
-               f"{hours(c['cell_seconds'])} in all cells; this invocation "
-               f"{hours(payload['wall_seconds_this_invocation'])}; estimated at the start: at most "
+               f"{hours(c['cell_seconds'])} in all cells; wall time {hours(payload['wall_seconds'])} "
+               f"over {max(1, len(payload['invocations']))} invocation(s); estimated at the start: at most "
                f"{hours(payload['estimate']['seconds'])}. {env['cpu']} ({env['device']}, "
                f"{env['torch_threads']} torch threads, precision {c['precision']}), torch "
                f"{env['torch']}.")
@@ -257,7 +257,7 @@ def _compute(records: list[dict]) -> dict:
 
 def write_report(out: Path, config: AblationConfig, records: list[dict], *, tasks: list[str],
                  cohort, environment: dict, wall_seconds: float, scope: str, scope_check: dict,
-                 estimate: dict, hrv: dict | None) -> dict:
+                 estimate: dict, hrv: dict | None, invocations: list[dict] | None = None) -> dict:
     """Write table1.{md,csv,json,png} into ``out``; return the JSON payload."""
     from ecgfast.ablation.plot import plot_table
     from ecgfast.ablation.scope import SCOPE_TEXT
@@ -275,6 +275,15 @@ def write_report(out: Path, config: AblationConfig, records: list[dict], *, task
                  "tasks": {t: list(cohort.classes[t]) for t in tasks}, "provenance": provenance},
         "scope": scope, "scope_text": SCOPE_TEXT[scope], "scope_check": scope_check,
         "augmentation": config.augmentation, "hrv": hrv, "interval": INTERVAL,
+        "protocol": {
+            "pretraining": SCOPE_TEXT[scope], "transductive_pretraining": scope == "transductive",
+            "calibrations": {c: CALIBRATION_TEXT[c] for c in config.calibrations},
+            "transductive_calibration": "subject" in config.calibrations,
+            "augmentation": config.augmentation, "probes": list(config.probes),
+            "baselines": list(config.baselines), "features": list(config.features_modes),
+            "headline": dict(zip(("split", "calibration", "probe"), headline(config)))},
+        "invocations": invocations or [],
+        "wall_seconds": float(sum(i["seconds"] for i in invocations or [])) or wall_seconds,
         "estimate": estimate, "compute": compute,
         "rows": [{**r, "summary": summarise(r)} for r in rows],
         "differences": differences(rows), "config_differences": config_differences(rows, config),

@@ -36,6 +36,7 @@ from ecgfast.checkpoint import atomic_write_text
 
 CONFIG_JSON = "ablation.json"
 CONFIG_TOML = "ablation.toml"
+INVOCATIONS = "invocations.json"
 __all__ = ["cell_name", "cells_of", "run_ablation", "validation_subjects"]
 
 
@@ -185,6 +186,27 @@ def _estimate(ctx: Context, pending: int, total: int, progress: bool) -> dict:
     return est
 
 
+class Invocations:
+    """``OUT/invocations.json``: the wall time of every invocation of one run, written after
+    each cell, so a killed invocation is counted up to its last complete cell."""
+
+    def __init__(self, out: Path):
+        self.path = out / INVOCATIONS
+        self.items = json.loads(self.path.read_text()) if self.path.is_file() else []
+        self.t0 = time.perf_counter()
+        self.items.append({"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                           "seconds": 0.0, "cells_run": 0, "finished": False})
+
+    def update(self, cells_run: int = 0, finished: bool = False) -> None:
+        self.items[-1].update(seconds=time.perf_counter() - self.t0, finished=finished,
+                              cells_run=self.items[-1]["cells_run"] + cells_run)
+        atomic_write_text(self.path, json.dumps(self.items, indent=2) + "\n")
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(i["seconds"] for i in self.items))
+
+
 def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
                  tasks: list[str] | None = None, progress: bool = True,
                  pretrain_source=None) -> dict:
@@ -205,6 +227,7 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
+    invocations = Invocations(out)
     tasks = list(tasks or config.tasks or default_tasks(cohort.tasks))
     missing = [t for t in tasks if t not in cohort.labels]
     if missing:
@@ -239,16 +262,19 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
         cell_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(done, json.dumps(record, indent=2) + "\n")
         records.append(record)
+        invocations.update(cells_run=1)
         if progress and kind == "pretrained":
             tqdm.write(f"{cell_dir.name}: {len(record['units'])} pretraining run(s), "
                        f"{record['epochs_run']:.1f} epochs (best {record['best_epoch']:.1f}), "
                        f"{record['pretrain_seconds']:.0f} s, {record['windows_per_s']:.1f} windows/s")
     bar.close()
     hrv_records = _hrv_records(ctx) if "hrv" in config.baselines else []
+    invocations.update(finished=True)
     return write_report(out, config, records + hrv_records, tasks=tasks, cohort=cohort,
                         environment=environment(config.device),
                         wall_seconds=time.perf_counter() - t0, scope=scope, scope_check=checked,
-                        estimate=est, hrv=hrv.summary() if hrv is not None else None)
+                        estimate=est, hrv=hrv.summary() if hrv is not None else None,
+                        invocations=invocations.items)
 
 
 def _hrv_records(ctx: Context) -> list[dict]:
