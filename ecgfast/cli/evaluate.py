@@ -85,13 +85,14 @@ def cmd_evaluate(args) -> int:
     opts = protocol_options(args)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    encoders, augment = {}, {}
+    encoders, augment, random_config = {}, {}, None
     for spec in args.checkpoints:
         if spec == "random":  # the first interface: the random baseline
             opts["baselines"] = tuple(dict.fromkeys([*opts["baselines"], "random"]))
             continue
         encoders[str(spec)] = load_encoder(spec)
         augment[str(spec)] = _augment_of(spec)
+        random_config = random_config or encoders[str(spec)].config
     if not encoders and not opts["baselines"]:
         raise UsageError("nothing to evaluate: give a checkpoint or --baselines")
     _, cohort = load_data(args, need_labels=True)
@@ -99,7 +100,7 @@ def cmd_evaluate(args) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     result = evaluate_suite(
         encoders, cohort, tasks, split=args.split, n_folds=args.folds, seeds=seeds,
-        random_config=encoder_config(args), device=resolve_device("auto"),
+        random_config=random_config or encoder_config(args), device=resolve_device("auto"),
         supervised={"epochs": args.supervised_epochs}, progress=not args.quiet,
         epochs=args.probe_epochs, **opts)
     rows = result["rows"]
@@ -109,6 +110,7 @@ def cmd_evaluate(args) -> int:
         "transductive": "subject" in opts["calibrations"],
         "features": list(opts["features_modes"]), "baselines": list(opts["baselines"]),
         "augmentation": augment, "interval": INTERVAL, "hrv": result["hrv"],
+        "random_and_supervised_encoder": (random_config or encoder_config(args)).to_dict(),
         "mlp_probe_epochs": args.probe_epochs, "supervised_epochs": args.supervised_epochs,
     }
     print(markdown_tables(rows, tasks))
@@ -137,7 +139,9 @@ def add_command(sub) -> None:
                                    "accuracy and AUROC, the chance rate, and paired differences "
                                    "to the baselines with their intervals.")
     p.add_argument("checkpoints", nargs="*",
-                   help="checkpoint or run directories ('random' adds the random baseline)")
+                   help="checkpoint or run directories ('random' adds the random baseline); the "
+                        "random and supervised baselines take the first one's architecture, "
+                        "else the encoder options below")
     p.add_argument("--tasks", default=None, metavar="A,B",
                    help="tasks to probe (default: arousal and valence where present, else all)")
     p.add_argument("--split", default="subject", choices=("subject", "window"))
