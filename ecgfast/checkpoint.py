@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ecgfast.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported)
+from ecgfast.atomic import fsync_dir as _fsync_dir
+from ecgfast.atomic import fsync_file as _fsync_file
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 WEIGHTS = "model.safetensors"
@@ -71,40 +74,6 @@ class Checkpoint:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # any unpickling failure means the file is corrupt
             raise CheckpointError(f"{path}: cannot read the optimizer state ({err})") from err
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Replace ``path`` all at once: ``write(tmp)`` fills a temporary file beside it (same
-    suffix, so writers that append one, like ``numpy.save``, keep its name), which is
-    flushed to disk and renamed over ``path``. A crash leaves the old file or the new one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write` of a text file."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(

@@ -53,6 +53,7 @@ from ecgfast.distributed import init_process_group_from_env, wrap_ddp
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import OBJECTIVES, build_objective
+from ecgfast.provenance import KEY, checkpoint_provenance
 from ecgfast.runlog import CURVE, METRICS, append_jsonl, plot_training_curve, truncate_metrics
 
 
@@ -184,6 +185,7 @@ def pretrain(
     progress: bool = True,
     validation=None,
     loader_workers: int | None = None,
+    provenance: dict | None = None,
 ) -> PretrainResult:
     """Pretrain an encoder on ``windows`` and write the run to ``run_dir``.
 
@@ -202,6 +204,11 @@ def pretrain(
     ``run_dir/best``; with ``config.patience`` training stops early. The early-stopping
     state and the epoch records travel in every checkpoint, so a resumed run stops where
     an uninterrupted one would.
+
+    ``provenance`` describes the training data and its pre-processing
+    (:func:`ecgfast.provenance.describe_data`); every checkpoint records it, with the
+    software versions, for the exported model's contract and card (a store describes
+    itself when it is None).
     """
     run_dir = Path(run_dir)
     config = config or PretrainConfig()
@@ -278,6 +285,7 @@ def pretrain(
         "n_windows": len(windows),
         "window_length": int(windows.shape[-1]),
         "world_size": world,
+        KEY: checkpoint_provenance(provenance, windows),
     }
     last_path = ckpt.resolve_checkpoint(run_dir) if start_epoch else None
     global_step = history[-1]["global_step"] if history else 0

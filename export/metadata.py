@@ -27,6 +27,8 @@ META_LEADS = "ecgfast.leads"  # json list of the input's lead names (files whose
 META_LAYOUT = "ecgfast.layout"  # "2d" or "1d" (ecgfast.export.tracing.LAYOUTS)
 META_VERSION = "ecgfast.version"  # ecgfast.__version__ of the exporter
 META_QUANTIZATION = "ecgfast.quantization"  # INT8 files only
+META_PREPROCESSING = "ecgfast.preprocessing"  # json record of ecgfast.data.contract (+ leads)
+META_CARD = "ecgfast.model_card"  # json of the model card (ecgfast.export.card)
 INT8_QDQ_PER_CHANNEL = "int8-qdq-per-channel"  # the value quantize_onnx writes
 
 # a file without a readable META_MIN_LENGTH (not ours, or edited) accepts any length

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import onnx
+from ecgfast.export.card import export_metadata
 from ecgfast.export.metadata import (
     META_CONFIG,
     META_LAYOUT,
@@ -42,7 +43,8 @@ from ecgfast.models import ECGEncoder
 SOURCE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 
 
-def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
+def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str,
+            provenance: dict[str, str]) -> onnx.ModelProto:
     g = model.graph
     del g.value_info[:]
     # readable, stable dim names on the interface
@@ -71,6 +73,7 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
     }
     if encoder.config.leads is not None:
         meta[META_LEADS] = json.dumps(list(encoder.config.leads))
+    meta.update(provenance)  # the pre-processing contract and the model card
     del model.metadata_props[:]
     write_metadata(model, meta)
     model.doc_string = doc_string(encoder.config.in_channels, encoder.embedding_dim)
@@ -78,7 +81,8 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
 
 
 def build_onnx(
-    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True
+    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True,
+    preprocessing=None, probe_results=None,
 ) -> onnx.ModelProto:
     """Trace the eager graph of an encoder into an in-memory ONNX model (no checks).
 
@@ -86,7 +90,10 @@ def build_onnx(
     optimizer (for tests of this module's own rewrites).
     """
     _check_build_args(opset, layout)
-    return _build(eager_copy(model_or_checkpoint), opset, layout, _optimize)
+    encoder = eager_copy(model_or_checkpoint)
+    provenance = export_metadata(model_or_checkpoint, encoder, preprocessing=preprocessing,
+                                 probe_results=probe_results)
+    return _build(encoder, opset, layout, provenance, _optimize)
 
 
 def _check_build_args(opset, layout) -> None:
@@ -96,11 +103,12 @@ def _check_build_args(opset, layout) -> None:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
 
 
-def _build(encoder: ECGEncoder, opset: int, layout: str, optimize: bool = True
-           ) -> onnx.ModelProto:
-    """:func:`build_onnx` of an :func:`eager_copy` (arguments checked)."""
+def _build(encoder: ECGEncoder, opset: int, layout: str, provenance: dict[str, str],
+           optimize: bool = True) -> onnx.ModelProto:
+    """:func:`build_onnx` of an :func:`eager_copy` (arguments checked), with the
+    ``provenance`` entries (:func:`ecgfast.export.card.export_metadata`) in its metadata."""
     model = fold_pad_into_conv(fold_constants(trace(encoder, layout, opset, optimize)))
-    return _finish(model, encoder, layout)
+    return _finish(model, encoder, layout, provenance)
 
 
 def export_onnx(
@@ -114,6 +122,8 @@ def export_onnx(
     lengths=DEFAULT_LENGTHS,
     rel_tolerance: float = DEFAULT_TOLERANCE,
     print_report: bool = True,
+    preprocessing=None,
+    probe_results=None,
 ) -> VerificationReport | None:
     """Export an encoder to ONNX at ``path``, then check and compare it.
 
@@ -129,6 +139,11 @@ def export_onnx(
             PyTorch at every ``batch_sizes`` x ``lengths``).
         rel_tolerance: allowed max abs error as a fraction of max |torch output|.
         print_report: print the verification table.
+        preprocessing: the :class:`~ecgfast.data.contract.Preprocessing` the encoder was
+            trained with, recorded in the file (default: a checkpoint's own record; none
+            for an encoder): serving applies it (:mod:`ecgfast.export.card`).
+        probe_results: a JSON file of ``ecgfast evaluate --out`` for the model card
+            embedded in the file (default: the run's demo results, if any).
 
     Returns:
         The :class:`VerificationReport`, or None when ``verify`` is False.
@@ -144,7 +159,9 @@ def export_onnx(
     encoder = eager_copy(model_or_checkpoint)
     if verify:
         check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
-    model = _build(encoder, opset, layout)
+    provenance = export_metadata(model_or_checkpoint, encoder, preprocessing=preprocessing,
+                                 probe_results=probe_results)
+    model = _build(encoder, opset, layout, provenance)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     if not verify:

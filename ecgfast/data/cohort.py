@@ -144,7 +144,7 @@ class Cohort:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an uncompressed ``.npz`` (the suffix is added if missing), atomically:
         a crash leaves the old file or the complete new one."""
-        from ecgfast.checkpoint import atomic_write
+        from ecgfast.atomic import atomic_write
 
         path = Path(path)
         if path.suffix != ".npz":

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from ecgfast.data import ECGDataError, highpass, preprocess, preprocess_subject, zscore_stats
-from ecgfast.data import preprocessing
+from ecgfast.data import (
+    ECGDataError,
+    highpass,
+    preprocess,
+    preprocess_subject,
+    preprocessing,
+    zscore_stats,
+)
+
+pytestmark = pytest.mark.inference  # runs in the inference install too: no torch here
 
 
 @pytest.fixture(scope="module")
