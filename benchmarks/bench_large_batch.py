@@ -30,11 +30,11 @@ import pytest
 import torch
 from common import PeakMemory, device_info, encoder_flops, same_run_gemm_rate, sync
 
-from ecgfast.chunked import TrainStep
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
 from ecgfast.training import PretrainConfig
+from ecgfast.training.chunked import TrainStep
 
 SETTINGS = {
     "cpu": {"length": 256, "batches": (64, 128, 256, 512), "chunk": 32, "precision": "fp32"},

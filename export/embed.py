@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ecgfast.checkpoint import atomic_write
+from ecgfast.atomic import atomic_write
 
 
 @dataclass

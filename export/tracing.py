@@ -22,11 +22,12 @@ from pathlib import Path
 
 import onnx
 import torch
-
 from ecgfast.export.errors import OnnxExportError
 from ecgfast.export.metadata import INPUT_NAME, OUTPUT_NAME
 from ecgfast.export.passes._graph import opset_of
+
 from ecgfast.models import ECGEncoder
+
 
 def eager_copy(model_or_checkpoint) -> ECGEncoder:
     """An eval-mode, CPU, float32, backend="eager" copy of the encoder."""
@@ -34,7 +35,7 @@ def eager_copy(model_or_checkpoint) -> ECGEncoder:
         path = Path(model_or_checkpoint)
         if not path.exists():
             raise FileNotFoundError(f"export_onnx: checkpoint {path} does not exist")
-        from ecgfast.checkpoint import load_encoder
+        from ecgfast.training import load_encoder
 
         model = load_encoder(path)
     elif isinstance(model_or_checkpoint, ECGEncoder):

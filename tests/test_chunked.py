@@ -18,7 +18,11 @@ import pytest
 import torch
 from large_batch_helpers import TINY, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
-from ecgfast.chunked import (
+from ecgfast.keyed import KeyedRandom
+from ecgfast.models import ECGEncoder
+from ecgfast.objectives import build_objective
+from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.training.chunked import (
     ChunkedStep,
     TrainStep,
     auto_chunk_size,
@@ -26,10 +30,6 @@ from ecgfast.chunked import (
     chunk_bounds,
     saved_bytes_per_window,
 )
-from ecgfast.keyed import KeyedRandom
-from ecgfast.models import ECGEncoder
-from ecgfast.objectives import build_objective
-from ecgfast.training import PretrainConfig, pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTH = 96
@@ -188,7 +188,7 @@ def test_pretrain_with_chunks_runs_and_resumes_bit_equal(tmp_path):
 
 
 def test_auto_chunk_size_follows_the_free_memory(monkeypatch):
-    from ecgfast import chunked
+    from ecgfast.training import chunked
 
     obj = _objective("contrastive").train()
     x = torch.randn(64, LENGTH)
@@ -218,7 +218,7 @@ _PEAK = textwrap.dedent("""
     import json, sys, torch
     sys.path.insert(0, {tests!r})
     from test_chunked import TINY, LENGTH
-    from ecgfast.chunked import ChunkedStep
+    from ecgfast.training.chunked import ChunkedStep
     from ecgfast.keyed import KeyedRandom
     from ecgfast.models import ECGEncoder
     from ecgfast.objectives import build_objective

@@ -17,13 +17,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
-from ecgfast.chunked import TrainStep
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
-from ecgfast.optim import build_optimizer
 from ecgfast.training import PretrainConfig
+from ecgfast.training.chunked import TrainStep
+from ecgfast.training.optim import build_optimizer
 
 WORLD, PER_RANK, CHUNK, STEPS, LENGTH = 2, 5, 3, 3, 96
 TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.2,

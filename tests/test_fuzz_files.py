@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.data import Cohort, ECGDataError, read_recording
 from ecgfast.datasets import load_dataset
+from ecgfast.training import checkpoint as ckpt
 
 _spec = importlib.util.spec_from_file_location(
     "ecgfast_test_dataset_files", Path(__file__).parent / "datasets" / "dataset_files.py")

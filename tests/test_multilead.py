@@ -12,8 +12,13 @@ import pytest
 import torch
 
 from ecgfast import transforms as T
-from ecgfast.checkpoint import CheckpointError, load_checkpoint, load_encoder, save_checkpoint
 from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_encoder,
+    save_checkpoint,
+)
 
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 

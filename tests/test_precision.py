@@ -15,13 +15,13 @@ import torch
 from large_batch_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from ecgfast import precision
-from ecgfast.chunked import TrainStep
 from ecgfast.layers import EncoderBlock
 from ecgfast.losses import nt_xent, transformation_recognition_loss
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
 from ecgfast.precision import MAX_CONSECUTIVE_SKIPS, Precision, resolve_precision
 from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.training.chunked import TrainStep
 
 TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.1,
                      residual="all", attention=True)

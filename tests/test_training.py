@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.models import EncoderConfig
 from ecgfast.training import PretrainConfig, TrainingDivergedError, pretrain
+from ecgfast.training import checkpoint as ckpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = EncoderConfig(residual="all", attention=True, dropout=0.1)
@@ -88,7 +88,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     np.save(tmp_path / "x.npy", x)
     script = textwrap.dedent(f"""
         import os, signal, numpy as np, torch
-        import ecgfast.checkpoint as ck
+        import ecgfast.training.checkpoint as ck
         from ecgfast.models import EncoderConfig
         from ecgfast.training import PretrainConfig, pretrain
         real_save = torch.save
@@ -183,7 +183,7 @@ def test_validation_leaves_training_alone_and_keeps_the_best_epoch(tmp_path):
 
 
 def _scripted_validation(monkeypatch, losses):
-    from ecgfast import training
+    from ecgfast.training import loop as training
 
     calls = iter(losses)
     monkeypatch.setattr(training, "validation_loss", lambda *a, **k: next(calls))

@@ -33,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ecgfast.checkpoint import CheckpointError
-    from ecgfast.training import TrainingDivergedError
+    from ecgfast.training import CheckpointError, TrainingDivergedError
 
     try:
         return args.func(args)

@@ -219,7 +219,7 @@ def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderCo
 
 
 def write_json(path: Path, payload: dict) -> None:
-    from ecgfast.checkpoint import atomic_write_text
+    from ecgfast.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -120,9 +120,9 @@ def _evaluate(encoders: dict, cohort, args, tasks=("arousal", "valence")) -> dic
 def cmd_evaluate(args) -> int:
     import torch
 
-    from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import format_table
     from ecgfast.models import ECGEncoder
+    from ecgfast.training import load_encoder
 
     encoders = {}
     for spec in args.checkpoints:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.atomic import atomic_write
 from ecgfast.data.errors import ECGDataError, check_format
 from ecgfast.data.npyfile import read_npy
 
@@ -144,8 +145,6 @@ class Cohort:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an uncompressed ``.npz`` (the suffix is added if missing), atomically:
         a crash leaves the old file or the complete new one."""
-        from ecgfast.checkpoint import atomic_write
-
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")

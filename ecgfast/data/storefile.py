@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.checkpoint import atomic_write, atomic_write_text
+from ecgfast.atomic import atomic_write, atomic_write_text
 from ecgfast.data.errors import ECGDataError, check_format
 from ecgfast.data.npyfile import read_npy_header
 

@@ -35,9 +35,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ecgfast import checkpoint as ckpt
-from ecgfast.chunked import TrainStep, check_step_options
-from ecgfast.data.batches import (
+from ecgfast.distributed import init_process_group_from_env, wrap_ddp
+from ecgfast.keyed import KeyedRandom
+from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.objectives import OBJECTIVES, build_objective
+from ecgfast.training import checkpoint as ckpt
+from ecgfast.training.batches import (
     AUGMENT,
     GLOBAL,
     INIT,
@@ -49,11 +52,14 @@ from ecgfast.data.batches import (
     iter_batches,
     validation_loss,
 )
-from ecgfast.distributed import init_process_group_from_env, wrap_ddp
-from ecgfast.keyed import KeyedRandom
-from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.objectives import OBJECTIVES, build_objective
-from ecgfast.runlog import CURVE, METRICS, append_jsonl, plot_training_curve, truncate_metrics
+from ecgfast.training.chunked import TrainStep, check_step_options
+from ecgfast.training.runlog import (
+    CURVE,
+    METRICS,
+    append_jsonl,
+    plot_training_curve,
+    truncate_metrics,
+)
 
 
 class TrainingDivergedError(RuntimeError):

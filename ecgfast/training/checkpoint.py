@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ecgfast.atomic import atomic_write_text, fsync_dir, fsync_file
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 WEIGHTS = "model.safetensors"
@@ -73,40 +74,6 @@ class Checkpoint:
             raise CheckpointError(f"{path}: cannot read the optimizer state ({err})") from err
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Replace ``path`` all at once: ``write(tmp)`` fills a temporary file beside it (same
-    suffix, so writers that append one, like ``numpy.save``, keep its name), which is
-    flushed to disk and renamed over ``path``. A crash leaves the old file or the new one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write` of a text file."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def save_checkpoint(
     run_dir: str | os.PathLike,
     *,
@@ -139,12 +106,12 @@ def save_checkpoint(
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / OPTIMIZER)
     for file in tmp.iterdir():
-        _fsync_file(file)
-    _fsync_dir(tmp)
+        fsync_file(file)
+    fsync_dir(tmp)
     if final.exists():  # a re-run of the same epoch replaces it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST, name + "\n")
     complete = sorted(p for p in root.glob("epoch-*") if p.is_dir())
     for old in complete[:-keep] if keep > 0 else []:

@@ -43,8 +43,8 @@ import torch
 import torch.distributed as dist
 
 from ecgfast.keyed import KeyedRandom
-from ecgfast.optim import LRSchedule, build_optimizer, check_optimizer_options, scaled_lr
 from ecgfast.precision import Precision, check_precision
+from ecgfast.training.optim import LRSchedule, build_optimizer, check_optimizer_options, scaled_lr
 
 AUTO_PROBE_WINDOWS = 16
 AUTO_MEMORY_FRACTION = 0.5
