@@ -75,6 +75,22 @@ def test_bad_arguments_are_named(argv, match, tmp_path, capsys, monkeypatch):
     assert match in capsys.readouterr().err
 
 
+def test_a_programming_error_is_not_swallowed(monkeypatch, capsys):
+    """Only the user's errors become one line and exit 2; a bug keeps its traceback."""
+    from ecgfast.cli import train
+
+    def bug(args):
+        return len(None)  # TypeError
+
+    monkeypatch.setattr(train, "cmd_datasets", bug)
+    with pytest.raises(TypeError):
+        main(["datasets"])
+    monkeypatch.setattr(train, "cmd_datasets", lambda args: {}["missing"])
+    with pytest.raises(KeyError):
+        main(["datasets"])
+    assert capsys.readouterr().err == ""
+
+
 def test_evaluate_needs_labels(tmp_path, capsys):
     np.save(tmp_path / "rec.npy", np.sin(np.arange(256 * 30) / 10.0))
     assert main(["evaluate", "random", "--data", str(tmp_path / "rec.npy"), "--fs", "256"]) == 2
