@@ -21,8 +21,8 @@ from ecgfast.distributed import destroy_process_group, init_process_group_from_e
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
-from ecgfast.training import PretrainConfig
-from ecgfast.training.chunked import TrainStep
+from ecgfast.precision import Precision
+from ecgfast.training import PretrainConfig, TrainStep
 from ecgfast.training.optim import build_optimizer
 
 WORLD, PER_RANK, CHUNK, STEPS, LENGTH = 2, 5, 3, 3, 96
@@ -58,7 +58,8 @@ def _worker(rank, port, out_dir):
             objective = _objective(name, gather=True)
             cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK,
                                  **STEP)
-            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective, WORLD, ctx.device)
+            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective,
+                                      Precision(cfg.precision, ctx.device), CHUNK, WORLD)
             record = {"loss": [], "grads": []}
             for step, x in enumerate(_batches()):
                 out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], _random(rank, step), 0,

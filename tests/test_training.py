@@ -230,3 +230,24 @@ def test_patience_needs_validation_windows(tmp_path):
     with pytest.raises(ValueError, match="validation"):
         pretrain(_toy_windows(n=4), tmp_path / "run", SMALL,
                  PretrainConfig(epochs=1, batch_size=4, patience=2), progress=False)
+
+
+def test_the_random_streams_of_a_run_are_pinned():
+    """Every draw of a run derives from these seeds (numpy's SeedSequence and torch's CPU
+    generators give the same numbers on every machine), so a change to a stream's number
+    or derivation, which would change every run's weights and break resuming, fails here."""
+    from ecgfast.training import seeds
+    from ecgfast.training.batches import epoch_batches
+
+    assert [seeds.INIT, seeds.ORDER, seeds.AUGMENT, seeds.GLOBAL, seeds.VALIDATION] == [0, 1, 2,
+                                                                                         3, 4]
+    seeds.seed_model_init(7)
+    assert torch.initial_seed() == 4625441644015172652
+    assert seeds.order_generator(7, 1).initial_seed() == 5936487953414559555
+    assert int(seeds.step_random(7, 1, 0, 2, 4, torch.device("cpu")).seed) == 1001807353889157566
+    seeds.seed_epoch(7, 1, 0)
+    assert torch.initial_seed() == 888946925548604815
+    assert seeds.validation_generator(7, 0, torch.device("cpu")).initial_seed() == \
+        5604238831533124356
+    assert [b.tolist() for b in epoch_batches(10, 1, PretrainConfig(batch_size=4, seed=7), 0,
+                                              1)] == [[9, 1, 0, 5], [2, 8, 6, 7], [4, 3]]
