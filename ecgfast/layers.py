@@ -15,7 +15,7 @@ from torch import nn
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.ops.encoder import BlockParams, BlockSpec, check_dropout_keys
-from ecgfast.precision import run_op
+from ecgfast.precision import op_precision
 
 
 class SqueezeExcitation(nn.Module):
@@ -58,7 +58,7 @@ class EncoderBlock(nn.Module):
     :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`) fixes the masks; None draws a seed
     from torch's default generator (``torch.manual_seed`` reproduces the masks). Under
     ``torch.autocast`` the block runs in the autocast dtype (input and parameters cast at
-    the dispatch boundary by :func:`ecgfast.precision.run_op`; gradients flow back to the
+    the dispatch boundary by :func:`ecgfast.precision.op_precision`; gradients flow back to the
     fp32 parameters).
     """
 
@@ -117,8 +117,8 @@ class EncoderBlock(nn.Module):
                     2, x.device)
             check_dropout_keys(dropout_keys, x)
             keys = dropout_keys
-        return run_op("encoder_block", dispatch.encoder_block, x, self.block_params(),
-                      self.spec, keys, self.backend)
+        with op_precision("encoder_block", x, self.block_params()) as (inp, params):
+            return dispatch.encoder_block(inp, params, self.spec, keys, self.backend)
 
     def extra_repr(self) -> str:
         pool = "global max" if self.pool_size is None else f"maxpool({self.pool_size}, {self.pool_stride})"

@@ -16,7 +16,7 @@ by :class:`Precision`:
 The training step runs every forward pass under :meth:`Precision.autocast`. Parameters,
 the loss and the optimizer state stay fp32: autocast casts the inputs of its listed ops,
 and the ops it cannot see (the dispatched backends, the losses) run through
-:func:`run_op` by the rule :data:`OP_PRECISION` gives each: the encoder block in the
+:func:`op_precision` by the rule :data:`OP_PRECISION` gives each: the encoder block in the
 autocast dtype (its input and parameters cast at the dispatch boundary: the Triton
 autograd Functions are not seen by autocast, and the eager CPU conv backward needs one
 dtype), the losses in fp32. The rule holds under any ``torch.autocast``, ours or the
@@ -87,21 +87,27 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def run_op(op: str, fn, *args):
-    """``fn(*args)``, the op ``op``, by its rule in :data:`OP_PRECISION`. Tensors are
-    found among ``args`` and inside tuples of them (e.g. a block's parameters); the first
-    one's device type is the one whose autocast state counts."""
+@contextlib.contextmanager
+def op_precision(op: str, *inputs):
+    """The op ``op`` by its rule in :data:`OP_PRECISION`: yields ``inputs`` cast as the
+    rule says (tensors, also inside tuples such as a block's parameters), and turns
+    autocast off until the block ends when it is on for the first tensor's device::
+
+        with op_precision("nt_xent", z1, z2) as (a, b):
+            loss = dispatch.nt_xent(a, b, ...)
+    """
     rule = OP_PRECISION[op]
-    device_type = next(_tensors(args)).device.type
+    device_type = next(_tensors(inputs)).device.type
     dtype = autocast_dtype(device_type)
     if rule == "fp32":
-        args = _cast(args, lambda t: t.float() if t.dtype in _HALF else t)
+        inputs = _cast(inputs, lambda t: t.float() if t.dtype in _HALF else t)
     elif rule == "autocast" and dtype is not None:
-        args = _cast(args, lambda t: t.to(dtype) if t.is_floating_point() else t)
+        inputs = _cast(inputs, lambda t: t.to(dtype) if t.is_floating_point() else t)
     if dtype is None:
-        return fn(*args)
+        yield inputs
+        return
     with torch.autocast(device_type, enabled=False):
-        return fn(*args)
+        yield inputs
 
 
 def _tensors(args):
