@@ -20,26 +20,23 @@
 - :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
 """
 
+from ecgfast.data.cohort import Cohort
 from ecgfast.data.ecgsyn import ecgsyn
 from ecgfast.data.errors import ECGDataError
-from ecgfast.data.preprocessing import (
+from ecgfast.data.filters import highpass, resample, robust_zscore, zscore_stats
+from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
+from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
+from ecgfast.data.synthetic import make_cohort
+from ecgfast.data.windowing import (
     FLAT_STD_THRESHOLD,
     Preprocessing,
     Windows,
-    highpass,
     is_flat,
     iter_windows,
     preprocess,
     preprocess_subject,
-    resample,
-    robust_zscore,
     window,
-    zscore_stats,
 )
-from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
-from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
-from ecgfast.data.cohort import Cohort
-from ecgfast.data.synthetic import make_cohort
 
 __all__ = [
     "FLAT_STD_THRESHOLD",
@@ -48,8 +45,8 @@ __all__ = [
     "MultiLeadRecording",
     "Preprocessing",
     "Recording",
-    "Windows",
     "WindowStore",
+    "Windows",
     "ecgsyn",
     "highpass",
     "is_flat",

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.filters import check_fs
 from ecgfast.data.npyfile import read_npy
-from ecgfast.data.preprocessing import check_fs
 
 SUFFIXES = (".npy", ".csv", ".hea", ".dat")
 
