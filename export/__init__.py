@@ -15,7 +15,6 @@ file's interface names and metadata keys), ``errors``, ``embed`` (a whole record
 through an encoder). The probe statistics live in :mod:`ecgfast.evaluation`.
 """
 
-from ecgfast.evaluation import compare_probe_accuracy, linear_probe_accuracy
 from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError
 from ecgfast.export.onnx_export import build_onnx, export_onnx
 from ecgfast.export.quantize import fp32_tail_nodes, quantize_onnx
@@ -32,11 +31,9 @@ __all__ = [
     "QuantizationReport",
     "VerificationReport",
     "build_onnx",
-    "compare_probe_accuracy",
     "cuda_usable",
     "export_onnx",
     "fp32_tail_nodes",
-    "linear_probe_accuracy",
     "quantize_onnx",
     "verify_onnx",
 ]
