@@ -153,12 +153,11 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
-        """The inverse of :meth:`to_dict`; a dict without ``in_channels`` / ``leads`` (an
-        older checkpoint) gets the defaults (1 lead, no names)."""
+        """The inverse of :meth:`to_dict`: every field, and nothing else."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        if set(d) != known:
+            raise ValueError(f"an EncoderConfig dict needs exactly its fields: missing "
+                             f"{sorted(known - set(d))}, unknown {sorted(set(d) - known)}")
         return cls(**d)
 
     def replace(self, **changes) -> EncoderConfig:

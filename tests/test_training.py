@@ -74,12 +74,26 @@ def test_existing_run_is_not_overwritten(tmp_path):
         pretrain(x, tmp_path / "run", SMALL, cfg, progress=False)
 
 
-def test_resume_on_other_data_is_refused(tmp_path):
+def test_resume_refuses_other_data_and_checkpoints_missing_a_part(tmp_path):
+    """A resume reads exactly what pretrain writes: no defaults stand in for a missing
+    part of the checkpoint."""
     cfg = PretrainConfig(epochs=1, batch_size=4)
     pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, cfg, progress=False)
+    again = PretrainConfig(epochs=2, batch_size=4)
     with pytest.raises(ValueError, match="other data"):
-        pretrain(_toy_windows(n=4, seed=9), tmp_path / "run", SMALL,
-                 PretrainConfig(epochs=2, batch_size=4), resume=True, progress=False)
+        pretrain(_toy_windows(n=4, seed=9), tmp_path / "run", SMALL, again, resume=True,
+                 progress=False)
+    config_file = tmp_path / "run" / "checkpoints" / "epoch-0001" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for key in ("history", "step_state"):
+        config_file.write_text(json.dumps({k: v for k, v in saved.items() if k != key}))
+        with pytest.raises(ckpt.CheckpointError, match=f"config.json: '{key}' is missing"):
+            pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, again, resume=True,
+                     progress=False)
+    del saved["training"]["precision"]
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(ckpt.CheckpointError, match=r"training options.*missing \['precision'\]"):
+        pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, again, resume=True, progress=False)
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):

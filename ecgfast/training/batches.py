@@ -53,13 +53,10 @@ def as_windows(windows, name: str = "windows"):
 
 
 def data_fingerprint(windows) -> str:
-    """A short hash of the windows: for a tensor, its shape and a strided sample of its
-    values (single-lead hashed as (N, L), as before multi-lead, so older runs resume);
-    for a store, :meth:`WindowStore.fingerprint`."""
+    """A short hash of the windows: for a (N, C, L) tensor, its shape and a strided sample
+    of its values; for a store, :meth:`WindowStore.fingerprint`."""
     if isinstance(windows, WindowStore):
         return windows.fingerprint()
-    if windows.dim() == 3 and windows.shape[1] == 1:
-        windows = windows[:, 0]
     flat = windows.reshape(-1)
     step = max(1, flat.numel() // 65536)
     h = hashlib.sha1(str(tuple(windows.shape)).encode())
