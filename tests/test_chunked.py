@@ -1,4 +1,4 @@
-"""Chunked contrastive steps (ecgfast.chunked): the unchunked step's numbers, bounded memory.
+"""Chunked contrastive steps (ecgfast.training.chunked): the unchunked step's numbers, bounded memory.
 
 The reference is the objective's ordinary one-pass step on the whole batch with the same
 :class:`~ecgfast.keyed.KeyedRandom` (its views, dropout masks and heads' dropout are

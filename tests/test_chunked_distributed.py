@@ -2,7 +2,7 @@
 
 Each rank holds 5 of the 10 windows of a global batch, cuts them into chunks of 3 (so the
 last chunk is smaller), gathers every rank's embeddings in the loss and averages its
-gradients over ranks in one all-reduce (ecgfast.chunked). One process then takes the
+gradients over ranks in one all-reduce (ecgfast.training.step). One process then takes the
 unchunked step on the same global batch in one autograd graph: each rank's 5 windows
 embedded in one pass with that rank's KeyedRandom of the step, and the same SGD steps.
 Loss, every gradient and the weights after three steps agree, for "contrastive" and "both".

@@ -1,4 +1,4 @@
-"""Optimizers and schedules for large batches (ecgfast.optim) and their place in pretrain."""
+"""Optimizers and schedules for large batches (ecgfast.training.optim) and their place in pretrain."""
 
 from __future__ import annotations
 
