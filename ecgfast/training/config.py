@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ecgfast.models import exact_fields
 from ecgfast.objectives import OBJECTIVES
 from ecgfast.precision import check_precision
 from ecgfast.training.optim import (
@@ -93,11 +94,7 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
         """The inverse of :meth:`to_dict`: every field, and nothing else."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != known:
-            raise ValueError(f"a PretrainConfig dict needs exactly its fields: missing "
-                             f"{sorted(known - set(d))}, unknown {sorted(set(d) - known)}")
-        return cls(**d)
+        return cls(**exact_fields(cls, d))
 
 
 def _check_run_options(cfg: PretrainConfig) -> None:
