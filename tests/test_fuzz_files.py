@@ -269,3 +269,89 @@ def test_fuzz_checkpoints(tmp_path):
         fuzz_file(path / name, read, 20 + len(name), allowed=named, extra=extra)
     fuzz_file(tmp_path / "checkpoints" / "latest", read, 30, allowed=named,
               extra=[("a path with NUL", b"epoch\x00-1"), ("up", b"../../..")])
+
+
+# ------------------------------------------------------------ Poly5 and manifests
+#
+# Deeper than the loop above: FUZZ_ROUNDS (default 1,000) seeded mutations per format, so
+# that a failure one mutation in a thousand meets is met.
+
+N_ROUNDS = int(os.environ.get("FUZZ_ROUNDS", 1000))
+
+
+def deep_mutations(data: bytes, seed: int, n: int, head: int, cells=()):
+    """``n`` (name, bytes) mutations of ``data``: truncations, bit flips (most within the
+    first ``head`` bytes), bytes set to extremes, insertions and deletions, and, for a
+    text file, a delimited cell replaced by one of ``cells``."""
+    rng = np.random.default_rng(seed)
+    size = len(data)
+    for i in range(n):
+        buf = bytearray(data)
+        kind = i % 6
+        if kind == 0:
+            buf = buf[: int(rng.integers(0, size))]
+        elif kind in (1, 2):
+            hi = min(size, head) if kind == 1 else size
+            for _ in range(int(rng.integers(1, 5))):
+                buf[int(rng.integers(0, hi))] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 3:
+            pos = int(rng.integers(0, min(size, head) - 4))
+            buf[pos:pos + 4] = bytes(rng.choice([b"\x00" * 4, b"\xff" * 4, b"\xff\x7f\x00\x00",
+                                                 b"\x00\x00\x00\x80", b"\x01\x00\x00\x00"]))
+        elif kind == 4:
+            pos = int(rng.integers(0, size))
+            if rng.integers(2):
+                buf[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), np.uint8).tobytes()
+            else:
+                del buf[pos:pos + int(rng.integers(1, 9))]
+        elif cells:
+            text = buf.decode("utf-8", errors="replace")
+            fields = [j for j, ch in enumerate(text) if ch in ",\n"]
+            a = fields[int(rng.integers(0, len(fields) - 1))]
+            b = next((j for j in fields if j > a), len(text))
+            text = text[:a + 1] + str(cells[int(rng.integers(0, len(cells)))]) + text[b:]
+            buf = bytearray(text.encode("utf-8"))
+        yield f"mutation {i} (kind {kind})", bytes(buf)
+
+
+def _fuzz_deep(path: Path, read, seed: int, head: int, cells=()):
+    original = path.read_bytes()
+    try:
+        for name, data in deep_mutations(original, seed, N_ROUNDS, head, cells):
+            path.write_bytes(data)
+            try:
+                expect_named_error(read)
+            except Exception as exc:
+                raise AssertionError(f"{path.name}, {name}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        path.write_bytes(original)
+
+
+def test_fuzz_poly5(tmp_path):
+    from ecgfast.data.poly5 import read_poly5
+
+    x = files.toy_ecg(256, 3.0)
+    path = files.write_poly5(tmp_path / "rec.S00", [
+        ("ECG", "uV", x, "f32"), ("Skin", "mV", np.round(x * 100).astype(np.int16),
+                                  ("i16", -32768, 32767, -327.68, 327.67))],
+        fs=256, block_samples=50)
+
+    def read():
+        read_poly5(path)
+        read_recording(path)
+
+    _fuzz_deep(path, read, 40, head=217 + 3 * 136 + 86)
+
+
+def test_fuzz_manifest(tmp_path):
+    from ecgfast.data.manifest import manifest_windows
+
+    np.save(tmp_path / "a.npy", files.toy_ecg(256, 10.5))
+    np.save(tmp_path / "b.npy", np.stack([files.toy_ecg(256, 10.5, 2)] * 2))
+    path = tmp_path / "m.csv"
+    path.write_text("path,subject,start,end,fs,lead,mood\n"
+                    "a.npy,1,0,10.2,256,,calm\nb.npy,two,,,256,1,3\n")
+    cells = ["", "-1", "nan", "inf", "1e999", "0", "a.npy", "../a.npy", "/etc/passwd",
+             "/dev/null", ".", "b.npy", "m.csv", "x" * 5000, '"', '"a,b"', "\x00", "é",
+             "2", "V5", "1.5", "  ", "lead", "path"]
+    _fuzz_deep(path, lambda: manifest_windows(path), 41, head=64, cells=cells)

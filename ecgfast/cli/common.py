@@ -3,7 +3,8 @@
 ``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
 recording (``.npy``, ``.csv``, WFDB), a window store folder (``ecgfast prepare``), or
 ``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets`` lists the
-names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``.
+names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``, or a
+manifest ``.csv``/``.tsv`` of your own recordings and labels (``docs/manifests.md``).
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--data", default=d["data"], metavar="SOURCE",
                    help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
                         "official layout (see `ecgfast datasets`), a cohort .npz written by "
-                        "Cohort.save, or recordings (.npy, .csv, WFDB .hea) or a window store "
-                        "folder (`ecgfast prepare`) for pretraining")
+                        "Cohort.save, a manifest .csv/.tsv of your own recordings and labels "
+                        "(docs/manifests.md), or recordings (.npy, .csv, WFDB .hea, Poly5 .S00) "
+                        "or a window store folder (`ecgfast prepare`) for pretraining")
     g.add_argument("--fs", type=float, default=d["fs"],
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB and Poly5 headers "
+                        "carry theirs; a manifest's rows without an fs cell)")
     g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
     g.add_argument("--sessions", type=int, default=d["sessions"],
                    help="synthetic cohort: sessions per subject")
@@ -124,6 +127,10 @@ def load_data(args, *, need_labels: bool):
     path = Path(source)
     if not path.exists() and not path.with_suffix(".hea").exists():
         raise UsageError(f"--data {source}: no such file")
+    from ecgfast.data.manifest import is_manifest
+
+    if is_manifest(path):
+        return _load_manifest(path, args, need_labels)
     if path.is_dir():  # a window store (`ecgfast prepare`)
         if need_labels:
             raise UsageError(f"--data {source}: a window store is for pretraining; probing "
@@ -145,6 +152,25 @@ def load_data(args, *, need_labels: bool):
     if win.n_skipped_flat:
         print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)
     return win.windows, None
+
+
+def _load_manifest(path: Path, args, need_labels: bool):
+    """A manifest's windows; with ``need_labels``, the Cohort of those labelled for every
+    task of ``--tasks`` (default: all its label columns)."""
+    from ecgfast.data.manifest import manifest_windows
+
+    data = manifest_windows(path, fs=args.fs)
+    if not need_labels:
+        return data.windows, None
+    tasks = getattr(args, "tasks", None)
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    cohort = data.cohort(tasks or None)
+    dropped = cohort.provenance["windows_unlabelled_for_these_tasks"]
+    if dropped and is_rank_zero():
+        print(f"--data {path}: {dropped} window(s) of rows unlabelled for "
+              f"{', '.join(cohort.tasks)} left out", file=sys.stderr)
+    return cohort.windows, cohort
 
 
 def select_tasks(cohort, requested: str | list | None) -> list[str]:

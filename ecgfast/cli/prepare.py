@@ -52,7 +52,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("prepare", help="pre-process recordings into a window store on disk")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
                    help="folders searched for WFDB records (PTB-XL, MIMIC-IV-ECG layouts), "
-                        "recordings (.hea, .npy, .csv) or datasets NAME:ROOT")
+                        "recordings (.hea, .npy, .csv, .S00), manifests (.csv/.tsv with a "
+                        "path column, docs/manifests.md) or datasets NAME:ROOT")
     p.add_argument("--out", default=None, metavar="STORE", help="the store folder to write")
     p.add_argument("--info", default=None, metavar="STORE", help="summarise a store and exit")
     p.add_argument("--leads", default=None, metavar="I,II,...|all",
@@ -60,7 +61,8 @@ def add_commands(sub) -> None:
                         "which every record must share")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--fs", type=float, default=None,
-                   help="sampling rate in Hz of .npy/.csv recordings")
+                   help="sampling rate in Hz of .npy/.csv recordings (and of manifest rows "
+                        "that give none)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes reading records (default: the core count)")
     p.add_argument("--shard-windows", type=int, default=None,

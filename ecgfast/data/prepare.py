@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data import poly5
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.multilead import preprocess_leads
 from ecgfast.data.readers import read_leads
 from ecgfast.data.sources import _Item, find_records
-from ecgfast.data.multilead import preprocess_leads
 from ecgfast.data.windowing import FLAT_STD_THRESHOLD, Preprocessing
 
 #: The chain's settings (those ``preprocess_leads`` runs with) and what it does besides.
@@ -48,7 +49,8 @@ STATE, PARTS = "prepare.json", "parts"
 
 def _read(path: str, fs, leads="all"):
     """``read_leads`` of one record file; ``fs`` only for files that do not store it."""
-    return read_leads(path, fs=None if path.endswith(".hea") else fs, leads=leads)
+    stores_fs = path.endswith(".hea") or Path(path).suffix.lower() in poly5.SUFFIXES
+    return read_leads(path, fs=None if stores_fs else fs, leads=leads)
 
 
 def _work(task):
@@ -179,7 +181,7 @@ def prepare(sources, out, *, leads=None, dtype: str = "float16", fs: float | Non
     if workers < 1 or (shard_windows is not None and int(shard_windows) < 1):
         raise ValueError("workers and shard_windows must be >= 1")
     cohorts, notes = {}, []
-    items = find_records(sources, want, cohorts, notes)
+    items = find_records(sources, want, cohorts, notes, fs=fs)
     params = {"sources": [str(s) for s in sources], "leads": want and list(want), "dtype": dtype,
               "fs": fs, "shard_windows": shard_windows, "preprocessing": PREPROCESSING,
               "records_sha256": _items_sha(items), "n_records_listed": len(items)}

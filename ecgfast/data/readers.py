@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data import poly5
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.filters import check_fs
 from ecgfast.data.npyfile import read_npy
 
-SUFFIXES = (".npy", ".csv", ".hea", ".dat")
+SUFFIXES = (".npy", ".csv", ".hea", ".dat", ".S00", ".Poly5")
 
 #: What wfdb raises for malformed headers or signal files.
 _WFDB_ERRORS = (ValueError, OSError, IndexError, KeyError, TypeError, AttributeError, EOFError)
@@ -166,6 +167,8 @@ def _read(path, fs, wanted, caller: str) -> _Leads:
         return _read_npy(p, fs, wanted)
     if suffix == ".csv":
         return _read_csv(p, fs, wanted)
+    if suffix in poly5.SUFFIXES:  # TMSi Poly5 (.S00, .Poly5)
+        return poly5.read_leads(p, fs, wanted)
     raise ECGDataError(
         f"{p}: unknown file type {suffix or '(no suffix)'!r}; supported: "
         f"{', '.join(SUFFIXES)} or a WFDB record name"

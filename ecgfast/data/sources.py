@@ -4,8 +4,10 @@
 WFDB ``.hea`` records, folders and files sorted by name; PTB-XL's ``records100`` tree is
 skipped where a ``records500`` sits beside it, since both hold the same ECGs; MIMIC-IV-ECG
 subjects come from the ``files/pNNNN/pXXXXXXXX/sYYYYYYYY/`` folders), a recording file
-(``.hea``/``.dat``, ``.npy``, ``.csv``), or a dataset ``NAME:ROOT`` read through
-:func:`ecgfast.datasets.load_dataset` (one record per subject and session, labels kept).
+(``.hea``/``.dat``, ``.npy``, ``.csv``, Poly5 ``.S00``/``.Poly5``), a dataset ``NAME:ROOT``
+read through :func:`ecgfast.datasets.load_dataset`, or a manifest ``.csv``/``.tsv``
+(:mod:`ecgfast.data.manifest`); the last two give one record per subject and session, with
+their labels (-1 where a manifest row is unlabelled for a task).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data import poly5
 from ecgfast.data.errors import ECGDataError
 
 _MIMIC_SESSION, _MIMIC_SUBJECT = re.compile(r"^s\d+$"), re.compile(r"^p\d+$")
@@ -69,14 +72,33 @@ def _dataset(name: str, root: str, source: int, want, cohorts: dict) -> list[_It
     info = datasets.DATASETS[name]
     lead = want[0] if want is not None else info.leads[0]
     cohorts[source] = (cohort, str(lead))
+    return _cohort_items(cohort, name, f"{name}:{root}", source)
+
+
+def _cohort_items(cohort, name: str, path: str, source: int) -> list[_Item]:
+    """One item per (subject, session) run of a cohort's windows."""
     key = np.stack([cohort.subject, cohort.session], 1)
     cuts = [0, *(np.nonzero((key[1:] != key[:-1]).any(1))[0] + 1).tolist(), len(key)]
-    return [_Item(f"{name}/subject-{key[a, 0]}/session-{key[a, 1]}", f"{name}:{root}", source,
+    return [_Item(f"{name}/subject-{key[a, 0]}/session-{key[a, 1]}", path, source,
                   str(key[a, 0]), (a, b)) for a, b in itertools.pairwise(cuts)]
 
 
-def find_records(sources, want=None, cohorts: dict | None = None, notes: list | None = None):
-    """The records of ``sources`` in the order a store holds them (a list of items)."""
+def _manifest(path: Path, source: int, want, cohorts: dict, fs) -> list[_Item]:
+    from ecgfast.data.manifest import manifest_windows
+
+    if want is not None and len(want) != 1:
+        raise ECGDataError(f"{path}: manifests give one lead per row; --leads {want}")
+    data = manifest_windows(path, fs=fs)
+    cohorts[source] = (data, want[0] if want is not None else "ECG")
+    sha = data.provenance["manifest_sha256"]
+    return _cohort_items(data, f"{path.name}@{sha[:12]}", str(path), source)
+
+
+def find_records(sources, want=None, cohorts: dict | None = None, notes: list | None = None,
+                 fs=None):
+    """The records of ``sources`` in the order a store holds them (a list of items);
+    ``fs``: the rate of manifest rows whose file stores none and that give none."""
+    from ecgfast.data.manifest import is_manifest
     from ecgfast.datasets import DATASETS
 
     items: list[_Item] = []
@@ -89,13 +111,16 @@ def find_records(sources, want=None, cohorts: dict | None = None, notes: list | 
             items += _dataset(name.lower(), root, i, want, cohorts)
         elif path.is_dir():
             items += _folder_records(path, i, notes)
+        elif is_manifest(path):
+            items += _manifest(path, i, want, cohorts, fs)
         elif path.suffix.lower() in (".hea", ".dat") or (not path.exists()
                                                           and path.with_suffix(".hea").exists()):
             hea = path.with_suffix(".hea")
             items.append(_Item(hea.with_suffix("").as_posix(), str(hea), i, _subject(hea)))
-        elif path.suffix.lower() in (".npy", ".csv") and path.is_file():
+        elif path.suffix.lower() in (".npy", ".csv", *poly5.SUFFIXES) and path.is_file():
             items.append(_Item(path.as_posix(), str(path), i))
         else:
-            raise ECGDataError(f"{src}: not a folder, a recording (.hea, .npy, .csv) or a "
-                               f"dataset NAME:ROOT ({', '.join(DATASETS)})")
+            raise ECGDataError(f"{src}: not a folder, a recording (.hea, .npy, .csv, .S00), a "
+                               f"manifest (.csv, .tsv) or a dataset NAME:ROOT "
+                               f"({', '.join(DATASETS)})")
     return items

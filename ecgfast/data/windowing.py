@@ -28,7 +28,6 @@ from ecgfast.data.filters import (
     zscore_stats,
 )
 
-
 #: Flat-line (lead off, saturation) threshold. A window is flat, and dropped, when the
 #: standard deviation of its sample-to-sample difference after the robust z-score (in
 #: units of the recording's robust std per sample at 256 Hz; scaled by 256 / fs at other
@@ -318,7 +317,7 @@ def preprocess(
     return only
 
 
-def preprocess_subject(signals, fs: float, *, sources=None, source: str = "subject",
+def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
                        **options) -> list[Windows]:
     """The chain of :func:`preprocess` on every recording of one subject, z-scored with
     statistics shared by the subject (the papers' per-person normalisation).
@@ -331,6 +330,8 @@ def preprocess_subject(signals, fs: float, *, sources=None, source: str = "subje
 
     Args:
         signals: sequence of (n_i,) raw recordings at ``fs`` Hz.
+        fs: their sampling rate in Hz, or one rate per recording (each is high-passed
+            and resampled from its own rate).
         sources: one name per recording for error messages (default
             ``"<source> recording <i>"``).
         source: the subject's name, used in the statistics' error message.
@@ -344,7 +345,6 @@ def preprocess_subject(signals, fs: float, *, sources=None, source: str = "subje
             for a window, a flat subject.
     """
     opt = Preprocessing.of(options, source)
-    fs = check_fs(fs, "fs", source)
     target_fs = check_fs(opt.target_fs, "target_fs", source)
     window_seconds, overlap = opt.window_seconds, opt.overlap
     signals = list(signals)
@@ -353,20 +353,23 @@ def preprocess_subject(signals, fs: float, *, sources=None, source: str = "subje
     ]
     if not signals:
         raise ECGDataError(f"{source}: no recordings")
-    if len(names) != len(signals):
-        raise ValueError(f"{source}: {len(signals)} signals but {len(names)} sources")
-    up, down = resample_ratio(fs, target_fs)
+    rates = list(fs) if np.ndim(fs) else [fs] * len(signals)
+    if len(names) != len(signals) or len(rates) != len(signals):
+        raise ValueError(f"{source}: {len(signals)} signals but {len(names)} sources and "
+                         f"{len(rates)} rates")
+    rates = [check_fs(f, "fs", name) for f, name in zip(rates, names)]
     filtered = []
-    for x, name in zip(signals, names):
-        chain = _Chain(check_signal(x, name), fs, target_fs, opt.highpass_hz, 0.0, name)
+    for x, name, rate in zip(signals, names, rates):
+        chain = _Chain(check_signal(x, name), rate, target_fs, opt.highpass_hz, 0.0, name)
         length, hop, n_windows = window_geometry(chain.n_target, target_fs, window_seconds,
                                                  overlap)
         filtered.append(chain.span(0, chain.n_target) if n_windows else None)
     used = [y for y in filtered if y is not None]
     if not used:
-        n_raw = max(np.shape(x)[0] for x in signals)
+        k = max(range(len(signals)), key=lambda i: np.shape(signals[i])[0] / rates[i])
+        n_raw, (up, down) = np.shape(signals[k])[0], resample_ratio(rates[k], target_fs)
         raise _windowing_error(
-            source, n_raw, fs, -(-n_raw * up // down), target_fs, length, window_seconds
+            source, n_raw, rates[k], -(-n_raw * up // down), target_fs, length, window_seconds
         )
     mean, std = zscore_stats(np.concatenate(used), opt.central, source=source)
     out = []

@@ -101,12 +101,15 @@ class Trial:
 
 @dataclass
 class SubjectData:
-    """Everything a loader read for one subject: its trials and the drops it counted."""
+    """Everything a loader read for one subject: its trials, the drops it counted, and
+    the trials it skipped (reason -> trial names), recorded per subject in provenance.
+    A subject may have no trials left (every one skipped): it then gives no windows."""
 
     subject: int
     fs: float
     trials: list[Trial]
     dropped: dict = field(default_factory=dict)
+    skipped_trials: dict = field(default_factory=dict)
 
 
 def dataset_error(path, what: str, layout: str | None = None) -> ECGDataError:
@@ -196,7 +199,7 @@ def build_cohort(
     labels = {t: [] for t in classes}
     scores = {s: [] for s in score_names}
     dropped: dict[str, int] = {}
-    skipped = []
+    skipped, skipped_trials = [], {}
     session = 0
     window_seconds = PREPROCESSING["window_seconds"]
     for sid, path in _progress(subjects, info.name, request.progress):
@@ -207,7 +210,7 @@ def build_cohort(
                 data.fs,
                 sources=[t.name for t in data.trials],
                 source=f"{path}: subject {sid}",
-            )
+            ) if data.trials else []
             up, down = resample_ratio(data.fs, DEFAULT_TARGET_FS)
             found = []
             for trial, w in zip(data.trials, wins):
@@ -223,6 +226,8 @@ def build_cohort(
             skipped.append({"subject": int(sid), "file": str(path), "reason": str(exc)})
             continue
         add_counts(dropped, data.dropped)
+        if any(data.skipped_trials.values()):
+            skipped_trials[str(sid)] = {k: list(v) for k, v in data.skipped_trials.items() if v}
         for win, lab, sco, drop, n_flat in found:
             add_counts(dropped, {**drop, "flat_windows": n_flat})
             n = win.shape[0]
@@ -256,6 +261,7 @@ def build_cohort(
             "dropped": dropped,
         },
         "skipped_subjects": skipped,
+        "skipped_trials": skipped_trials,
     }
     return Cohort(
         windows=cat["windows"],

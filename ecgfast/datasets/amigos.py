@@ -8,8 +8,13 @@ Each is MATLAB v5 with ``joined_data`` (a 1 x 20 cell: one (n x 17) array per tr
 
 Tasks ``arousal``, ``valence``, ``dominance``: ``scores[task]`` is the trial's rating, the
 label 1 (high) when it is strictly greater than ``threshold`` (default 5, the midpoint of
-1-9), else 0. Empty trials (participants who skipped the long videos) are skipped and
-counted. ``lead`` picks the right (0, column 14, default) or left (1, column 15) ECG.
+1-9), else 0. Skipped and counted (``counts.dropped``), and listed per participant
+(``provenance["skipped_trials"]``, trials numbered from 1 as in MATLAB): empty trials
+(participants who skipped the long videos), trials whose chosen ECG column holds NaN or
+Inf (real pre-processed files have them), and trials without ratings (an empty rating
+row, or NaN among arousal, valence, dominance). A participant left with no trial gives no
+windows (and is listed in the counts); ``skip_bad`` is for unreadable files only.
+``lead`` picks the right (0, column 14, default) or left (1, column 15) ECG.
 One session per (participant, trial); one participant's file is read at a time.
 """
 
@@ -18,10 +23,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ecgfast.data import Cohort, ECGDataError
-from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, build_cohort,
-                                      check_range, check_root, dataset_error, rated_tasks,
-                                      rated_trial)
+from ecgfast.datasets._common import (
+    DatasetInfo,
+    LoadRequest,
+    SubjectData,
+    build_cohort,
+    check_range,
+    check_root,
+    dataset_error,
+    rated_tasks,
+    rated_trial,
+)
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
 
 FS = 128.0
@@ -73,17 +88,23 @@ def _reader(lead: int, threshold: float):
         if ratings.size != trials_data.size:
             raise ECGDataError(f"{path}: labels_selfassessment has {ratings.size} trials but "
                                f"joined_data has {trials_data.size}")
-        trials, empty = [], 0
+        trials, skipped = [], {"empty": [], "nan_ecg": [], "unrated": []}
         for k, (x, row) in enumerate(zip(trials_data, ratings)):
             name = f"joined_data{{{k + 1}}}"
             x = numeric(x, path, name)
             row = numeric(row, path, f"labels_selfassessment{{{k + 1}}}").reshape(-1)
-            if x.size == 0 or row.size == 0:
-                empty += 1
+            if x.size == 0:
+                skipped["empty"].append(k + 1)
                 continue
             if x.ndim != 2 or x.shape[1] <= column:
                 raise ECGDataError(f"{path}: {name} must be (n x 17) with the ECG in columns "
                                    f"14-15, got shape {x.shape}")
+            if not np.isfinite(x[:, column]).all():
+                skipped["nan_ecg"].append(k + 1)
+                continue
+            if row.size == 0 or (row.size >= 3 and np.isnan(row[:3]).any()):
+                skipped["unrated"].append(k + 1)
+                continue
             if row.size < 3:
                 raise ECGDataError(f"{path}: labels_selfassessment{{{k + 1}}} has {row.size} "
                                    "values; needs arousal, valence, dominance")
@@ -91,9 +112,10 @@ def _reader(lead: int, threshold: float):
             scores = dict(zip(TASKS, map(float, values)))
             trials.append(rated_trial(x[:, column], f"{path}: {name} column {column}", scores,
                                       threshold))
+        dropped = {f"{reason}_trials": len(v) for reason, v in skipped.items()}
         if not trials:
-            raise ECGDataError(f"{path}: all {trials_data.size} trials are empty")
-        return SubjectData(sid, FS, trials, dropped={"empty_trials": empty})
+            dropped["participants_without_usable_trials"] = 1
+        return SubjectData(sid, FS, trials, dropped=dropped, skipped_trials=skipped)
 
     return read
 
@@ -104,7 +126,9 @@ def load(root, **options) -> Cohort:
     request = LoadRequest(**options)
     classes, rules = rated_tasks(TASKS, request.threshold, "1-9")
     provenance = {"rules": rules,
-                  "recordings": "joined_data trials; empty trials skipped and counted",
+                  "recordings": "joined_data trials; empty trials, trials whose ECG column holds "
+                  "NaN/Inf and trials without ratings skipped, counted and listed per "
+                  "participant (skipped_trials)",
                   "lead": {"column": ECG_COLUMNS[request.lead]}}
     return build_cohort(INFO, Path(root), subjects(root),
                         _reader(request.lead, request.threshold), request,

@@ -284,6 +284,40 @@ def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
                 f"PP{pp}_c{block}_Mobi.TXT"
             np.savetxt(sig / name, x, fmt="%.5f",
                        header="ECG" if block == 2 else "", comments="")
+    _swell_sheet(root, csv, rows)
+    return root
+
+
+def write_swell_release(root: Path, *, folder: str = "Mobi signals (raw and filtered)",
+                        split_s: int = 30, ecg_name: str = "ECG", fs: int = 2048) -> Path:
+    """The official release's layout: one Poly5 .S00 per participant and block (ECG
+    beside two other channels), participant 1's block 2 split at ``split_s`` seconds
+    into a file and its ``_cont`` continuation starting one second after it ends, and the
+    label sheet as the data repository's tab-separated export."""
+    root = Path(root)
+    sig = root / "0 - Raw data" / "D - Physiology - raw data" / folder
+    for pp, blocks in SWELL_BLOCKS.items():
+        for block, (_, seconds, _) in blocks.items():
+            x = toy_ecg(2048, seconds, offset_s=40.0 * block + pp)
+            parts = [(x, "", 0)]
+            if (pp, block) == (1, 2):
+                n = split_s * 2048
+                parts = [(x[:n], "", 0), (x[n:], "_cont", split_s + 1)]
+            for part, suffix, t0 in parts:
+                skin = np.linspace(1, 2, part.size)
+                beat = (np.arange(part.size) % 1700 == 0).astype(np.int16)
+                write_poly5(sig / f"pp{pp}_{block + 17}-9-2012_c{block}{suffix}.S00",
+                            [("Skin", "uS", skin, "f32"), (ecg_name, "µVolt", part, "f32"),
+                             ("Beat", "-", beat, ("i16", 0, 1, 0, 1))], fs=fs,
+                            start=(2012, 9, block + 17, 2, 10, t0 // 60, t0 % 60))
+    lines = ["\t".join(SWELL_HEADER)] + ["\t".join(
+        "" if v is None else f'"{v}"' if isinstance(v, str) else str(v) for v in r)
+        for r in swell_rows()]
+    (root / "Behavioral-features - per minute.tab").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _swell_sheet(root: Path, csv: bool, rows) -> None:
     rows = swell_rows() if rows is None else rows
     if csv:
         lines = [",".join(SWELL_HEADER)] + [
@@ -300,4 +334,51 @@ def write_swell(root: Path, *, csv: bool = False, rows=None) -> Path:
             ws.append(r)
         (root / "3 - Feature dataset").mkdir(exist_ok=True)
         book.save(root / "3 - Feature dataset" / "Behavioral-features - per minute.xlsx")
-    return root
+
+
+# -------------------------------------------------------------------------------- Poly5
+
+
+def write_poly5(path: Path, channels, fs: int = 2048, *, start=(2012, 10, 8, 1, 9, 30, 0),
+                version: int = 203, block_samples: int = 100, whole_last_block: bool = False,
+                name: str = "test") -> Path:
+    """A TMSi Poly5 file: ``channels`` is a list of (name, unit, samples, kind) with kind
+    "f32" (a (Lo)/(Hi) description pair, float32 samples stored as they are) or
+    ("i16", adc_low, adc_high, unit_low, unit_high) (int16 samples, linear scaling).
+    ``start``: (year, month, day, weekday, hour, minute, second)."""
+    import struct
+
+    n = len(channels[0][2])
+    magic = {203: b"POLY SAMPLE FILEversion 2.03\r\n\x1a",
+             204: b"POLY SAMPLE FILE version 2.04\r\n\x1a"}[version]
+    descs, fields, period = [], [], 0
+    for cname, unit, samples, kind in channels:
+        assert len(samples) == n
+        if kind == "f32":
+            scale, dtype = (0.0, 1000.0, 0.0, 1000.0), "<f4"
+            names = [f"(Lo) {cname}", f"(Hi) {cname}"]
+        else:
+            _, a_lo, a_hi, u_lo, u_hi = kind
+            scale, dtype, names = (u_lo, u_hi, a_lo, a_hi), "<i2", [cname]
+        for d in names:
+            descs.append(struct.pack("<B40s4x B10s 4f 2h 60x", len(d), d.encode("latin-1"),
+                                     len(unit.encode("latin-1")), unit.encode("latin-1"),
+                                     *scale, len(descs), 0))
+        fields.append((f"c{len(fields)}", dtype))
+        period += np.dtype(dtype).itemsize
+    rec = np.zeros(n, dtype=np.dtype(fields))
+    for i, (_, _, samples, _) in enumerate(channels):
+        rec[f"c{i}"] = samples
+    n_blocks = -(-n // block_samples)
+    head = magic + struct.pack("<h B80s h h B h i 4x 7h i H H h 64x", version, len(name),
+                               name.encode(), fs, fs, 0, len(descs), n, *start, n_blocks,
+                               block_samples, block_samples * period, 0)
+    out = [head, *descs]
+    for b in range(n_blocks):
+        part = rec[b * block_samples:(b + 1) * block_samples].tobytes()
+        if whole_last_block:
+            part += bytes(block_samples * period - len(part))
+        out.append(struct.pack("<i 4x 7h 64x", b * block_samples, *start) + part)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(b"".join(out))
+    return Path(path)

@@ -11,6 +11,7 @@ from dataset_files import (
     swell_rows,
     write_case,
     write_swell,
+    write_swell_release,
 )
 from scipy.signal import resample_poly
 
@@ -170,3 +171,51 @@ def test_swell_bad_files(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="skipping subject 12"):
         c = load_dataset("swell", root, progress=False, skip_bad=True)
     assert set(c.subject.tolist()) == {1}
+
+
+@pytest.fixture(scope="module")
+def swell_release(tmp_path_factory):
+    return write_swell_release(tmp_path_factory.mktemp("swell") / "release")
+
+
+def test_swell_release_poly5_tab_and_a_continued_block(swell_release, swell_roots):
+    from ecgfast.data.poly5 import read_poly5
+
+    c = load_dataset("swell", swell_release, progress=False)
+    labels, scores = _swell_expected()
+    # participant 1's block 2 (55 s) is two files of 30 s and 25 s: 3 + 2 windows, the
+    # same count as one 55 s file, none spanning the junction
+    for t in labels:
+        assert c.labels[t].tolist() == labels[t], t
+    for t in scores:
+        assert c.scores[t].tolist() == scores[t], t
+    assert c.provenance["labels_file"].endswith("per minute.tab")
+    (joined,) = c.provenance["joined"]
+    assert joined["files"] == ["pp1_19-9-2012_c2.S00", "pp1_19-9-2012_c2_cont.S00"]
+    assert joined["order"] == "header start time" and joined["gaps_s"] == [1.0]
+    sig = swell_release / "0 - Raw data" / "D - Physiology - raw data"
+    sig = sig / "Mobi signals (raw and filtered)"
+    files = ["pp1_18-9-2012_c1.S00", "pp1_19-9-2012_c2.S00", "pp1_19-9-2012_c2_cont.S00",
+             "pp1_20-9-2012_c3.S00"]
+    xs = [read_poly5(sig / f, [1])[1][0] for f in files]
+    stats = zscore_stats(np.concatenate([resample_poly(highpass(x, 2048.0), 1, 8) for x in xs]))
+    ref = np.concatenate([preprocess(x, 2048.0, stats=stats).windows for x in xs])
+    np.testing.assert_array_equal(c.windows[c.subject == 1], ref)
+    assert np.unique(c.session[c.subject == 1]).size == 4
+    # the Poly5 samples are the text conversion's signal, stored as float32
+    text = load_dataset("swell", swell_roots[1], progress=False)
+    sub = c.subject == 12
+    assert np.abs(c.windows[sub] - text.windows[text.subject == 12]).max() < 1e-3
+
+
+def test_swell_release_bad_recordings(tmp_path):
+    root = write_swell_release(tmp_path / "web", folder="Mobi signals _raw and filtered_",
+                               ecg_name="Heart")
+    with pytest.raises(ECGDataError, match=r"pp1_18-9-2012_c1\.S00: no channel whose "
+                                           r"description names an ECG among \['Skin', 'Heart', "
+                                           r"'Beat'\]"):
+        load_dataset("swell", root, progress=False)
+    root = write_swell_release(tmp_path / "slow", fs=1024)
+    with pytest.raises(ECGDataError, match=r"c1\.S00: sampled at 1024 Hz; SWELL-KW's Mobi "
+                                           r"recordings are 2048 Hz"):
+        load_dataset("swell", root, progress=False)

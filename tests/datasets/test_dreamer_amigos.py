@@ -191,3 +191,28 @@ def test_a_mat_file_that_crashes_scipy_is_a_named_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ECGDataError, match=r"P03\.mat: (corrupt|not a readable) MATLAB file"):
         load_dataset("amigos", root, progress=False)
+
+
+def test_amigos_nan_ecg_and_unrated_trials_are_skipped_and_counted(tmp_path):
+    # participant 2: trial 2's right ECG holds a NaN, trial 3's ratings are NaN, trial 4
+    # has no rating row; participant 9: its only trial's both ECG columns are NaN
+    good = (6.0, 3.0, 7.0)
+    p2 = amigos_mat([20, 20, 20, 20, 20], [good, good, good, good, good], 2)
+    p2["joined_data"][0, 1][500, 14] = np.nan
+    p2["labels_selfassessment"][0, 2][0, :3] = np.nan
+    p2["labels_selfassessment"][0, 3] = np.zeros((0, 0))
+    p9 = amigos_mat([20], [good], 9)
+    p9["joined_data"][0, 0][:, 14:16] = np.nan
+    for p, mat in ((2, p2), (9, p9)):
+        savemat(tmp_path / f"Data_Preprocessed_P{p:02d}.mat", mat)
+    c = load_dataset("amigos", tmp_path, progress=False)
+    assert c.provenance["skipped_trials"] == {"2": {"nan_ecg": [2], "unrated": [3, 4]},
+                                              "9": {"nan_ecg": [1]}}
+    dropped = c.provenance["counts"]["dropped"]
+    assert (dropped["nan_ecg_trials"], dropped["unrated_trials"], dropped["empty_trials"]) == \
+        (2, 2, 0)
+    assert dropped["participants_without_usable_trials"] == 1
+    assert c.provenance["skipped_subjects"] == []
+    assert len(c) == 2 * 2 and set(c.subject.tolist()) == {2}  # trials 1 and 5, 2 windows each
+    left = load_dataset("amigos", tmp_path, lead=1, progress=False)  # the NaN is in column 14
+    assert left.provenance["skipped_trials"]["2"] == {"unrated": [3, 4]} and len(left) == 6
