@@ -4,10 +4,10 @@
 (``dropout_keys``: the (2, B) int32 keys of :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`,
 made once per case on the device, so every step drops the same elements; the eager variants
 hash them as the Triton epilogue does):
-the three :class:`~ecgfast.ops.encoder.BlockSpec` of the default encoder
+the three :class:`~ecgfast.ops.encoder_block.BlockSpec` of the default encoder
 (``EncoderConfig().block_specs()``: 1 -> 32 channels, K = 32 at L = 2560; 32 -> 64, K = 16
 at L = 1277; 64 -> 128, K = 8 with the global max at L = 635; residual, SE, relu, dropout
-0.1) with parameters from :func:`~ecgfast.ops.encoder.random_block_params`. The input of
+0.1) with parameters from :func:`~ecgfast.ops.encoder_block.random_block_params`. The input of
 blocks 2 and 3 needs a gradient, the ECG (block 1's) does not. Variants "eager" (the
 reference), "triton" (the fused kernels), "compile" (``torch.compile`` of the reference,
 mode "default": no CUDA graphs) and "compile-cudagraphs" (mode "reduce-overhead": CUDA
@@ -18,7 +18,9 @@ fp32, eager vs compile (the Triton kernels need a GPU; the CPU interpreter is fo
 Each result's ``extra_info`` holds the device, median seconds per step, windows/s, the
 block's modelled conv FLOP/s (:func:`block_traffic`) and its fraction of the yardstick (CPU:
 the 1024^3 fp32 GEMM rate of the same run; GPU: a same-dtype 8192^3 matmul of the same run),
-the compile mode, and the peak memory of one step. The whole encoder model:
+the compile mode, the peak memory of one step, and on the GPU ``correctness``: one more
+forward+backward after the timing against the eager op in float64
+(``accuracy.encoder_block_errors``). The whole encoder model:
 ``bench_encoder.py``. Run:
 
     python -m pytest benchmarks/bench_encoder_block.py --benchmark-json benchmarks/results/encoder_block-<machine>.json
@@ -33,6 +35,7 @@ import contextlib
 
 import pytest
 import torch
+from accuracy import encoder_block_errors
 from common import (
     PeakMemory,
     device_info,
@@ -48,7 +51,7 @@ from common import (
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import EncoderConfig
-from ecgfast.ops.encoder import encoder_block, random_block_params
+from ecgfast.ops.encoder_block import encoder_block, random_block_params
 
 LENGTH = 2560
 BATCH = {"cuda": 2 if dry_run() else 256, "cpu": 32}
@@ -123,14 +126,17 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
         def run(x, params, spec, dropout_keys):
             return dispatch.encoder_block(x, params, spec, dropout_keys, variant)
 
+    def call(x, params, keys):
+        if variant == "compile-cudagraphs":
+            torch.compiler.cudagraph_mark_step_begin()
+        return run(x, params, spec, keys)
+
     def step():
         x.grad = None
         for t in params:
             if t is not None:
                 t.grad = None
-        if variant == "compile-cudagraphs":
-            torch.compiler.cudagraph_mark_step_begin()
-        run(x, params, spec, keys).float().sum().backward()
+        call(x, params, keys).float().sum().backward()
         sync(on)
 
     for _ in range(0 if dry_run() else 3):  # warm-up: autotuning, torch.compile, allocator
@@ -156,6 +162,9 @@ def _measure(benchmark, device, on, block, variant, dtype, batch, spec, length):
         "peak_memory_bytes": mem.peak_bytes, "compile_mode": mode,
         "fp32_strict": DTYPES[dtype] == torch.float32,
     })
+    if device == "cuda":  # after the timing, which is kept if the check fails or is cut off
+        benchmark.extra_info["correctness"] = encoder_block_errors(call, x, params, spec, keys,
+                                                                   variant)
 
 
 # ------------------------------------------------------------------ traffic model
@@ -167,9 +176,10 @@ def block_traffic(c_in: int, c: int, k: int, length: int, pooled: int, elem: int
 
     Every read and write of an activation-sized tensor is counted once (tiles re-read from
     cache, weights and (B, C) vectors are left out). Eager is PyTorch's op sequence in
-    ecgfast/ops/encoder.py (pad, conv, relu, dropout with a 1-byte mask, mean, scale,
+    ecgfast/ops/encoder_block.py (pad, conv, relu, dropout with a 1-byte mask, mean, scale,
     1x1 conv, add, max_pool1d with int64 indices, and autograd's backward of each);
-    fused is the kernels' reads and writes (kernels/conv1d.py, kernels/se_residual_pool.py),
+    fused is the kernels' reads and writes (kernels/encoder_block_conv1d.py,
+    kernels/encoder_block_se_residual_pool.py),
     with aten's conv backward on the conv gradients in both. Units: bytes; n_in = C_in L,
     n = C L, n_out = C L_out elements per window, ``elem`` bytes each.
     """

@@ -102,6 +102,25 @@ def gpu_skip_reason() -> str | None:
     return "no CUDA GPU on this machine (gpu_check.sh --dry-run runs these on the CPU)"
 
 
+def interpreter_broken() -> str | None:
+    """Why Triton's interpreter (TRITON_INTERPRET=1) cannot run the kernels here (None: it
+    can): before Triton 3.8 it fails with numpy >= 2.4 (e.g. Triton 3.6 with numpy 2.5).
+    Tests and the dry run skip their interpreted cases with this reason."""
+    try:
+        import numpy
+        import triton
+    except ImportError:
+        return None
+
+    def version(v):
+        return tuple(int(p) for p in v.split(".")[:2])
+
+    if version(triton.__version__) < (3, 8) and version(numpy.__version__) >= (2, 4):
+        return (f"Triton {triton.__version__}'s interpreter does not run with numpy "
+                f"{numpy.__version__} (needs Triton >= 3.8 or numpy < 2.4)")
+    return None
+
+
 #: Side of the square matmul that is the GPU yardstick (a GPU-filling size; tiny in a dry run).
 YARDSTICK_N = 8192
 

@@ -1,32 +1,62 @@
-"""The Python half of ``benchmarks/gpu_check.sh``: its first step and its last.
+"""The Python half of ``benchmarks/gpu_check.sh``.
 
-    python benchmarks/gpu_check.py env OUT/env.json
-    python benchmarks/gpu_check.py summary OUT STEPS_TSV [--dry-run]
+    python benchmarks/gpu_check.py env OUT/env.json REASON_FILE
+    python benchmarks/gpu_check.py overlay DIR
+    python benchmarks/gpu_check.py pytest --step NAME --group NAME --jsonl FILE -- ARGS...
+    python benchmarks/gpu_check.py summary OUT [--dry-run] [--expect-cut STEP]
 
-``env`` records the card, driver, library versions and onnxruntime's providers.
-``summary`` reads every step's result file and writes ``OUT/summary.json``: pass/fail per
-step, the ratios of the benchmarks (triton over eager and over torch.compile, time over
-the floor, peak-memory ratios), the CUDA test counts and the environment; it exits 1 when a
-step failed or, with ``--dry-run``, when an expected file is missing or lacks its fields.
+``env`` records the card, driver, library versions and the requirements, and imports every
+module of ``ecgfast.kernels``; when one does not import (or Triton is missing) it writes that
+one reason to REASON_FILE, and the script skips the Triton steps with it. ``overlay`` makes
+``ecgfast`` importable from DIR (on PYTHONPATH) without installing it: links to the source
+folders, laid out as pyproject.toml's ``package-dir`` maps them. ``pytest`` runs pytest with
+a SIGINT handler of its own (a shell may start a background job with SIGINT ignored;
+the first SIGINT interrupts, later ones are ignored) and the plugin ``gpu_check_cases`` (one JSON line per case). ``summary``: see
+``gpu_check_summary``.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import importlib
 import json
 import os
+import pkgutil
 import platform
+import signal
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-#: Result file of each step, as gpu_check.sh names them.
-FILES = {"env": "env.json", "ntxent": "ntxent.json", "encoder": "encoder_block.json",
-         "compile": "encoder_compile.json", "tests": "tests.xml"}
-ORT_CUDA_NOT_CHECKABLE = ("not checkable on this image: its onnxruntime has no CUDA provider "
-                          "and onnxruntime-gpu's CUDA libraries exceed what the device tool "
-                          "can carry")
+ROOT = Path(__file__).resolve().parents[1]
+#: Oldest compute capability the kernels are built for (bf16 tensor cores: sm_80).
+MIN_CAPABILITY = (8, 0)
+
+
+def import_check() -> tuple[dict, str | None]:
+    """Every module of ``ecgfast.kernels`` imported: {module: "ok" or the error}, and the
+    one reason to skip the Triton steps (None: they can run)."""
+    results = {}
+    for name in ("triton", "ecgfast.kernels"):
+        try:
+            mod = importlib.import_module(name)
+            results[name] = f"ok ({getattr(mod, '__version__', None) or mod.__file__})"
+        except Exception as err:  # noqa: BLE001 - recorded, and becomes the skip reason
+            results[name] = f"{type(err).__name__}: {err}"
+            return results, f"{name} does not import ({results[name]})"
+    for info in pkgutil.iter_modules(sys.modules["ecgfast.kernels"].__path__):
+        name = f"ecgfast.kernels.{info.name}"
+        try:
+            importlib.import_module(name)
+            results[name] = "ok"
+        except Exception as err:  # noqa: BLE001
+            results[name] = f"{type(err).__name__}: {err}"
+    failed = [m for m, r in results.items() if not r.startswith("ok")]
+    if not failed:
+        return results, None
+    more = f" (and {len(failed) - 1} more modules)" if len(failed) > 1 else ""
+    return results, f"{failed[0]} does not import ({results[failed[0]]}){more}"
 
 
 def environment(dry_run: bool) -> dict:
@@ -34,23 +64,22 @@ def environment(dry_run: bool) -> dict:
     import torch
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "dry_run": dry_run, "python": platform.python_version(), "torch": torch.__version__,
+           "dry_run": dry_run, "python": platform.python_version(),
+           "executable": sys.executable, "torch": torch.__version__,
            "torch_cuda": torch.version.cuda, "numpy": numpy.__version__,
            "cuda_available": torch.cuda.is_available(), "cpu_count": os.cpu_count()}
-    for name in ("triton", "onnxruntime"):
+    for name in ("pytest", "pytest_benchmark", "onnxruntime"):
         try:
-            env[name] = __import__(name).__version__
+            env[name] = importlib.import_module(name).__version__
         except Exception as err:  # noqa: BLE001 - a missing package is recorded, not fatal
             env[name] = f"unavailable: {err}"
     try:
-        import onnxruntime
+        import ecgfast
 
-        providers = onnxruntime.get_available_providers()
-    except Exception:  # noqa: BLE001
-        providers = []
-    env["onnxruntime_providers"] = providers
-    env["onnxruntime_cuda"] = ("CUDAExecutionProvider listed (not exercised by gpu_check)"
-                               if "CUDAExecutionProvider" in providers else ORT_CUDA_NOT_CHECKABLE)
+        env["ecgfast"] = ecgfast.__file__
+    except Exception as err:  # noqa: BLE001
+        env["ecgfast"] = f"unavailable: {err}"
+    env["imports"], env["triton_skip_reason"] = import_check()
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         env.update(gpu=props.name, gpu_memory_bytes=props.total_memory,
@@ -59,172 +88,92 @@ def environment(dry_run: bool) -> dict:
         try:
             env["nvidia_smi"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
-                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20,
+                check=False).stdout.strip()
         except (OSError, subprocess.TimeoutExpired) as err:
             env["nvidia_smi"] = f"unavailable: {err}"
+    env["requirements"] = requirements(env, dry_run)
     with open("/proc/cpuinfo") as f:
         env["cpu"] = next((line.split(":", 1)[1].strip() for line in f
                            if line.startswith("model name")), platform.processor())
     return env
 
 
-def _benchmarks(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["benchmarks"]
-
-
-def ntxent_ratios(results: list[dict]) -> dict:
-    """Per 2N: each case's median, time over floor, peak memory; triton's speed-up over
-    eager bf16 and eager fp32 strict."""
-    by = {}
-    for r in results:
-        info = r["extra_info"]
-        key = f"{info['backend']}-{'fp32-strict' if info.get('fp32_strict') else 'bf16'}"
-        by.setdefault(str(info["two_n"]), {})[key] = {
-            k: info.get(k) for k in ("median_s", "peak_memory_bytes", "time_over_floor",
-                                     "floor_s", "fraction_of_gemm", "gemm_flops_per_s")}
-    for cases in by.values():
-        triton = cases.get("triton-bf16")
-        for base in ("eager-bf16", "eager-fp32-strict"):
-            if triton and base in cases:
-                cases[f"triton_speedup_over_{base}"] = cases[base]["median_s"] / triton["median_s"]
-                cases[f"triton_memory_over_{base}"] = (
-                    triton["peak_memory_bytes"] / max(cases[base]["peak_memory_bytes"], 1))
-    return by
-
-
-def encoder_ratios(results: list[dict]) -> dict:
-    """Per dtype: every variant's median per block and summed over the blocks measured;
-    triton's speed-up over every other variant and its peak memory over eager's."""
-    by = {}
-    for r in results:
-        info = r["extra_info"]
-        cases = by.setdefault(info["dtype"], {}).setdefault(info["variant"], {})
-        cases[f"block{info['block']}"] = {"median_s": info["median_s"],
-                                          "peak_memory_bytes": info["peak_memory_bytes"],
-                                          "compile_mode": info.get("compile_mode")}
-    for variants in by.values():
-        for cases in variants.values():
-            blocks = [v for k, v in cases.items() if k.startswith("block")]
-            cases["sum_median_s"] = sum(b["median_s"] for b in blocks)
-            cases["max_peak_memory_bytes"] = max(b["peak_memory_bytes"] for b in blocks)
-        triton = variants.get("triton")
-        for name, cases in list(variants.items()):
-            if triton and name != "triton":
-                variants[f"triton_speedup_over_{name}"] = (cases["sum_median_s"]
-                                                           / triton["sum_median_s"])
-                if name == "eager":
-                    variants["triton_memory_over_eager"] = (
-                        triton["max_peak_memory_bytes"] / max(cases["max_peak_memory_bytes"], 1))
-    return by
-
-
-def _target(value, ok, dry_run: bool) -> dict:
-    if dry_run:  # CPU, interpreter, tiny sizes: the plumbing is checked, not the targets
-        return {"value": value, "met": None, "note": "dry run: not a measurement"}
-    return {"value": value, "met": None if value is None else bool(ok(value))}
-
-
-def targets(summary: dict) -> dict:
-    """The issue's targets, each with its measured value and whether it was met (None: not
-    measured in this run, e.g. a dry run's sizes)."""
-    nt = summary.get("ntxent", {})
-    mid, top = nt.get("65536", {}), nt.get(str(2**20), {})
-    enc = summary.get("encoder", {}).get("bf16", {})
-    tests = summary.get("tests")
-    dry = summary["dry_run"]
+def requirements(env: dict, dry_run: bool) -> dict:
+    """What the check needs, each True or the reason it is missing."""
+    cap = env.get("capability")
+    gpu = (True if cap and tuple(map(int, cap.split("."))) >= MIN_CAPABILITY else
+           f"compute capability {cap} < {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]}" if cap else
+           "no CUDA GPU visible to torch")
     return {
-        "ntxent_65536_time_over_floor_le_2": _target(
-            mid.get("triton-bf16", {}).get("time_over_floor"), lambda v: v <= 2, dry),
-        "ntxent_65536_speedup_over_eager_ge_5": _target(
-            mid.get("triton_speedup_over_eager-bf16"), lambda v: v >= 5, dry),
-        "ntxent_2^20_runs": _target(top.get("triton-bf16", {}).get("median_s"), lambda v: True, dry),
-        "encoder_bf16_speedup_over_eager_ge_1.5": _target(
-            enc.get("triton_speedup_over_eager"), lambda v: v >= 1.5, dry),
-        "encoder_bf16_speedup_over_compile_cudagraphs_ge_1.15": _target(
-            enc.get("triton_speedup_over_compile-cudagraphs"), lambda v: v >= 1.15, dry),
-        "encoder_bf16_memory_over_eager_le_0.5": _target(
-            enc.get("triton_memory_over_eager"), lambda v: v <= 0.5, dry),
-        "cuda_tests_all_pass": _target(
-            None if tests is None else tests["failures"] + tests["errors"], lambda v: v == 0, dry),
+        "cuda_gpu_sm80_or_newer": "dry run: the CPU stands in" if dry_run else gpu,
+        "triton_kernels_import": env["triton_skip_reason"] or True,
+        "pytest": True if not str(env["pytest"]).startswith("unavailable") else env["pytest"],
+        "pytest_benchmark": (True if not str(env["pytest_benchmark"]).startswith("unavailable")
+                             else env["pytest_benchmark"]),
     }
 
 
-def junit_counts(path: Path) -> dict:
-    root = ET.parse(path).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    counts = {k: sum(int(s.get(k, 0)) for s in suites)
-              for k in ("tests", "failures", "errors", "skipped")}
-    counts["failed"] = [f"{c.get('classname')}::{c.get('name')}" for c in root.iter("testcase")
-                        if c.find("failure") is not None or c.find("error") is not None][:50]
-    return counts
+def make_overlay(target: Path) -> Path:
+    """``target/ecgfast``: links to every entry of ecgfast/ plus the folders that
+    pyproject.toml's ``[tool.setuptools.package-dir]`` maps into it (kernels/, export/)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get(
+        "package-dir", {})
+    pkg = target / "ecgfast"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for entry in (ROOT / "ecgfast").iterdir():
+        if entry.name != "__pycache__" and not (pkg / entry.name).exists():
+            (pkg / entry.name).symlink_to(entry)
+    for name, folder in mapping.items():
+        parts = name.split(".")
+        if parts[0] == "ecgfast" and len(parts) == 2 and not (pkg / parts[1]).exists():
+            (pkg / parts[1]).symlink_to(ROOT / folder)
+    return target
 
 
-#: Fields a dry run checks in each benchmark file's extra_info.
-REQUIRED = {"ntxent": ("median_s", "gemm_flops_per_s", "floor_s", "time_over_floor"),
-            "encoder": ("median_s", "peak_memory_bytes", "fraction_of_gemm_rate"),
-            "compile": ("median_s", "compile_mode")}
+def _interrupt_once(signum, frame):
+    """SIGINT -> KeyboardInterrupt, once: ``timeout`` signals its child and then its whole
+    process group, and a second interrupt would break pytest's report of the first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
-def summarize(out: Path, steps_tsv: Path, dry_run: bool) -> tuple[dict, list[str]]:
-    problems, summary, encoder_results = [], {"dry_run": dry_run, "steps": []}, []
-    for line in steps_tsv.read_text().splitlines():
-        name, rc, seconds, limit, file = line.split("\t")
-        rc = int(rc)
-        status = "pass" if rc == 0 else "timeout" if rc in (124, 130, 137) else "fail"
-        summary["steps"].append({"name": name, "exit": rc, "status": status,
-                                 "seconds": int(seconds), "limit_s": int(limit), "file": file,
-                                 "file_written": (out / file).is_file()})
-        if status != "pass":
-            problems.append(f"step {name}: {status} (exit {rc})")
-    for name, file in FILES.items():
-        path = out / file
-        if not path.is_file():
-            problems.append(f"{file} was not written")
-            continue
-        try:
-            if name == "env":
-                summary["env"] = json.loads(path.read_text())
-            elif name == "tests":
-                summary["tests"] = junit_counts(path)
-            else:
-                results = _benchmarks(path)
-                if dry_run and not results:
-                    problems.append(f"{file} holds no benchmark")
-                for r in results:
-                    missing = [k for k in REQUIRED[name] if k not in r["extra_info"]]
-                    if missing:
-                        problems.append(f"{file}: {r['name']} lacks {', '.join(missing)}")
-                if name == "ntxent":
-                    summary["ntxent"] = ntxent_ratios(results)
-                else:  # eager/triton and compile come from two files, compared together
-                    encoder_results.extend(results)
-        except (ValueError, KeyError, ET.ParseError) as err:
-            problems.append(f"{file} does not parse: {err!r}")
-    if encoder_results:
-        summary["encoder"] = encoder_ratios(encoder_results)
-    if not (out / "gpu_check.log").is_file():
-        problems.append("gpu_check.log was not written")
-    summary["onnxruntime_cuda"] = summary.get("env", {}).get("onnxruntime_cuda",
-                                                             ORT_CUDA_NOT_CHECKABLE)
-    summary["targets"] = targets(summary)
-    summary["problems"] = problems
-    return summary, problems
+def run_pytest(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gpu_check.py pytest")
+    parser.add_argument("--step", required=True)
+    parser.add_argument("--group", default="")
+    parser.add_argument("--jsonl", required=True)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    opts = parser.parse_args(argv)
+    args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
+    signal.signal(signal.SIGINT, _interrupt_once)
+    import gpu_check_cases
+    import pytest
+
+    return pytest.main([*args, "--cases-jsonl", opts.jsonl, "--cases-step", opts.step,
+                        "--cases-group", opts.group], plugins=[gpu_check_cases])
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "env":
+    if len(argv) == 3 and argv[0] == "env":
         env = environment(os.environ.get("ECGFAST_GPU_DRY_RUN") == "1")
         Path(argv[1]).write_text(json.dumps(env, indent=2) + "\n")
+        Path(argv[2]).write_text(env["triton_skip_reason"] or "")
         print(json.dumps(env, indent=2))
         return 0
-    if len(argv) in (3, 4) and argv[0] == "summary" and argv[3:] in ([], ["--dry-run"]):
-        out = Path(argv[1])
-        summary, problems = summarize(out, Path(argv[2]), bool(argv[3:]))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in summary.items() if k != "env"}, indent=2))
-        for p in problems:
-            print("PROBLEM:", p)
-        return 1 if problems else 0
+    if len(argv) == 2 and argv[0] == "overlay":
+        print(make_overlay(Path(argv[1])))
+        return 0
+    if argv[:1] == ["pytest"]:
+        return run_pytest(argv[1:])
+    if argv[:1] == ["summary"]:
+        import gpu_check_summary
+
+        return gpu_check_summary.main(argv[1:])
     print(__doc__, file=sys.stderr)
     return 2
 

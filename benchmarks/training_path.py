@@ -4,8 +4,8 @@ Runs ``ecgfast pretrain`` on the CPU for two steps of one epoch (a small recordi
 written to a temporary folder, ``--max-steps-per-epoch 2``) under ``sys.setprofile`` and
 records every call of a Python function of ``ecgfast``, with the ``ecgfast`` frames above
 it (frames of torch and other libraries in between, e.g. ``nn.Module.__call__``, are
-skipped). An op call is a call into ``ecgfast/ops/``, ``kernels/`` or the streaming
-backend that receives a tensor. The calls counted are one period of the training loop:
+skipped). An op call is a call into ``ecgfast/ops/`` (the references, the streaming
+backend) or ``kernels/`` that receives a tensor. The calls counted are one period of the training loop:
 those after the last op call of step 1 up to the last op call of step 2 (the loop's
 bookkeeping of step 1, then step 2 from fetching its batch down to its last op), plus
 the frames above them (the CLI, the command, pretrain). Counted:
@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the ops' modules: the references, the Triton kernels, the streaming backend
-OP_PATHS = ("ops/", "kernels/", "streaming.py")
+#: the ops' modules: the references and the streaming backend (ops/), the Triton kernels
+OP_PATHS = ("ops/", "kernels/")
 
 
 def layer_entries(doc: Path) -> list[str]:

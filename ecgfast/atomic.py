@@ -1,9 +1,7 @@
-"""Files written all at once: a crash leaves the old file or the new one, never a part.
+"""Files written all at once: a crash leaves the old file or the new one, never a mix.
 
-:func:`atomic_write` fills a temporary file beside the target, flushes it to disk and
-renames it over the target (then flushes the folder), so readers never see half a file.
-Checkpoints, run logs, window stores, cohorts, ablation tables and embeddings are all
-written this way.
+No PyTorch here: the inference path (``ecgfast embed``, the data readers' caches) writes
+through these as well as the training side (checkpoints, run logs, ablation tables).
 """
 
 from __future__ import annotations
@@ -13,11 +11,13 @@ from pathlib import Path
 
 
 def fsync_file(path: Path) -> None:
+    """Flush ``path``'s contents to disk."""
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
 
 def fsync_dir(path: Path) -> None:
+    """Flush ``path``'s directory entries (a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

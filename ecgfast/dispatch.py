@@ -38,12 +38,12 @@ BACKENDS = ("auto", "eager", "streaming", "triton")
 #: Where each op's backends live; each module defines ``BACKEND``.
 _MODULES = {
     "nt_xent": {
-        "eager": "ecgfast.ops.ntxent",
-        "streaming": "ecgfast.streaming",
-        "triton": "ecgfast.kernels.ntxent",
+        "eager": "ecgfast.ops.nt_xent",
+        "streaming": "ecgfast.ops.nt_xent_streaming",
+        "triton": "ecgfast.kernels.nt_xent",
     },
     "encoder_block": {
-        "eager": "ecgfast.ops.encoder",
+        "eager": "ecgfast.ops.encoder_block",
         "triton": "ecgfast.kernels.encoder_block",
     },
 }
@@ -264,8 +264,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
             shard=None) -> torch.Tensor:
     """NT-Xent with the chosen backend; arguments validated by :func:`ecgfast.losses.nt_xent`.
 
-    ``shard``: this rank's :class:`ecgfast.distributed.RowShard` when the batch is spread
-    over ranks (every backend then computes its own anchor rows against the gathered
+    ``shard``: this rank's :class:`ecgfast.ops.nt_xent_distributed.RowShard` when the batch
+    is spread over ranks (every backend then computes its own anchor rows against the gathered
     batch and returns the global loss), None otherwise.
     """
     n_rows = None if shard is None else 2 * shard.total
@@ -275,8 +275,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, backend: str
 
 def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> torch.Tensor:
     """One encoder block with the chosen backend, ``(x, params, spec, dropout_keys)`` as
-    :func:`ecgfast.ops.encoder.encoder_block` takes them (a
-    :class:`~ecgfast.ops.encoder.BlockParams`, a :class:`~ecgfast.ops.encoder.BlockSpec`
+    :func:`ecgfast.ops.encoder_block.encoder_block` takes them (a
+    :class:`~ecgfast.ops.encoder_block.BlockParams`, a :class:`~ecgfast.ops.encoder_block.BlockSpec`
     and None or the (2, B) int32 dropout keys)."""
     chosen = select("encoder_block", backend, x, params, spec, dropout_keys)
     return chosen.run(x, params, spec, dropout_keys)
@@ -284,7 +284,7 @@ def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> 
 
 def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the eager conv uses the CPU backward that computes the weight gradient as a
-    convolution (:class:`ecgfast.ops.encoder._Conv1dWeightGradAsConv`, faster than aten's
+    convolution (:class:`ecgfast.ops.encoder_block._Conv1dWeightGradAsConv`, faster than aten's
     CPU Conv1d backward for the encoder's long, narrow convolutions): CPU tensors, a
     gradient needed, and not under :func:`tracing` (exporters see plain ``conv1d``)."""
     return (x.device.type == "cpu" and torch.is_grad_enabled()

@@ -6,15 +6,11 @@ SUM-reduces the incoming gradient over ranks (``all_reduce``) and returns this r
 The sum matters: the global loss depends on this rank's rows through every rank's copy of
 the gathered tensor, so the gradient of ``sum_k L_k`` with respect to those rows is the sum
 of every rank's gradient for that slice. Returning only the local slice of the local
-gradient (lightly issue #1528) drops the other ranks' terms.
+gradient (a bug lightly's gather once had) drops the other ranks' terms.
 
-With :func:`ecgfast.losses.nt_xent` (``gather_distributed=True``) each rank computes the loss
-terms of its own anchor rows against every rank's embeddings (a :class:`RowShard` of the
-global batch), so the work per rank is 1/world_size of the single-process loss, not all of
-it. The value returned on every rank is the loss of the whole global batch (one scalar
-all-reduce); the gradient reaching this rank's embeddings is ``world_size`` times the
-single-process gradient of those rows, and DistributedDataParallel's average over ranks
-turns that into exactly the single-process parameter gradient.
+:func:`ecgfast.losses.nt_xent` (``gather_distributed=True``) builds on these: each rank
+computes the loss terms of its own anchor rows against every rank's embeddings, a
+:class:`ecgfast.ops.nt_xent_distributed.RowShard` of the global batch.
 
 Training-loop helpers (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)::
 
@@ -40,7 +36,7 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _row_counts(n_local: int, device: torch.device, group) -> list[int]:
+def row_counts(n_local: int, device: torch.device, group) -> list[int]:
     """Every rank's row count, in rank order: one small all-gather, read back to the host
     once (a synchronisation per call, kept because ranks may hold different numbers of rows,
     e.g. the last batch of an epoch, and the gather's buffer sizes depend on them)."""
@@ -51,7 +47,7 @@ def _row_counts(n_local: int, device: torch.device, group) -> list[int]:
     return torch.cat(counts).tolist()
 
 
-def _all_gather_rows(x: torch.Tensor, counts: list[int], group) -> torch.Tensor:
+def all_gather_rows(x: torch.Tensor, counts: list[int], group) -> torch.Tensor:
     """Concatenate ``x`` (counts[rank], ...) from every rank, in rank order (no autograd).
 
     Row counts may differ between ranks: pad to the largest, gather, trim.
@@ -70,12 +66,12 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, group, counts: list[int] | None = None):
         if counts is None:
-            counts = _row_counts(x.shape[0], x.device, group)
+            counts = row_counts(x.shape[0], x.device, group)
         rank = dist.get_rank(group)
         ctx.group = group
         ctx.start = sum(counts[:rank])
         ctx.count = counts[rank]
-        return _all_gather_rows(x, counts, group)
+        return all_gather_rows(x, counts, group)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -84,124 +80,20 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.start : ctx.start + ctx.count], None, None
 
 
-def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+def gather_with_grad(x: torch.Tensor, group=None, counts: list[int] | None = None
+                     ) -> torch.Tensor:
     """All-gather ``x`` (N_k, ...) from every rank into (sum_k N_k, ...), in rank order.
 
     Differentiable: the backward all-reduces (SUM) the gradient and returns this rank's
     rows. Shapes beyond the first dimension, dtype and device must match across ranks.
+    ``counts``: every rank's N_k when known (None: gathered first, see :func:`row_counts`).
     Without an initialised process group (or with one rank) it returns ``x`` unchanged.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return x
     if dist.get_world_size(group) == 1:
         return x
-    return _GatherWithGrad.apply(x, group)
-
-
-@dataclasses.dataclass(frozen=True)
-class RowShard:
-    """The anchor rows one process computes NT-Xent terms for, and how shards are joined.
-
-    The global batch has ``total`` pairs: view 1 is rows ``[0, total)`` and view 2 rows
-    ``[total, 2 total)`` of ``x = cat(z1_all, z2_all)``. This process owns rows
-    ``[start, start + count)`` of each view (its own embeddings; ``counts`` holds every
-    rank's count in rank order). A backend given a shard computes the loss terms of those
-    2 * count anchor rows against all 2 * total columns, joins the per-row log-sum-exps and
-    the loss over ranks (:meth:`gather_rows`, :meth:`all_sum`), and returns the gradient of
-    the global loss for its own rows, times :attr:`grad_scale`. ``RowShard.whole(n)`` is
-    one process owning everything: no communication, scale 1.
-    """
-
-    start: int
-    count: int
-    total: int
-    counts: tuple[int, ...] = ()
-    group: object = None
-
-    @classmethod
-    def whole(cls, n: int) -> RowShard:
-        return cls(0, n, n)
-
-    @classmethod
-    def of_process_group(cls, n_local: int, device: torch.device, group=None) -> RowShard:
-        """This rank's shard: row counts gathered from every rank of ``group``."""
-        counts = _row_counts(n_local, device, group)
-        rank = dist.get_rank(group)
-        return cls(sum(counts[:rank]), n_local, sum(counts), tuple(counts), group)
-
-    @property
-    def world_size(self) -> int:
-        return max(1, len(self.counts))
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def grad_scale(self) -> float:
-        """The factor on this rank's gradient: world_size, which DDP's average divides out."""
-        return float(self.world_size)
-
-    def row_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The owned rows of ``x``: ``(start, start + count)`` in view 1, the same in view 2."""
-        a = self.start
-        return (a, a + self.count), (self.total + a, self.total + a + self.count)
-
-    @property
-    def owns_all(self) -> bool:
-        """This process owns every row (rows of ``x`` and own rows coincide, in order)."""
-        return self.count == self.total
-
-    def own_rows(self, t: torch.Tensor) -> torch.Tensor:
-        """The owned rows of a (2 total, ...) tensor in the row order of ``x``, as
-        (2 count, ...) [view 1; view 2]: ``t`` itself when this process owns every row."""
-        if self.owns_all:
-            return t
-        (a1, b1), (a2, b2) = self.row_ranges()
-        return torch.cat([t[a1:b1], t[a2:b2]])
-
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """(count, ...) from every rank -> (total, ...) in rank order (no autograd)."""
-        if not self.distributed:
-            return x
-        return _all_gather_rows(x, list(self.counts), self.group)
-
-    def gather_views(self, z1: torch.Tensor, z2: torch.Tensor):
-        """The global batch's two views without grad, ``(z1_all, z2_all)``; ``(None, None)``
-        when not distributed (the local views are the global ones)."""
-        if not self.distributed:
-            return None, None
-        return self.gather(z1.detach()), self.gather(z2.detach())
-
-    def gather_with_grad(self, x: torch.Tensor) -> torch.Tensor:
-        """:func:`gather_with_grad` with this shard's known row counts (no extra
-        all-gather of the counts)."""
-        if not self.distributed:
-            return x
-        return _GatherWithGrad.apply(x, self.group, list(self.counts))
-
-    def gather_rows(self, v: torch.Tensor) -> torch.Tensor:
-        """Per-anchor values (2 count, ...) ordered [view 1; view 2] -> (2 total, ...) in the
-        global row order of ``x``."""
-        if not self.distributed:
-            return v
-        return torch.cat([self.gather(v[: self.count]), self.gather(v[self.count :])])
-
-    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
-        if not self.distributed:
-            return t
-        t = t.detach().clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-        return t
-
-    def join_loss(self, part: torch.Tensor) -> torch.Tensor:
-        """From this rank's share of the loss (differentiable) to the global loss value with
-        ``grad_scale`` times the share's gradient (the eager backend's join)."""
-        if not self.distributed:
-            return part
-        scaled = part * self.grad_scale
-        return scaled + (self.all_sum(part) - scaled).detach()
+    return _GatherWithGrad.apply(x, group, counts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Building blocks of the encoder: the residual conv block and its SE parameters.
 
 The modules own the parameters (so ``state_dict`` keys are the same for every backend)
-and hold the block's :class:`~ecgfast.ops.encoder.BlockSpec`; the maths runs through
+and hold the block's :class:`~ecgfast.ops.encoder_block.BlockSpec`; the maths runs through
 :func:`ecgfast.dispatch.encoder_block`, which picks the eager reference in
 :mod:`ecgfast.ops` or a fused kernel and passes it plain tensors
-(:class:`~ecgfast.ops.encoder.BlockParams`).
+(:class:`~ecgfast.ops.encoder_block.BlockParams`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
-from ecgfast.ops.encoder import BlockParams, BlockSpec, check_dropout_keys
+from ecgfast.ops.encoder_block import BlockParams, BlockSpec, check_dropout_keys
 from ecgfast.precision import op_precision
 
 
@@ -22,7 +22,7 @@ class SqueezeExcitation(nn.Module):
     """The parameters of the squeeze-excitation MLP, ``a = sigmoid(W2 relu(W1 mean_t(f)))``.
 
     A parameter holder (``fc1``: C -> hidden, ``fc2``: hidden -> C, both with bias); the
-    maths is :func:`ecgfast.ops.encoder.se_excitation`, run by the block's backend.
+    maths is :func:`ecgfast.ops.encoder_block.se_excitation`, run by the block's backend.
     """
 
     def __init__(self, channels: int, hidden: int):

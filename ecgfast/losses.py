@@ -59,7 +59,8 @@ def _nt_xent(z1, z2, temperature: float, backend: str, gather_distributed: bool,
     _check_embeddings(z1, z2, check_finite)
     shard = None
     if gather_distributed:
-        from ecgfast.distributed import RowShard, is_distributed
+        from ecgfast.distributed import is_distributed
+        from ecgfast.ops.nt_xent_distributed import RowShard
 
         if is_distributed():
             shard = RowShard.of_process_group(z1.shape[0], z1.device)
@@ -88,9 +89,9 @@ def nt_xent(
             batch: every rank's embeddings are negatives for every anchor, and the value
             equals one process computing the loss on the concatenated batch. Each rank
             computes only its own anchor rows' terms (1/world_size of the work, see
-            :class:`ecgfast.distributed.RowShard`). With DistributedDataParallel (which
-            averages gradients over ranks) the parameter gradients are exactly those of
-            that single process. A no-op without a process group.
+            :class:`ecgfast.ops.nt_xent_distributed.RowShard`). With
+            DistributedDataParallel (which averages gradients over ranks) the parameter
+            gradients are exactly those of that single process. A no-op without a process group.
         check_finite: raise ValueError naming the view if z1 or z2 holds NaN or Inf. Off by
             default: it reads the values back to the host (a device synchronisation on
             every call), and a non-finite loss already shows the problem.

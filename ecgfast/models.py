@@ -25,7 +25,7 @@ from torch import nn
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom, keyed_dropout
 from ecgfast.layers import EncoderBlock
-from ecgfast.ops.encoder import BlockSpec, activation, check_block_options
+from ecgfast.ops.encoder_block import BlockSpec, activation, check_block_options
 
 RESIDUAL_PRESETS = {
     "none": (False, False, False),
@@ -124,7 +124,7 @@ class EncoderConfig:
 
     def block_options(self, i: int) -> dict:
         """Keyword arguments of block ``i`` (0, 1, 2) for :class:`~ecgfast.layers.EncoderBlock`
-        and :meth:`~ecgfast.ops.encoder.BlockSpec.build`; block 3 pools globally."""
+        and :meth:`~ecgfast.ops.encoder_block.BlockSpec.build`; block 3 pools globally."""
         channels = (self.in_channels, *self.filters)
         return {"in_channels": channels[i], "out_channels": channels[i + 1],
                 "kernel_size": self.kernel_sizes[i], "residual": self.residual_blocks[i],
@@ -134,7 +134,7 @@ class EncoderConfig:
                 "pool_size": self.pool_size if i < 2 else None, "pool_stride": self.pool_stride}
 
     def block_specs(self) -> tuple[BlockSpec, BlockSpec, BlockSpec]:
-        """The three blocks' :class:`~ecgfast.ops.encoder.BlockSpec`."""
+        """The three blocks' :class:`~ecgfast.ops.encoder_block.BlockSpec`."""
         return tuple(BlockSpec.build(**self.block_options(i)) for i in range(3))
 
     @classmethod

@@ -9,31 +9,35 @@
 
 Modules, one job each: ``tracing`` (the eager copy and the ``torch.export`` trace),
 ``passes`` (every graph rewrite), ``onnx_export`` (trace + passes + metadata -> file),
-``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`), ``quantize`` (INT8
-quantization) and ``quantize_report`` (INT8 measured against fp32), ``metadata`` (the
-file's interface names and metadata keys), ``errors``, ``embed`` (a whole recording
-through an encoder). The probe statistics live in :mod:`ecgfast.evaluation`.
+``verify`` (the parity check), ``runtime`` (:class:`OnnxEncoder`) and ``providers`` (its
+execution providers' options), ``quantize`` (INT8 quantization) and ``quantize_report``
+(INT8 measured against fp32), ``metadata`` (the file's interface names and metadata
+keys), ``card`` (the model card and the pre-processing contract in the metadata),
+``errors``, ``embed`` (a whole recording through an encoder, with the model's own
+pre-processing). The probe statistics live in :mod:`ecgfast.evaluation`.
 """
 
-from ecgfast.export.errors import OnnxExportError, OnnxModelError, ParityError
-from ecgfast.export.onnx_export import build_onnx, export_onnx
-from ecgfast.export.quantize import fp32_tail_nodes, quantize_onnx
-from ecgfast.export.quantize_report import QuantizationReport
-from ecgfast.export.runtime import OnnxEncoder, cuda_usable
-from ecgfast.export.verify import ParityRow, VerificationReport, verify_onnx
+# Every name is imported on first use (PEP 562), so that ``from ecgfast.export import
+# OnnxEncoder`` loads onnxruntime and numpy but never PyTorch: the torch-using modules
+# (onnx_export, verify, quantize) load only when their names are.
+from ecgfast.lazy import lazy_names
 
-__all__ = [
-    "OnnxEncoder",
-    "OnnxExportError",
-    "OnnxModelError",
-    "ParityError",
-    "ParityRow",
-    "QuantizationReport",
-    "VerificationReport",
-    "build_onnx",
-    "cuda_usable",
-    "export_onnx",
-    "fp32_tail_nodes",
-    "quantize_onnx",
-    "verify_onnx",
-]
+_WHERE = {
+    "OnnxExportError": "ecgfast.export.errors",
+    "OnnxModelError": "ecgfast.export.errors",
+    "ParityError": "ecgfast.export.errors",
+    "OnnxEncoder": "ecgfast.export.runtime",
+    "cuda_usable": "ecgfast.export.runtime",
+    "build_onnx": "ecgfast.export.onnx_export",
+    "export_onnx": "ecgfast.export.onnx_export",
+    "fp32_tail_nodes": "ecgfast.export.quantize",
+    "quantize_onnx": "ecgfast.export.quantize",
+    "QuantizationReport": "ecgfast.export.quantize_report",
+    "ParityRow": "ecgfast.export.verify",
+    "VerificationReport": "ecgfast.export.verify",
+    "verify_onnx": "ecgfast.export.verify",
+}
+
+__all__ = list(_WHERE)
+
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -4,7 +4,8 @@ takes, one (batch, D) output, and the lead names of the metadata (no PyTorch her
 
 A file we did not write is not trusted: C is read off the graph (the weight of every
 convolution that reads the input, through Unsqueeze / Quantize / Dequantize nodes), and
-the declared input, the encoder config and the lead names must all agree with it.
+the declared input, the encoder config and the lead names must all agree with it, and the pre-processing contract must be one this
+version reproduces (:func:`contract_of`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 from pathlib import Path
 
 import onnx
-
 from ecgfast.export.errors import OnnxModelError
-from ecgfast.export.metadata import META_CONFIG, META_LEADS
+from ecgfast.export.metadata import META_CONFIG, META_LEADS, META_PREPROCESSING
+
+from ecgfast.data.contract import Contract, ContractError, read_contract
 
 #: Nodes between the input and the first convolution that keep its channel axis.
 _PASS_THROUGH = {"Unsqueeze", "QuantizeLinear", "DequantizeLinear", "Identity", "Cast"}
@@ -138,3 +140,21 @@ def lead_names_of(path: Path, metadata: dict[str, str], leads: int) -> tuple[str
         raise OnnxModelError(f"{path}: {META_LEADS} metadata must list the names of its {leads} "
                              f"lead(s), got {text[:200]!r}")
     return tuple(names)
+
+
+def contract_of(path: Path, metadata: dict[str, str],
+                leads: tuple[str, ...] | None) -> Contract | None:
+    """The pre-processing contract of the file's :data:`META_PREPROCESSING` (None for a
+    file exported before files recorded one); OnnxModelError naming the file and the
+    difference when this version cannot reproduce it or its leads are not the file's."""
+    text = metadata.get(META_PREPROCESSING)
+    if text is None:
+        return None
+    try:
+        contract = read_contract(text, str(path))
+    except ContractError as err:
+        raise OnnxModelError(str(err)) from None
+    if contract.leads is not None and leads is not None and contract.leads != leads:
+        raise OnnxModelError(f"{path}: its pre-processing names leads {list(contract.leads)}, "
+                             f"its {META_LEADS} {list(leads)}")
+    return contract

@@ -24,9 +24,11 @@ def doc_string(leads: int, dim: int) -> str:
 META_CONFIG = "ecgfast.encoder_config"  # json of EncoderConfig.to_dict(), sorted keys
 META_MIN_LENGTH = "ecgfast.min_length"  # shortest accepted input, in samples
 META_LEADS = "ecgfast.leads"  # json list of the input's lead names (files whose leads have names)
-META_LAYOUT = "ecgfast.layout"  # "2d" or "1d" (ecgfast.export.onnx_export.LAYOUTS)
+META_LAYOUT = "ecgfast.layout"  # "2d" or "1d" (ecgfast.export.tracing.LAYOUTS)
 META_VERSION = "ecgfast.version"  # ecgfast.__version__ of the exporter
 META_QUANTIZATION = "ecgfast.quantization"  # INT8 files only
+META_PREPROCESSING = "ecgfast.preprocessing"  # json record of ecgfast.data.contract (+ leads)
+META_CARD = "ecgfast.model_card"  # json of the model card (ecgfast.export.card)
 INT8_QDQ_PER_CHANNEL = "int8-qdq-per-channel"  # the value quantize_onnx writes
 
 # a file without a readable META_MIN_LENGTH (not ours, or edited) accepts any length

@@ -1,23 +1,21 @@
 """Export the encoder to ONNX: :func:`build_onnx` (in memory) and :func:`export_onnx`
 (to a file, then checked against PyTorch).
 
-The steps, each in its own module: :mod:`ecgfast.export.tracing` traces an eager copy of
-the encoder with ``torch.export``; the folds of :mod:`ecgfast.export.passes` clean the
-trace up and, for ``layout="2d"`` (the default), lift every 1-D op to a height-1 2-D op
-(the package docstring says why each rewrite exists); :func:`_finish` names the interface
-axes and writes the ecgfast metadata; :mod:`ecgfast.export.verify` compares the file
-with PyTorch.
+The steps, each in its own module: :mod:`ecgfast.export.tracing` makes one eager copy of
+the encoder and traces it with ``torch.export`` in the layout the file runs in (2-D by
+default); the folds of :mod:`ecgfast.export.passes` clean the trace up (constants, Pad
+into Conv); :func:`_finish` names the interface axes and writes the ecgfast metadata;
+:mod:`ecgfast.export.verify` compares the file with the same eager copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import onnx
-
+from ecgfast.export.card import export_metadata
 from ecgfast.export.metadata import (
     META_CONFIG,
     META_LAYOUT,
@@ -27,14 +25,8 @@ from ecgfast.export.metadata import (
     doc_string,
     write_metadata,
 )
-from ecgfast.export.passes import (
-    CannotLift,
-    fold_constants,
-    fold_max_pool_2d,
-    fold_pad_into_conv,
-    lift_to_2d,
-)
-from ecgfast.export.tracing import eager_copy, trace
+from ecgfast.export.passes import fold_constants, fold_pad_into_conv
+from ecgfast.export.tracing import LAYOUTS, eager_copy, trace
 from ecgfast.export.verify import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_LENGTHS,
@@ -44,16 +36,15 @@ from ecgfast.export.verify import (
     require_parity,
     verify_onnx,
 )
+
 from ecgfast.models import ECGEncoder
-
-LAYOUTS = ("2d", "1d")
-
 
 #: Node metadata the exporter writes that records the exporting machine's source files.
 SOURCE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 
 
-def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.ModelProto:
+def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str,
+            provenance: dict[str, str]) -> onnx.ModelProto:
     g = model.graph
     del g.value_info[:]
     # readable, stable dim names on the interface
@@ -82,6 +73,7 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
     }
     if encoder.config.leads is not None:
         meta[META_LEADS] = json.dumps(list(encoder.config.leads))
+    meta.update(provenance)  # the pre-processing contract and the model card
     del model.metadata_props[:]
     write_metadata(model, meta)
     model.doc_string = doc_string(encoder.config.in_channels, encoder.embedding_dim)
@@ -89,27 +81,34 @@ def _finish(model: onnx.ModelProto, encoder: ECGEncoder, layout: str) -> onnx.Mo
 
 
 def build_onnx(
-    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True
+    model_or_checkpoint, *, opset: int = 18, layout: str = "2d", _optimize: bool = True,
+    preprocessing=None, probe_results=None,
 ) -> onnx.ModelProto:
     """Trace the eager graph of an encoder into an in-memory ONNX model (no checks).
 
     Same arguments as :func:`export_onnx`; ``_optimize=False`` skips onnxscript's graph
     optimizer (for tests of this module's own rewrites).
     """
+    _check_build_args(opset, layout)
+    encoder = eager_copy(model_or_checkpoint)
+    provenance = export_metadata(model_or_checkpoint, encoder, preprocessing=preprocessing,
+                                 probe_results=probe_results)
+    return _build(encoder, opset, layout, provenance, _optimize)
+
+
+def _check_build_args(opset, layout) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= 23:
         raise ValueError(f"opset must be an int in [18, 23], got {opset!r}")
-    encoder = eager_copy(model_or_checkpoint)
-    model = fold_pad_into_conv(fold_max_pool_2d(fold_constants(trace(encoder, opset, _optimize))))
-    used_layout = "1d"
-    if layout == "2d":
-        try:
-            model = lift_to_2d(model)
-            used_layout = "2d"
-        except CannotLift as why:  # pragma: no cover - the encoder's ops all lift
-            warnings.warn(f"export_onnx: keeping the 1-D graph ({why})", stacklevel=2)
-    return _finish(model, encoder, used_layout)
+
+
+def _build(encoder: ECGEncoder, opset: int, layout: str, provenance: dict[str, str],
+           optimize: bool = True) -> onnx.ModelProto:
+    """:func:`build_onnx` of an :func:`eager_copy` (arguments checked), with the
+    ``provenance`` entries (:func:`ecgfast.export.card.export_metadata`) in its metadata."""
+    model = fold_pad_into_conv(fold_constants(trace(encoder, layout, opset, optimize)))
+    return _finish(model, encoder, layout, provenance)
 
 
 def export_onnx(
@@ -123,6 +122,8 @@ def export_onnx(
     lengths=DEFAULT_LENGTHS,
     rel_tolerance: float = DEFAULT_TOLERANCE,
     print_report: bool = True,
+    preprocessing=None,
+    probe_results=None,
 ) -> VerificationReport | None:
     """Export an encoder to ONNX at ``path``, then check and compare it.
 
@@ -138,6 +139,11 @@ def export_onnx(
             PyTorch at every ``batch_sizes`` x ``lengths``).
         rel_tolerance: allowed max abs error as a fraction of max |torch output|.
         print_report: print the verification table.
+        preprocessing: the :class:`~ecgfast.data.contract.Preprocessing` the encoder was
+            trained with, recorded in the file (default: a checkpoint's own record; none
+            for an encoder): serving applies it (:mod:`ecgfast.export.card`).
+        probe_results: a JSON file of ``ecgfast evaluate --out`` for the model card
+            embedded in the file (default: the run's demo results, if any).
 
     Returns:
         The :class:`VerificationReport`, or None when ``verify`` is False.
@@ -149,10 +155,13 @@ def export_onnx(
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"export_onnx: path {path} is a directory, expected a .onnx file")
+    _check_build_args(opset, layout)
     encoder = eager_copy(model_or_checkpoint)
     if verify:
         check_verify_args(batch_sizes, lengths, rel_tolerance, encoder.min_length)
-    model = build_onnx(encoder, opset=opset, layout=layout)
+    provenance = export_metadata(model_or_checkpoint, encoder, preprocessing=preprocessing,
+                                 probe_results=probe_results)
+    model = _build(encoder, opset, layout, provenance)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     if not verify:

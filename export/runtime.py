@@ -26,38 +26,12 @@ from pathlib import Path
 
 import numpy as np
 from ecgfast.export.errors import OnnxModelError
-from ecgfast.export.interface import lead_names_of, load_and_check
+from ecgfast.export.interface import contract_of, lead_names_of, load_and_check
 from ecgfast.export.metadata import min_length_of, read_metadata
 from ecgfast.export.passes import fold_rows
+from ecgfast.export.providers import CPU, CUDA, cuda_provider_options
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
-
-
-def cuda_provider_options(conv_algo_search: str = "EXHAUSTIVE", device_id: int = 0) -> dict:
-    """Options of onnxruntime's CUDA execution provider for the encoder's convolutions.
-
-    - ``cudnn_conv_algo_search``: how cuDNN picks each Conv's algorithm. "EXHAUSTIVE"
-      (the default here and onnxruntime's) times every algorithm the first time a Conv
-      sees an input shape and caches the winner: embedding runs repeat one window length
-      and a few batch sizes, so the search is paid a handful of times and every later
-      call gets the fastest kernel. "HEURISTIC" takes cuDNN's guess without timing (no
-      first-call cost; the choice for inputs whose length changes call after call),
-      "DEFAULT" a fixed implicit-GEMM algorithm.
-    - ``cudnn_conv_use_max_workspace`` "1": the search may consider algorithms that need
-      a large workspace, which are often the fast ones for long 1-D signals.
-    - ``cudnn_conv1d_pad_to_nc1d`` "1": a 1-D Conv's (N, C, L) input goes to cuDNN as
-      (N, C, 1, L) rather than (N, C, L, 1), the layout whose kernels run along the
-      signal; it matters for files exported with ``layout="1d"`` (the default 2-D layout
-      is height-1 2-D already).
-    """
-    if conv_algo_search not in CONV_ALGO_SEARCHES:
-        raise ValueError(f"conv_algo_search must be one of {CONV_ALGO_SEARCHES}, got "
-                         f"{conv_algo_search!r}")
-    return {"device_id": str(int(device_id)), "cudnn_conv_algo_search": conv_algo_search,
-            "cudnn_conv_use_max_workspace": "1", "cudnn_conv1d_pad_to_nc1d": "1"}
 
 
 def _ort():
@@ -128,11 +102,14 @@ class OnnxEncoder:
 
     Attributes: ``provider`` (the execution provider in use), ``min_length`` (shortest
     accepted input, from the file's metadata), ``in_channels`` (its number of leads C),
-    ``leads`` (their names from the metadata, or None), ``embedding_dim``, ``metadata``.
+    ``leads`` (their names from the metadata, or None), ``embedding_dim``, ``metadata``,
+    ``preprocessing`` (the :class:`~ecgfast.data.contract.Preprocessing` the model was
+    trained with, from its metadata; None for a file exported before files recorded it),
+    which :meth:`embed_recording` and ``ecgfast embed`` apply.
 
     Raises :class:`~ecgfast.export.OnnxModelError` (naming the file) for a file it cannot
-    run: at load (not ONNX, a damaged file, another signature, a graph onnxruntime or the
-    row fold refuses) or at a call onnxruntime fails on or that returns another shape
+    run: at load (not ONNX, a damaged file, another signature, a pre-processing contract
+    this version cannot reproduce, a graph onnxruntime or the row fold refuses) or at a call onnxruntime fails on or that returns another shape
     than (batch, D); tests/export/test_onnx_fuzz.py feeds it damaged files.
     """
 
@@ -162,6 +139,8 @@ class OnnxEncoder:
         except UnicodeDecodeError as err:
             raise OnnxModelError(f"{self.path}: unreadable metadata ({err})") from err
         self.leads = lead_names_of(self.path, self.metadata, self.in_channels)
+        contract = contract_of(self.path, self.metadata, self.leads)
+        self.preprocessing = None if contract is None else contract.preprocessing
         self.min_length = min_length_of(self.metadata)
         out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
         self.embedding_dim = out_dim.dim_value if out_dim.HasField("dim_value") else None
@@ -302,6 +281,27 @@ class OnnxEncoder:
         return out
 
     __call__ = embed
+
+    def embed_recording(self, signal, fs: float, *, overlap: float | None = None,
+                        batch_windows: int = 256):
+        """Embeddings of a whole raw recording, pre-processed as the model was trained.
+
+        Args:
+            signal: (n,) raw samples for a one-lead model, (C, n) for a C-lead one (in
+                the order of :attr:`leads`), at ``fs`` Hz, any unit.
+            overlap: window overlap in [0, 1) (default: the model's, usually 0).
+            batch_windows: windows pre-processed and embedded at a time (bounds memory).
+
+        Returns:
+            ``(embeddings (N, D) float32, starts_s (N,) float64)``: one row per window
+            kept (flat-line windows are dropped) and its start in seconds.
+
+        The chain is :attr:`preprocessing` (:func:`ecgfast.export.embed.serving_chain`);
+        a file that records none gets this version's default chain, with a warning.
+        """
+        from ecgfast.export.embed import embed_recording
+
+        return embed_recording(self, signal, fs, overlap=overlap, batch_windows=batch_windows)
 
     def _session_for(self, batch: int):
         if self.small_batch_session is not None and batch < self.small_batch_below:

@@ -80,9 +80,3 @@ def check_grid(grid: tuple[int, ...], what: str) -> None:
 
 #: Input dtypes of every Triton kernel (fp32 accumulation inside).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def check_kernel_dtype(t: torch.Tensor, name: str) -> None:
-    """ValueError naming ``name`` unless ``t`` has one of :data:`KERNEL_DTYPES`."""
-    if t.dtype not in KERNEL_DTYPES:
-        raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")

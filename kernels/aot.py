@@ -75,8 +75,8 @@ class KernelSpec:
 
 
 def _ntxent_specs() -> list[KernelSpec]:
-    from ecgfast.kernels import ntxent as k
-    from ecgfast.kernels import ntxent_configs as nc
+    from ecgfast.kernels import nt_xent as k
+    from ecgfast.kernels import nt_xent_configs as nc
 
     rows = nc.ROWWISE_BLOCK_M
     common = {"n_rows": "i32", "half": "i32", "row_start": "i32", "row_count": "i32",
@@ -128,8 +128,8 @@ def _ntxent_specs() -> list[KernelSpec]:
 def _encoder_specs() -> list[KernelSpec]:
     """The fused encoder block kernels at the default encoder's layers (EncoderConfig():
     filters 32/64/128, kernel sizes 32/16/8, relu, dropout > 0, SE, residual everywhere)."""
-    from ecgfast.kernels import conv1d as c
-    from ecgfast.kernels import se_residual_pool as s
+    from ecgfast.kernels import encoder_block_conv1d as c
+    from ecgfast.kernels import encoder_block_se_residual_pool as s
 
     ints = {"C_out": "i32", "L": "i32", "R": "i32", "n_tblocks": "i32", "stride_xb": "i32",
             "stride_xc": "i32"}

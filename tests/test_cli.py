@@ -23,6 +23,15 @@ def test_help_runs_as_a_module():
         assert command in out.stdout
 
 
+def test_residual_choices_are_the_encoders_presets():
+    """The parser spells --residual's choices out (it imports no torch); they must stay the
+    encoder's presets."""
+    from ecgfast.cli.common import RESIDUAL_CHOICES
+    from ecgfast.models import RESIDUAL_PRESETS
+
+    assert RESIDUAL_CHOICES == tuple(RESIDUAL_PRESETS)
+
+
 def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--out", str(run), "--epochs", "1", "--quiet", "--objective", "both",
@@ -60,6 +69,15 @@ def test_pretrain_on_a_recording(tmp_path, capsys):
     assert main(["pretrain", "--data", str(tmp_path / "rec.npy"), "--fs", "360",
                  "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 0
     assert (tmp_path / "r" / "checkpoints" / "latest").is_file()
+    # the checkpoint records the data and the chain it went through
+    from ecgfast.data.contract import Preprocessing
+    from ecgfast.provenance import contract_of_checkpoint, provenance_of
+    from ecgfast.training import load_checkpoint
+
+    config = load_checkpoint(tmp_path / "r").config
+    assert contract_of_checkpoint(config, "r").preprocessing == Preprocessing()
+    data = provenance_of(config)["data"]
+    assert data["source"] == str(tmp_path / "rec.npy") and data["n_windows"] == 4
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -29,6 +29,63 @@ def test_export_writes_a_verified_model(onnx_model, capsys):
     onnx.checker.check_model(str(onnx_model))
 
 
+def test_export_writes_the_model_card_beside_the_file(onnx_model):
+    """The card: its first line says the model saw synthetic data only; the training data,
+    objective, epochs, final loss, pre-processing and software from the checkpoint; the
+    same JSON beside the file as in its metadata."""
+    import json
+
+    from ecgfast.export import OnnxEncoder
+    from ecgfast.export.metadata import META_CARD
+
+    from ecgfast.data.contract import SUBJECT_CHAIN
+
+    card = json.loads((onnx_model.parent / "enc.card.json").read_text())
+    assert card == json.loads(OnnxEncoder(onnx_model).metadata[META_CARD])
+    md = (onnx_model.parent / "enc.card.md").read_text()
+    assert md.splitlines()[0].startswith("# SYNTHETIC-DATA MODEL: self-supervised (transform)")
+    assert card["summary"].startswith("SYNTHETIC-DATA MODEL")
+    data = card["training_data"]
+    assert data["synthetic"] and data["source"] == "synthetic" and data["n_subjects"] == 2
+    assert data["n_windows"] == card["training"]["n_windows"] == 8  # 2 x 2 x 20 s
+    assert card["training"]["objective"] == "transform"
+    assert card["training"]["epochs_trained"] == card["training"]["epochs_planned"] == 1
+    assert card["training"]["final_epoch"]["loss"] > 0
+    assert card["preprocessing"] == SUBJECT_CHAIN.to_record()
+    assert card["evaluation"] is None and "No probe results were recorded" in md
+    assert {"torch", "numpy", "ecgfast"} <= set(card["software"]["training"])
+    assert "onnx" in card["software"]["export"]
+    assert any(line.startswith("Not a medical device") for line in card["limitations"])
+    assert card["limitations"][0].startswith("Trained on the synthetic ECGSYN cohort only")
+
+
+def test_the_card_takes_probe_results(onnx_model, tmp_path):
+    """Probe results of `ecgfast evaluate --out` (or the run's demo) go into the card."""
+    import json
+
+    from ecgfast.export.card import export_metadata, render_markdown
+    from ecgfast.export.metadata import META_CARD
+
+    from ecgfast.evaluation import probe_features
+    from ecgfast.training import load_encoder
+
+    rng = np.random.default_rng(0)
+    scores = probe_features(rng.standard_normal((40, 8)).astype(np.float32),
+                            {"arousal": np.arange(40) % 2}, split="window", n_folds=2, epochs=5)
+    results = tmp_path / "eval.json"
+    results.write_text(json.dumps({"split": "window", "results": {"run": scores}}))
+    run = onnx_model.parent / "run"
+    card = json.loads(export_metadata(run, load_encoder(run), probe_results=results)[META_CARD])
+    row = card["evaluation"]["results"]["run"]["arousal"]
+    assert card["evaluation"]["file"] == "eval.json"
+    assert row["accuracy_mean"] == scores["arousal"]["accuracy_mean"] and row["n_folds"] == 2
+    md = render_markdown(card, "enc.onnx")
+    assert f"| run | arousal | window | {100 * row['accuracy_mean']:.1f} ± " in md
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"bad\.json: not a probe results file"):
+        export_metadata(run, load_encoder(run), probe_results=tmp_path / "bad.json")
+
+
 def test_export_int8_with_calibration(onnx_model, tmp_path, capsys):
     run = onnx_model.parent / "run"
     int8 = tmp_path / "enc.int8.onnx"
@@ -36,6 +93,7 @@ def test_export_int8_with_calibration(onnx_model, tmp_path, capsys):
                  "--int8-out", str(int8), "--calibration", "synthetic", "--calibration-windows",
                  "16", *TINY]) == 0
     assert int8.is_file()
+    assert "(INT8 int8-qdq-per-channel)" in (tmp_path / "enc.int8.card.md").read_text()
     from ecgfast.export import OnnxEncoder
 
     x = np.random.default_rng(0).standard_normal((4, 2560)).astype(np.float32)

@@ -1,6 +1,6 @@
 """ecgfast.distributed's helpers without a process group (the two-process tests of the
 distributed NT-Xent, which also exercise gather_with_grad on two ranks:
-tests/test_ntxent_distributed.py)."""
+tests/ops/test_nt_xent_distributed.py)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""The SSL-ECG pretext loss (NT-Xent's tests: tests/test_ntxent.py)."""
+"""The SSL-ECG pretext loss (NT-Xent's tests: tests/ops/test_nt_xent.py)."""
 
 import pytest
 import torch

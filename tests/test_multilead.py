@@ -1,7 +1,8 @@
-"""Multi-lead ECG through the encoder, the transformations and checkpoints (issue 12, B).
+"""Multi-lead ECG through the encoder, the transformations and checkpoints.
 
-The ONNX side is in tests/export/test_onnx_multilead.py, the Triton kernels in
-tests/kernels/test_encoder_block_triton_leads.py.
+The ONNX side is in tests/export/test_onnx_multilead.py; the Triton kernels take several
+leads in tests/kernels/test_encoder_block_triton*.py (the conv's and the shortcut's
+``tl.dot`` paths, a whole C-lead encoder).
 """
 
 from __future__ import annotations

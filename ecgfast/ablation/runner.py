@@ -100,16 +100,19 @@ def run_cell(cohort, tasks: list[str], config: AblationConfig, residual: str, at
              seed: int, cell_dir: Path, *, progress: bool = False) -> dict:
     """Pretrain (or resume) one cell, probe its best checkpoint, return its result record."""
     from ecgfast.evaluation import extract_features, probe_features
+    from ecgfast.provenance import describe_data
     from ecgfast.training import load_encoder, pretrain, resolve_device
 
     held_out = validation_subjects(cohort.subject, config.validation_fraction, seed)
     is_val = np.isin(cohort.subject, held_out)
+    train = cohort.subset(~is_val)
     run_dir = cell_dir / "run"
     t0 = time.perf_counter()
-    result = pretrain(cohort.windows[~is_val], run_dir, config.encoder_config(residual, attention),
+    result = pretrain(train.windows, run_dir, config.encoder_config(residual, attention),
                       config.pretrain_config(seed), progress=progress,
                       resume=(run_dir / "checkpoints" / LATEST).exists(),
-                      validation=cohort.windows[is_val])
+                      validation=cohort.windows[is_val],
+                      provenance=describe_data(train.windows, cohort=train, source=config.data))
     t_pretrain = time.perf_counter() - t0
     encoder = load_encoder(result.best_checkpoint)
     t1 = time.perf_counter()

@@ -17,12 +17,19 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from ecgfast.models import RESIDUAL_PRESETS, EncoderConfig
+from ecgfast.data.contract import Preprocessing
+
+#: ``--residual``'s choices: the keys of :data:`ecgfast.models.RESIDUAL_PRESETS` (spelled
+#: out so that building the parser imports no PyTorch; a test checks that they agree).
+RESIDUAL_CHOICES = ("none", "first", "first_two", "all")
 
 
 class UsageError(ValueError):
     """An argument the user gave is wrong; the message names it."""
 
+
+#: The chain ``--data RECORDING`` runs (each recording z-scored on its own).
+RECORDING_CHAIN = Preprocessing()
 
 _DATASET_SPEC = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 DATA_DEFAULTS = {"data": "synthetic", "fs": None, "subjects": 8, "sessions": 4,
@@ -148,7 +155,7 @@ def load_data(args, *, need_labels: bool):
             "'synthetic'); a bare recording has no labels"
         )
     rec = read_recording(path, fs=args.fs)
-    win = preprocess(rec.signal, rec.fs, source=str(path))
+    win = preprocess(rec.signal, rec.fs, source=str(path), preprocessing=RECORDING_CHAIN)
     if win.n_skipped_flat:
         print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)
     return win.windows, None
@@ -173,6 +180,27 @@ def _load_manifest(path: Path, args, need_labels: bool):
     return cohort.windows, cohort
 
 
+def data_provenance(args, windows, cohort) -> dict:
+    """What :func:`load_data` gave, described for the checkpoint
+    (:func:`ecgfast.provenance.describe_data`): a cohort, a store, the windows of a
+    manifest (per-subject statistics), or a recording pre-processed with
+    :data:`RECORDING_CHAIN`."""
+    from ecgfast.data.contract import SUBJECT_CHAIN
+    from ecgfast.data.manifest import is_manifest, read_manifest
+    from ecgfast.provenance import describe_data
+
+    source = str(args["data"] if isinstance(args, dict) else args.data)
+    if cohort is None and is_manifest(source):
+        manifest = read_manifest(source)
+        found = describe_data(windows, source=source, preprocessing=SUBJECT_CHAIN.to_record())
+        found["data"].update(dataset="manifest", manifest_sha256=manifest.sha256,
+                             n_subjects=len({row.subject for row in manifest.rows}))
+        return found
+    recording = cohort is None and not hasattr(windows, "manifest")
+    return describe_data(windows, cohort=cohort, source=source,
+                         preprocessing=RECORDING_CHAIN.to_record() if recording else None)
+
+
 def select_tasks(cohort, requested: str | list | None) -> list[str]:
     """The tasks to probe: ``requested`` ("a,b" or a list), else arousal and valence where
     the cohort has them, else all its tasks."""
@@ -194,7 +222,7 @@ def select_tasks(cohort, requested: str | list | None) -> list[str]:
 
 def add_encoder_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
-    g.add_argument("--residual", default="all", choices=tuple(RESIDUAL_PRESETS),
+    g.add_argument("--residual", default="all", choices=RESIDUAL_CHOICES,
                    help="blocks with a shortcut connection (default: all)")
     g.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
                    help="squeeze-excitation after each block (default: on)")
@@ -224,10 +252,12 @@ def parse_leads(text: str | None, option: str = "--leads") -> str | tuple[str, .
     return names
 
 
-def encoder_config(args, data_leads: tuple[str, ...] | None = None) -> EncoderConfig:
+def encoder_config(args, data_leads: tuple[str, ...] | None = None):
     """The encoder options of ``args``; ``data_leads`` names the leads of the windows it
     will see (a store's, a multi-lead recording's), which set ``in_channels`` and
     ``leads`` and must agree with ``--leads`` when both are given."""
+    from ecgfast.models import EncoderConfig
+
     wanted = parse_leads(getattr(args, "leads", None))
     leads = None if data_leads is None else tuple(data_leads)
     if isinstance(wanted, tuple):

@@ -11,12 +11,13 @@ from ecgfast.cli.common import UsageError, add_data_args, load_data, parse_leads
 
 def cmd_export(args) -> int:
     from ecgfast.export import export_onnx, quantize_onnx
+    from ecgfast.export.card import write_card_files
 
     out = Path(args.out)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out}: expected a .onnx file name")
-    export_onnx(args.checkpoint, out, opset=args.opset)
-    print(f"wrote {out}")
+    export_onnx(args.checkpoint, out, opset=args.opset, probe_results=args.probe_results)
+    print(f"wrote {out} (model card: {', '.join(map(str, write_card_files(out)))})")
     if args.int8:
         if args.calibration is None:
             raise UsageError("--int8 needs --calibration DATA (real windows to calibrate on)")
@@ -28,7 +29,7 @@ def cmd_export(args) -> int:
         labels = None if cohort is None or "arousal" not in cohort.labels else cohort.arousal
         quantize_onnx(out, int8, windows[pick], eval_windows=windows if labels is not None else None,
                       eval_labels=labels)
-        print(f"wrote {int8}")
+        print(f"wrote {int8} (model card: {', '.join(map(str, write_card_files(int8)))})")
     return 0
 
 
@@ -62,9 +63,9 @@ def _read_for(encoder, recording, fs, leads_text):
 
 def _calibration(args, model: Path):
     """(windows, cohort or None) to calibrate ``model`` on: ``--calibration`` as ``--data``
-    for one lead; for C leads a recording read with the model's leads."""
+    for one lead; for C leads a recording read with the model's leads, through its chain."""
     from ecgfast.export import OnnxEncoder
-    from ecgfast.data.multilead import iter_lead_windows
+    from ecgfast.export.embed import recording_batches, serving_chain
 
     encoder = OnnxEncoder(model, providers="cpu")
     if encoder.in_channels == 1:
@@ -75,38 +76,42 @@ def _calibration(args, model: Path):
                          f"{encoder.in_channels} leads; calibrate it on a recording that has "
                          "them (WFDB record, .csv or .npy)")
     signal, fs = _read_for(encoder, path, args.fs, None)
-    batches = iter_lead_windows(signal, fs, source=str(path))
+    batches = recording_batches(encoder, signal, fs, serving_chain(encoder), source=str(path))
     return np.concatenate([b.windows for b in batches]), None
 
 
 def cmd_embed(args) -> int:
-    import math
-
-    from ecgfast.data import iter_windows
     from ecgfast.export import OnnxEncoder
-    from ecgfast.data.multilead import iter_lead_windows
-    from ecgfast.export.embed import embed_windows
+    from ecgfast.export.embed import (
+        embed_windows,
+        expected_batches,
+        recording_batches,
+        serving_chain,
+    )
 
     encoder = OnnxEncoder(args.model, providers=args.providers, threads=args.threads)
     signal, fs = _read_for(encoder, args.recording, args.fs, args.leads)
-    if not 0.0 <= args.overlap < 1.0:
+    if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
-    windows = iter_windows if signal.ndim == 1 else iter_lead_windows
-    batches = windows(signal, fs, overlap=args.overlap, batch_windows=args.batch_windows,
-                      source=str(args.recording))
-    duration_s = signal.shape[-1] / fs
-    n_windows = max(0, math.floor((duration_s - 10.0) / (10.0 * (1 - args.overlap))) + 1)
+    chain = serving_chain(encoder, args.overlap)
+    batches = recording_batches(encoder, signal, fs, chain, batch_windows=args.batch_windows,
+                                source=str(args.recording))
     summary = embed_windows(encoder, batches, args.out, progress=not args.quiet,
-                            total=math.ceil(n_windows / args.batch_windows))
+                            total=expected_batches(signal.shape[-1], fs, chain,
+                                                   args.batch_windows))
     print(summary)
     return 0
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint's encoder to ONNX (optionally INT8)")
+    p = sub.add_parser("export", help="export a checkpoint's encoder to ONNX (optionally INT8) "
+                                      "with its pre-processing contract and a model card")
     p.add_argument("checkpoint", help="checkpoint or run directory")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--probe-results", default=None, metavar="JSON",
+                   help="probe results of this checkpoint (`ecgfast evaluate --out`) for the "
+                        "model card (default: the run's demo_results.json, if it scored it)")
     p.add_argument("--int8", action="store_true", help="also write a static INT8 (QDQ) model")
     p.add_argument("--int8-out", default=None, help="INT8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calibration", default=None, metavar="DATA",
@@ -128,7 +133,8 @@ def add_commands(sub) -> None:
                         "model's metadata, else its first C)")
     p.add_argument("--out", required=True,
                    help="embeddings: OUT.npy (N, D) plus OUT.starts.npy (N,) seconds, or one .npz")
-    p.add_argument("--overlap", type=float, default=0.0, help="window overlap in [0, 1)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="window overlap in [0, 1) (default: the model's, recorded in its file)")
     p.add_argument("--batch-windows", type=int, default=256, help="windows per batch (bounds memory)")
     p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None)

@@ -10,6 +10,7 @@ from ecgfast.cli.common import (
     UsageError,
     add_data_args,
     add_encoder_args,
+    data_provenance,
     datasets_module,
     default_cache_dir,
     encoder_config,
@@ -75,13 +76,14 @@ def cmd_pretrain(args) -> int:
     from ecgfast.distributed import destroy_process_group
     from ecgfast.training import pretrain
 
-    windows, _ = load_data(args, need_labels=False)
+    windows, cohort = load_data(args, need_labels=False)
     data_leads = getattr(windows, "leads", None)  # a window store names its leads
     try:
         result = pretrain(windows, args.out, encoder_config(args, data_leads),
                           _pretrain_config(args),
                           resume=args.resume, progress=not args.quiet,
-                          loader_workers=getattr(args, "loader_workers", None))
+                          loader_workers=getattr(args, "loader_workers", None),
+                          provenance=data_provenance(args, windows, cohort))
     finally:
         destroy_process_group()
     if not is_rank_zero():
@@ -140,6 +142,7 @@ def cmd_demo(args) -> int:
     from ecgfast.data import make_cohort
     from ecgfast.evaluation import format_table
     from ecgfast.models import ECGEncoder, EncoderConfig
+    from ecgfast.provenance import describe_data
     from ecgfast.training import PretrainConfig, pretrain
 
     t0 = time.perf_counter()
@@ -162,7 +165,8 @@ def cmd_demo(args) -> int:
                                batch_size=args.batch_size, seed=args.seed, device="auto",
                                max_steps_per_epoch=args.max_steps_per_epoch)
     print(f"[2/3] pretraining ({args.objective}, {args.epochs} epochs) -> {out}")
-    result = pretrain(cohort.windows, out, enc_cfg, train_cfg, progress=not args.quiet)
+    result = pretrain(cohort.windows, out, enc_cfg, train_cfg, progress=not args.quiet,
+                      provenance=describe_data(cohort.windows, cohort=cohort, source="synthetic"))
     torch.manual_seed(args.seed)
     random_encoder = ECGEncoder(enc_cfg).eval()
     print(f"[3/3] probing frozen embeddings (split: {args.split})")

@@ -13,61 +13,38 @@
   :func:`highpass`, :func:`resample`, :func:`robust_zscore`, :func:`zscore_stats`,
   :func:`window`.
 - :class:`WindowStore`: a ``torch.utils.data.Dataset`` over a window store on disk
-  (``ecgfast prepare``; :func:`~ecgfast.data.prepare.prepare`), imported on first use
-  so that this package does not import torch.
+  (``ecgfast prepare``; :func:`~ecgfast.data.prepare.prepare`).
 - :func:`iter_lead_windows` / :func:`preprocess_leads`: the same chain on each lead of a
   (C, n) recording, stacked into (k, C, L) windows (:mod:`.multilead`).
 - :class:`ECGDataError`: the ``ValueError`` raised for bad files and signals.
+
+:class:`Preprocessing` is the pre-processing contract (:mod:`.contract`): recorded with
+every model, applied by serving. Names are imported on first use, so importing this
+package imports neither scipy nor torch.
 """
 
-from ecgfast.data.cohort import Cohort
-from ecgfast.data.ecgsyn import ecgsyn
-from ecgfast.data.errors import ECGDataError
-from ecgfast.data.filters import highpass, resample, robust_zscore, zscore_stats
-from ecgfast.data.multilead import iter_lead_windows, preprocess_leads
-from ecgfast.data.readers import MultiLeadRecording, Recording, read_leads, read_recording
-from ecgfast.data.synthetic import make_cohort
-from ecgfast.data.windowing import (
-    FLAT_STD_THRESHOLD,
-    Preprocessing,
-    Windows,
-    is_flat,
-    iter_windows,
-    preprocess,
-    preprocess_subject,
-    window,
-)
+# Every name is imported on first use (PEP 562): ``ecgfast.data.contract`` (which the ONNX
+# runtime reads) costs no scipy, and a reader imports only what it needs.
+from ecgfast.data.ecgsyn import ecgsyn as ecgsyn  # eager: the name is also its module's
+from ecgfast.lazy import lazy_names
 
-__all__ = [
-    "FLAT_STD_THRESHOLD",
-    "Cohort",
-    "ECGDataError",
-    "MultiLeadRecording",
-    "Preprocessing",
-    "Recording",
-    "WindowStore",
-    "Windows",
-    "ecgsyn",
-    "highpass",
-    "is_flat",
-    "iter_lead_windows",
-    "iter_windows",
-    "make_cohort",
-    "preprocess",
-    "preprocess_leads",
-    "preprocess_subject",
-    "read_leads",
-    "read_recording",
-    "resample",
-    "robust_zscore",
-    "window",
-    "zscore_stats",
-]
+_WHERE = {
+    "ECGDataError": "ecgfast.data.errors",
+    **dict.fromkeys(("FLAT_STD_THRESHOLD", "Preprocessing"), "ecgfast.data.contract"),
+    **dict.fromkeys(("highpass", "resample", "robust_zscore", "zscore_stats"),
+                    "ecgfast.data.filters"),
+    **dict.fromkeys(("Windows", "is_flat", "iter_windows", "preprocess", "preprocess_subject",
+                     "window"), "ecgfast.data.windowing"),
+    "iter_lead_windows": "ecgfast.data.multilead",
+    "preprocess_leads": "ecgfast.data.multilead",
+    **dict.fromkeys(("MultiLeadRecording", "Recording", "read_leads", "read_recording"),
+                    "ecgfast.data.readers"),
+    "Cohort": "ecgfast.data.cohort",
+    "make_cohort": "ecgfast.data.synthetic",
+    "WindowStore": "ecgfast.data.store",  # a torch Dataset: torch only when asked for
+}
 
+__all__ = ["ecgsyn"]
+__all__ += list(_WHERE)
 
-def __getattr__(name):
-    if name == "WindowStore":  # torch only when asked for
-        from ecgfast.data.store import WindowStore
-
-        return WindowStore
-    raise AttributeError(f"module 'ecgfast.data' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

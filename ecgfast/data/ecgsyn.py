@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import signal as sps
 
 from ecgfast.data.errors import ECGDataError
 
@@ -235,6 +234,8 @@ def ecgsyn(
     step = 1.0 / fs_int
     pole = (1.0 - step / 2) / (1.0 + step / 2)
     gain = (step / 2) / (1.0 + step / 2)
+    from scipy import signal as sps  # here: importing ecgfast.data costs no scipy
+
     z = sps.lfilter([gain, gain], [1.0, -pole], g)
 
     t_out = np.arange(n_out) / fs

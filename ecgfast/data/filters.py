@@ -13,13 +13,12 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal as sps
 
+from ecgfast.data.contract import (  # noqa: F401 (the constants' former home)
+    DEFAULT_HIGHPASS_HZ,
+    DEFAULT_TARGET_FS,
+    DEFAULT_WINDOW_SECONDS,
+)
 from ecgfast.data.errors import ECGDataError
-
-#: The papers' pre-processing constants.
-DEFAULT_HIGHPASS_HZ = 0.8
-DEFAULT_TARGET_FS = 256.0
-DEFAULT_WINDOW_SECONDS = 10.0
-
 
 # --------------------------------------------------------------------------- checks
 
@@ -126,24 +125,33 @@ def resample_ratio(fs: float, target_fs: float, max_denominator: int = 1000) -> 
     return ratio.numerator, ratio.denominator
 
 
-def resample(signal, fs: float, target_fs: float = DEFAULT_TARGET_FS) -> np.ndarray:
+def resample(signal, fs: float, target_fs: float = DEFAULT_TARGET_FS, *,
+             max_denominator: int = 1000, kaiser_beta: float = 5.0) -> np.ndarray:
     """Polyphase resampling (``scipy.signal.resample_poly``) along the last axis.
 
     The rate ratio ``target_fs / fs`` is approximated by ``up/down`` with
-    ``Fraction.limit_denominator(1000)`` (360 -> 256 Hz is exactly 32/45).
+    ``Fraction.limit_denominator(max_denominator)`` (360 -> 256 Hz is exactly 32/45).
 
     Args:
         signal: (..., n) samples at ``fs`` Hz.
         fs, target_fs: sampling rates in Hz.
+        max_denominator, kaiser_beta: the ratio's largest denominator and the beta of
+            the anti-aliasing filter's Kaiser window (scipy's default, 5.0).
 
     Returns:
         float64 array (..., ceil(n * up / down)) at ``target_fs``.
     """
-    up, down = resample_ratio(fs, target_fs)
+    up, down = resample_ratio(fs, target_fs, max_denominator)
     x = np.asarray(check_signal(signal, "resample: signal", ndim=None), dtype=np.float64)
+    return resample_poly(x, up, down, kaiser_beta)
+
+
+def resample_poly(x: np.ndarray, up: int, down: int, kaiser_beta: float = 5.0) -> np.ndarray:
+    """``x`` (float64, (..., n)) resampled by ``up / down`` along the last axis (a copy
+    when they are equal), the polyphase filter windowed by Kaiser(``kaiser_beta``)."""
     if up == down:
         return x.copy()
-    return sps.resample_poly(x, up, down, axis=-1)
+    return sps.resample_poly(x, up, down, axis=-1, window=("kaiser", float(kaiser_beta)))
 
 
 def zscore_stats(signal, central: float = 0.95, *, source: str = "signal") -> tuple[float, float]:

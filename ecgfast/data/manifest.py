@@ -29,7 +29,6 @@ SHA-256 is in the provenance of everything built from it.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import math
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.data.contract import SUBJECT_CHAIN
 from ecgfast.data.errors import ECGDataError
 
 MAX_BYTES = 64 << 20
@@ -309,14 +309,13 @@ def _subject_ids(names: list[str]) -> tuple[dict, dict | None]:
 
 def _segment(m: Manifest, row: Row, default_fs) -> tuple[np.ndarray, float]:
     from ecgfast.data.readers import read_recording
-    from ecgfast.data.windowing import Preprocessing
 
     try:
         rec = read_recording(row.path, fs=row.fs if row.fs is not None else default_fs,
                              column=row.lead)
     except ECGDataError as exc:
         raise ECGDataError(f"{m.where(row, 'path')}: {exc}") from None
-    highpass_hz = Preprocessing().highpass_hz
+    highpass_hz = SUBJECT_CHAIN.highpass_hz
     if rec.fs <= 2 * highpass_hz:
         raise ECGDataError(f"{m.where(row, 'fs' if row.fs is not None else 'path')}: "
                            f"{rec.fs:g} Hz is too low a rate for the {highpass_hz:g} Hz "
@@ -342,7 +341,7 @@ def manifest_windows(path: str | os.PathLike, *, fs: float | None = None) -> Man
         ECGDataError: naming the manifest, the row and the column.
     """
     from ecgfast import __version__
-    from ecgfast.data.windowing import Preprocessing, preprocess_subject
+    from ecgfast.data.windowing import preprocess_subject
 
     m = read_manifest(path)
     ids, renamed = _subject_ids(sorted({r.subject for r in m.rows}))
@@ -353,7 +352,8 @@ def manifest_windows(path: str | os.PathLike, *, fs: float | None = None) -> Man
         numbers = ", ".join(str(r.number) for r in rows)
         wins = preprocess_subject([x for x, _ in segments], [f for _, f in segments],
                                   sources=[m.where(r, "path") for r in rows],
-                                  source=f"{m.path}: subject {name!r} (rows {numbers})")
+                                  source=f"{m.path}: subject {name!r} (rows {numbers})",
+                                  preprocessing=SUBJECT_CHAIN)
         for r, w in zip(rows, wins):
             flat += w.n_skipped_flat
             if not len(w.windows):
@@ -370,15 +370,13 @@ def manifest_windows(path: str | os.PathLike, *, fs: float | None = None) -> Man
                         if m.numbering[t] == "numeric" else "sorted text (code points)",
                         "labelled_rows": sum(t in r.labels for r in m.rows)} for t in labels},
         "empty_label_columns": [t for t in m.tasks if not m.classes[t]],
-        "preprocessing": {**dataclasses.asdict(Preprocessing()),
-                          "zscore": "per subject: mean/std of the central 95 % of all its "
-                                    "rows' filtered, resampled samples"},
+        "preprocessing": SUBJECT_CHAIN.to_record(),  # statistics per subject, all its rows
         "counts": {"windows": len(windows), "flat_windows": flat,
                    "rows_without_windows": no_windows},
         "ecgfast_version": __version__,
     }
     return ManifestWindows(
-        windows=windows, fs=float(Preprocessing().target_fs),
+        windows=windows, fs=SUBJECT_CHAIN.target_fs,
         subject=np.repeat([ids[r.subject] for r, _ in parts], count).astype(np.int64),
         session=np.repeat(np.arange(len(parts)), count).astype(np.int64),
         labels=labels, classes={t: m.classes[t] for t in labels}, provenance=prov)

@@ -1,6 +1,6 @@
 """Windows of a multi-lead (C, n) recording: each lead through the single-lead chain of
 :mod:`ecgfast.data.windowing` with its own z-score statistics, the leads stacked into
-(k, C, L) windows, and a window kept only when no lead is flat in it (DESIGN.md: windows
+(k, C, L) windows, and a window kept only when no lead is flat in it (docs/design.md: windows
 are (leads, samples)). :func:`iter_lead_windows` works batch by batch on long recordings
 (``ecgfast embed``); :func:`preprocess_leads` is its one-batch, in-memory case
 (``ecgfast prepare``), as :func:`~ecgfast.data.preprocess` is of

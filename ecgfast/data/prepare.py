@@ -30,19 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data import poly5
+from ecgfast.data.contract import Preprocessing
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.multilead import preprocess_leads
 from ecgfast.data.readers import read_leads
 from ecgfast.data.sources import _Item, find_records
-from ecgfast.data.windowing import FLAT_STD_THRESHOLD, Preprocessing
 
-#: The chain's settings (those ``preprocess_leads`` runs with) and what it does besides.
-PREPROCESSING = {
-    **dataclasses.asdict(Preprocessing()), "flat_threshold": FLAT_STD_THRESHOLD,
-    "zscore": "robust (central 95 %), per record and lead; dataset cohorts: per subject",
-    "flat": "a window is dropped when any of its leads is a flat line",
-}
-WINDOW_LENGTH = round(PREPROCESSING["target_fs"] * PREPROCESSING["window_seconds"])
+#: The chain ``preprocess_leads`` runs on every record (statistics per record and lead; a
+#: window is dropped when any of its leads is a flat line), and its record, which the
+#: store's manifest keeps (:mod:`ecgfast.data.contract`).
+CHAIN = Preprocessing()
+PREPROCESSING = CHAIN.to_record()
+WINDOW_LENGTH = CHAIN.window_length
 SHARD_BYTES = 64 << 20  # default shard size: about 64 MiB
 STATE, PARTS = "prepare.json", "parts"
 
@@ -64,7 +63,7 @@ def _work(task):
                 return {"fatal": names}
             order = [names.index(n) for n in store_leads]
             rec.signal, names = rec.signal[order], list(store_leads)
-        win = preprocess_leads(rec.signal, rec.fs, source=item.path)
+        win = preprocess_leads(rec.signal, rec.fs, source=item.path, preprocessing=CHAIN)
         windows, starts, n_flat = win.windows, win.starts_s, win.n_skipped_flat
         if len(windows) == 0:
             raise ECGDataError(f"{item.path}: all {n_flat} windows have a flat lead")
@@ -97,6 +96,19 @@ def _probe_leads(items: list[_Item], cohorts: dict, fs) -> tuple[list[str], str]
         except (ECGDataError, ValueError) as exc:
             reasons.append(str(exc))
     raise ECGDataError(f"none of the {len(items)} records could be read; the first: {reasons[0]}")
+
+
+def _record(items: list[_Item], notes: list[str]) -> dict:
+    """The pre-processing record of the store's windows: :data:`CHAIN`'s, with statistics
+    per subject when every window comes from a dataset or a manifest (their loaders z-score
+    per subject); a store mixing both says so in a note."""
+    from_cohorts = sum(it.rows is not None for it in items)
+    if items and from_cohorts == len(items):
+        return dataclasses.replace(CHAIN, zscore_scope="subject").to_record()
+    if from_cohorts:
+        notes.append("the windows of dataset and manifest sources were z-scored per subject, "
+                     "those of recordings per record and lead")
+    return PREPROCESSING
 
 
 def _items_sha(items: list[_Item]) -> str:
@@ -183,7 +195,7 @@ def prepare(sources, out, *, leads=None, dtype: str = "float16", fs: float | Non
     cohorts, notes = {}, []
     items = find_records(sources, want, cohorts, notes, fs=fs)
     params = {"sources": [str(s) for s in sources], "leads": want and list(want), "dtype": dtype,
-              "fs": fs, "shard_windows": shard_windows, "preprocessing": PREPROCESSING,
+              "fs": fs, "shard_windows": shard_windows, "preprocessing": _record(items, notes),
               "records_sha256": _items_sha(items), "n_records_listed": len(items)}
     state = _start(out, params, items, cohorts, fs, want, dtype, shard_windows)
     if state is None:
@@ -303,9 +315,9 @@ def _consolidate(out: Path, parts, cohorts, state, params, notes) -> None:
     sf.write_json(out / sf.MANIFEST, {
         "format": sf.FORMAT, "version": sf.VERSION, "dtype": params["dtype"],
         "leads": state["leads"], "window_length": WINDOW_LENGTH,
-        "fs": PREPROCESSING["target_fs"], "shard_windows": state["shard_windows"],
+        "fs": CHAIN.target_fs, "shard_windows": state["shard_windows"],
         "n_windows": n, "n_records": len(records), "n_rejected": len(rejected),
         "shards": shards, "tasks": tasks, "classes": {t: classes.get(t) for t in tasks},
-        "preprocessing": PREPROCESSING, "params": params, "notes": notes})
+        "preprocessing": params["preprocessing"], "params": params, "notes": notes})
     shutil.rmtree(out / PARTS, ignore_errors=True)
     (out / STATE).unlink(missing_ok=True)

@@ -45,8 +45,8 @@ from scipy import signal as sps
 
 from ecgfast import __version__
 from ecgfast.data.cohort import BINARY_CLASSES, Cohort
+from ecgfast.data.contract import SUBJECT_CHAIN
 from ecgfast.data.ecgsyn import DEFAULT_MORPHOLOGY, ecgsyn
-from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ
 from ecgfast.data.windowing import preprocess_subject
 
 __all__ = ["DESCRIPTION", "Cohort", "make_cohort", "session_labels"]
@@ -174,6 +174,8 @@ def make_cohort(
             f"({window_seconds!r})"
         )
     fs = float(fs)
+    chain = SUBJECT_CHAIN.of({"target_fs": fs, "window_seconds": float(window_seconds)},
+                             "make_cohort", SUBJECT_CHAIN)
     parts = {k: [] for k in ("windows", "subject", "session", "arousal", "valence")}
     session_id = 0
     for s in range(n_subjects):
@@ -187,8 +189,7 @@ def make_cohort(
         per_session = preprocess_subject(
             raws,
             fs,
-            target_fs=fs,
-            window_seconds=window_seconds,
+            preprocessing=chain,
             sources=[f"synthetic subject {s} session {session_id + j}" for j in range(len(raws))],
             source=f"synthetic subject {s}",
         )
@@ -215,12 +216,7 @@ def make_cohort(
             "arousal": "0/1 as generated (module docstring of ecgfast.data.synthetic)",
             "valence": "0/1 as generated (module docstring of ecgfast.data.synthetic)",
         },
-        "preprocessing": {
-            "highpass_hz": DEFAULT_HIGHPASS_HZ,
-            "target_fs": fs,
-            "window_seconds": float(window_seconds),
-            "zscore": "per subject, mean/std of the central 95 % of samples",
-        },
+        "preprocessing": chain.to_record(),
         "ecgfast_version": __version__,
     }
     tasks = ("arousal", "valence")

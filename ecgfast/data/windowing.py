@@ -13,28 +13,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal as sps
 
-from ecgfast.data.errors import ECGDataError
-from ecgfast.data.filters import (
-    DEFAULT_HIGHPASS_HZ,
+from ecgfast.data.contract import (
     DEFAULT_TARGET_FS,
     DEFAULT_WINDOW_SECONDS,
+    FLAT_STD_THRESHOLD,
+    SUBJECT_CHAIN,
+    Preprocessing,
+)
+from ecgfast.data.errors import ECGDataError
+from ecgfast.data.filters import (
     _check_stats,
     check_fs,
     check_signal,
     highpass,
+    resample_poly,
     resample_ratio,
     zscore_stats,
 )
-
-#: Flat-line (lead off, saturation) threshold. A window is flat, and dropped, when the
-#: standard deviation of its sample-to-sample difference after the robust z-score (in
-#: units of the recording's robust std per sample at 256 Hz; scaled by 256 / fs at other
-#: rates) is below this. ECG windows are far above it (about 0.3-0.5: the QRS slopes).
-#: The difference, not the plain std, because the high-pass turns the edges of a flat
-#: stretch into slow multi-second transients that a plain std would count as signal.
-FLAT_STD_THRESHOLD = 0.02
 
 
 def window_geometry(
@@ -88,44 +84,15 @@ def window(
 # --------------------------------------------------------------------------- pipeline
 
 
-def is_flat(windows: np.ndarray, fs: float = DEFAULT_TARGET_FS) -> np.ndarray:
+def is_flat(windows: np.ndarray, fs: float = DEFAULT_TARGET_FS,
+            threshold: float = FLAT_STD_THRESHOLD) -> np.ndarray:
     """(n_windows,) bool: which z-scored (n_windows, length) windows at ``fs`` Hz are flat
-    lines (see :data:`FLAT_STD_THRESHOLD`)."""
+    lines: the std of their sample-to-sample difference is below ``threshold`` (at 256 Hz,
+    scaled by 256 / fs; see :data:`~ecgfast.data.contract.FLAT_STD_THRESHOLD`)."""
     w = np.asarray(windows, dtype=np.float64)
     if w.ndim != 2 or w.shape[1] < 2:
         raise ValueError(f"is_flat: windows must be (n_windows, length >= 2), got {w.shape}")
-    threshold = FLAT_STD_THRESHOLD * DEFAULT_TARGET_FS / check_fs(fs)
-    return np.diff(w, axis=1).std(axis=1) < threshold
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The chain's settings, which :func:`preprocess`, :func:`iter_windows` and
-    :func:`preprocess_subject` take as keyword arguments of the same names.
-
-    Attributes:
-        target_fs: output sampling rate in Hz (256).
-        window_seconds: window length in seconds (10).
-        overlap: fraction of a window shared by consecutive windows, in [0, 1).
-        central: fraction of samples the robust z-score statistics use (0.95 in SSL-ECG).
-        highpass_hz: zero-phase high-pass cut-off in Hz (0.8).
-    """
-
-    target_fs: float = DEFAULT_TARGET_FS
-    window_seconds: float = DEFAULT_WINDOW_SECONDS
-    overlap: float = 0.0
-    central: float = 0.95
-    highpass_hz: float = DEFAULT_HIGHPASS_HZ
-
-    @classmethod
-    def of(cls, options: dict, where: str) -> Preprocessing:
-        """The settings named in ``options`` (the rest default); TypeError naming
-        ``where`` and the unknown keyword otherwise."""
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise TypeError(f"{where}: unknown pre-processing option(s) {unknown}; "
-                            f"known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**options)
+    return np.diff(w, axis=1).std(axis=1) < threshold * DEFAULT_TARGET_FS / check_fs(fs)
 
 
 @dataclass
@@ -154,20 +121,21 @@ class Windows:
 
 
 class _Chain:
-    """Highpass + resample of any span of a long recording, in target-rate samples.
+    """Highpass + resample (as ``opt``, a :class:`Preprocessing`, says) of any span of a
+    long recording, in target-rate samples.
 
     Spans are computed from a raw segment padded by ``pad_seconds`` on each side and
     aligned so that the polyphase resampler's output grid matches the whole-signal one;
     the pad absorbs the filters' edge effects.
     """
 
-    def __init__(self, signal, fs, target_fs, highpass_hz, pad_seconds, source):
+    def __init__(self, signal, fs, opt: Preprocessing, pad_seconds, source):
         self.signal = signal
         self.fs = fs
-        self.target_fs = target_fs
-        self.highpass_hz = highpass_hz
+        self.opt = opt
+        self.target_fs = target_fs = check_fs(opt.target_fs, "target_fs", source)
         self.source = source
-        self.up, self.down = resample_ratio(fs, target_fs)
+        self.up, self.down = resample_ratio(fs, target_fs, opt.resample_max_denominator)
         self.n_raw = int(signal.shape[0])
         self.n_target = -(-self.n_raw * self.up // self.down)
         self.pad = math.ceil(pad_seconds * target_fs)
@@ -180,11 +148,11 @@ class _Chain:
         lo_raw, hi_raw = lo // up * down, min(self.n_raw, hi // up * down)
         seg = np.asarray(self.signal[lo_raw:hi_raw], dtype=np.float64)
         try:
-            seg = highpass(seg, self.fs, self.highpass_hz)
+            seg = highpass(seg, self.fs, self.opt.highpass_hz, self.opt.highpass_order)
         except ECGDataError as exc:
             raise ECGDataError(f"{self.source}: {exc}") from None
         if up != down:
-            seg = sps.resample_poly(seg, up, down)
+            seg = resample_poly(seg, up, down, self.opt.resample_kaiser_beta)
         return seg[a - lo : b - lo]
 
 
@@ -205,6 +173,7 @@ def iter_windows(
     pad_seconds: float = 20.0,
     chunk_seconds: float = 3600.0,
     source: str = "signal",
+    preprocessing: Preprocessing | None = None,
     **options,
 ) -> Iterator[Windows]:
     """Pre-process a (long) recording batch by batch; yields :class:`Windows`.
@@ -222,21 +191,25 @@ def iter_windows(
         batch_windows: windows per yielded batch (before dropping flat ones).
         stats: ``(mean, std)`` of the filtered, resampled recording; computed if None.
         source: name of the file, used in error messages.
-        **options: the chain's settings, the fields of :class:`Preprocessing`
-            (``target_fs``, ``window_seconds``, ``overlap``, ``central``, ``highpass_hz``).
+        preprocessing: the chain (a :class:`Preprocessing`; default: the defaults). The
+            statistics are the recording's own whatever its ``zscore_scope`` says (a
+            recording served alone stands for its subject).
+        **options: single settings, fields of :class:`Preprocessing` (``target_fs``,
+            ``window_seconds``, ``overlap``, ``central``, ``highpass_hz``, ...), over
+            ``preprocessing``.
 
     Returns:
         An iterator of :class:`Windows` with ``starts_s`` relative to the start of the
         recording; the sum of ``n_skipped_flat`` over batches is the recording's count.
         Arguments are checked, and the statistics computed, when this is called.
     """
-    opt = Preprocessing.of(options, source)
+    opt = Preprocessing.of(options, source, preprocessing)
     fs = check_fs(fs, "fs", source)
     target_fs = check_fs(opt.target_fs, "target_fs", source)
     if not (isinstance(batch_windows, (int, np.integer)) and batch_windows >= 1):
         raise ValueError(f"{source}: batch_windows must be an int >= 1, got {batch_windows!r}")
     x = check_signal(signal, source)
-    chain = _Chain(x, fs, target_fs, opt.highpass_hz, pad_seconds, source)
+    chain = _Chain(x, fs, opt, pad_seconds, source)
     length, hop, n_windows = window_geometry(chain.n_target, target_fs, opt.window_seconds,
                                              opt.overlap)
     if n_windows == 0:
@@ -269,13 +242,14 @@ def _batches(chain, whole, mean, std, length, hop, n_windows, batch_windows) -> 
         a, b = k0 * hop, (k1 - 1) * hop + length
         z = (whole[a:b] if whole is not None else chain.span(a, b)) - mean
         z /= std
-        yield _cut(z, k0, k1, length, hop, chain.target_fs, chain.source)
+        yield _cut(z, k0, k1, length, hop, chain, chain.source)
 
 
-def _cut(z, k0, k1, length, hop, target_fs, source) -> Windows:
+def _cut(z, k0, k1, length, hop, chain: _Chain, source) -> Windows:
     """Windows k0..k1-1 of a z-scored span that starts at window k0; flat ones dropped."""
+    target_fs = chain.target_fs
     view = np.lib.stride_tricks.sliding_window_view(z, length)[::hop][: k1 - k0]
-    keep = ~is_flat(view, target_fs)
+    keep = ~is_flat(view, target_fs, chain.opt.flat_threshold)
     starts_s = np.arange(k0, k1, dtype=np.float64) * hop / target_fs
     return Windows(
         windows=view[keep].astype(np.float32),
@@ -300,7 +274,8 @@ def preprocess(
         signal: (n,) raw samples at ``fs`` Hz (mV or any unit).
         fs: sampling rate in Hz; required, > 0.
         source: the file name, used in error messages.
-        **options: the chain's settings, the fields of :class:`Preprocessing`.
+        **options: ``preprocessing`` (a :class:`Preprocessing`) and single settings over
+            it, as for :func:`iter_windows`.
 
     Returns:
         :class:`Windows`: (n_windows, round(window_seconds * target_fs)) float32.
@@ -318,7 +293,7 @@ def preprocess(
 
 
 def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
-                       **options) -> list[Windows]:
+                       preprocessing: Preprocessing | None = None, **options) -> list[Windows]:
     """The chain of :func:`preprocess` on every recording of one subject, z-scored with
     statistics shared by the subject (the papers' per-person normalisation).
 
@@ -335,7 +310,9 @@ def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
         sources: one name per recording for error messages (default
             ``"<source> recording <i>"``).
         source: the subject's name, used in the statistics' error message.
-        **options: the chain's settings, the fields of :class:`Preprocessing`.
+        preprocessing: the chain (default: the defaults with ``zscore_scope="subject"``,
+            the only scope this function computes).
+        **options: single settings over it, fields of :class:`Preprocessing`.
 
     Returns:
         One :class:`Windows` per recording, ``starts_s`` relative to its start.
@@ -344,7 +321,11 @@ def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
         ECGDataError: NaN/Inf samples (naming the recording), no recording long enough
             for a window, a flat subject.
     """
-    opt = Preprocessing.of(options, source)
+    opt = Preprocessing.of(options, source, preprocessing or SUBJECT_CHAIN)
+    if opt.zscore_scope != "subject":
+        raise ValueError(f"{source}: preprocess_subject z-scores per subject; its "
+                         f"preprocessing must say zscore_scope='subject', not "
+                         f"{opt.zscore_scope!r}")
     target_fs = check_fs(opt.target_fs, "target_fs", source)
     window_seconds, overlap = opt.window_seconds, opt.overlap
     signals = list(signals)
@@ -360,14 +341,15 @@ def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
     rates = [check_fs(f, "fs", name) for f, name in zip(rates, names)]
     filtered = []
     for x, name, rate in zip(signals, names, rates):
-        chain = _Chain(check_signal(x, name), rate, target_fs, opt.highpass_hz, 0.0, name)
+        chain = _Chain(check_signal(x, name), rate, opt, 0.0, name)
         length, hop, n_windows = window_geometry(chain.n_target, target_fs, window_seconds,
                                                  overlap)
         filtered.append(chain.span(0, chain.n_target) if n_windows else None)
     used = [y for y in filtered if y is not None]
     if not used:
         k = max(range(len(signals)), key=lambda i: np.shape(signals[i])[0] / rates[i])
-        n_raw, (up, down) = np.shape(signals[k])[0], resample_ratio(rates[k], target_fs)
+        n_raw = np.shape(signals[k])[0]
+        up, down = resample_ratio(rates[k], target_fs, opt.resample_max_denominator)
         raise _windowing_error(
             source, n_raw, rates[k], -(-n_raw * up // down), target_fs, length, window_seconds
         )
@@ -379,5 +361,5 @@ def preprocess_subject(signals, fs, *, sources=None, source: str = "subject",
             out.append(Windows(empty, np.empty(0), 0, target_fs, name))
             continue
         _, _, n_windows = window_geometry(y.shape[0], target_fs, window_seconds, overlap)
-        out.append(_cut((y - mean) / std, 0, n_windows, length, hop, target_fs, name))
+        out.append(_cut((y - mean) / std, 0, n_windows, length, hop, chain, name))
     return out

@@ -21,22 +21,15 @@ import numpy as np
 
 from ecgfast import __version__
 from ecgfast.data import Cohort, ECGDataError, preprocess_subject
-from ecgfast.data.filters import DEFAULT_HIGHPASS_HZ, DEFAULT_TARGET_FS, resample_ratio
-from ecgfast.data.windowing import DEFAULT_WINDOW_SECONDS, FLAT_STD_THRESHOLD
+from ecgfast.data.contract import SUBJECT_CHAIN
+from ecgfast.data.filters import resample_ratio
 
 BINARY = ("low", "high")
 
-#: The pre-processing every loader applies, recorded in each cohort's provenance.
-PREPROCESSING = {
-    "highpass_hz": DEFAULT_HIGHPASS_HZ,
-    "highpass": "Butterworth order 4, zero phase (sosfiltfilt)",
-    "target_fs": DEFAULT_TARGET_FS,
-    "resampling": "polyphase (scipy.signal.resample_poly)",
-    "zscore": "per subject: mean/std of the central 95 % of all its filtered, resampled samples",
-    "window_seconds": DEFAULT_WINDOW_SECONDS,
-    "overlap": 0.0,
-    "flat_std_threshold": FLAT_STD_THRESHOLD,
-}
+#: The pre-processing every loader applies (z-score statistics per subject), and its
+#: record (:mod:`ecgfast.data.contract`) in each cohort's provenance.
+CHAIN = SUBJECT_CHAIN
+PREPROCESSING = CHAIN.to_record()
 
 
 @dataclass(frozen=True)
@@ -201,7 +194,7 @@ def build_cohort(
     dropped: dict[str, int] = {}
     skipped, skipped_trials = [], {}
     session = 0
-    window_seconds = PREPROCESSING["window_seconds"]
+    target_fs = CHAIN.target_fs
     for sid, path in _progress(subjects, info.name, request.progress):
         try:
             data = read(sid, path)
@@ -210,12 +203,13 @@ def build_cohort(
                 data.fs,
                 sources=[t.name for t in data.trials],
                 source=f"{path}: subject {sid}",
+                preprocessing=CHAIN,
             ) if data.trials else []
-            up, down = resample_ratio(data.fs, DEFAULT_TARGET_FS)
+            up, down = resample_ratio(data.fs, target_fs, CHAIN.resample_max_denominator)
             found = []
             for trial, w in zip(data.trials, wins):
-                a = np.rint(w.starts_s * DEFAULT_TARGET_FS).astype(np.int64)
-                b = a + round(window_seconds * DEFAULT_TARGET_FS)
+                a = np.rint(w.starts_s * target_fs).astype(np.int64)
+                b = a + CHAIN.window_length
                 lo, hi = a * down // up, np.minimum(-(-b * down // up), trial.signal.shape[0])
                 keep, lab, sco, drop = _label(trial, lo, hi, len(w))
                 found.append((w.windows[keep], lab, sco, drop, w.n_skipped_flat))
@@ -234,10 +228,10 @@ def build_cohort(
             parts["windows"].append(win)
             parts["subject"].append(np.full(n, sid, dtype=np.int64))
             parts["session"].append(np.full(n, session, dtype=np.int64))
-            for t in labels:
-                labels[t].append(np.asarray(lab[t], dtype=np.int64))
-            for s in scores:
-                scores[s].append(np.asarray(sco[s], dtype=np.float64))
+            for t, per_task in labels.items():
+                per_task.append(np.asarray(lab[t], dtype=np.int64))
+            for s, per_score in scores.items():
+                per_score.append(np.asarray(sco[s], dtype=np.float64))
             session += 1
         del data, wins, found
     if not parts["windows"]:
@@ -267,7 +261,7 @@ def build_cohort(
         windows=cat["windows"],
         subject=cat["subject"],
         session=cat["session"],
-        fs=DEFAULT_TARGET_FS,
+        fs=target_fs,
         labels={t: np.concatenate(v) for t, v in labels.items()},
         classes=classes,
         scores={s: np.concatenate(v) for s, v in scores.items()},
@@ -304,9 +298,9 @@ def resolve_lead(info: DatasetInfo, lead) -> int:
             return names.index(lead.lower())
         if lead.isdigit():
             lead = int(lead)
-    if isinstance(lead, (int, np.integer)) and not isinstance(lead, bool):
-        if 0 <= lead < len(info.leads):
-            return int(lead)
+    if isinstance(lead, (int, np.integer)) and not isinstance(lead, bool) \
+            and 0 <= lead < len(info.leads):
+        return int(lead)
     raise ValueError(
         f"{info.name}: unknown lead {lead!r}; the leads are "
         + ", ".join(f"{i} ({n})" for i, n in enumerate(info.leads))

@@ -38,6 +38,7 @@ from ecgfast.distributed import DistContext, init_process_group_from_env, wrap_d
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
 from ecgfast.precision import Precision
+from ecgfast.provenance import KEY, checkpoint_provenance
 from ecgfast.training import checkpoint as ckpt
 from ecgfast.training.batches import (
     as_windows,
@@ -95,6 +96,7 @@ def pretrain(
     progress: bool = True,
     validation=None,
     loader_workers: int | None = None,
+    provenance: dict | None = None,
 ) -> PretrainResult:
     """Pretrain an encoder on ``windows`` and write the run to ``run_dir``.
 
@@ -114,9 +116,14 @@ def pretrain(
     best epoch is kept in ``run_dir/best``; with ``config.patience`` training stops early.
     The early-stopping state and the epoch records travel in every checkpoint, so a
     resumed run stops where an uninterrupted one would.
+
+    ``provenance`` describes the training data and its pre-processing
+    (:func:`ecgfast.provenance.describe_data`); every checkpoint records it, with the
+    software versions, for the exported model's contract and card (a store describes
+    itself when it is None).
     """
     run = _start_run(Path(run_dir), windows, validation, encoder_config or EncoderConfig(),
-                     config or PretrainConfig(), resume)
+                     config or PretrainConfig(), resume, provenance)
     objective, step = _build_step(run)
     for epoch in range(run.start_epoch, run.config.epochs):
         if run.stop.exhausted(run.config.patience):
@@ -139,6 +146,7 @@ class _Run:
     ctx: DistContext
     fingerprint: str
     validation_fingerprint: str | None
+    provenance: dict  # the data's provenance and the software versions (ecgfast.provenance)
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     logged: list[dict] = field(default_factory=list)  # metrics.jsonl's records, for the curve
@@ -170,6 +178,7 @@ class _Run:
             "n_windows": len(self.windows),
             "window_length": int(self.windows.shape[-1]),
             "world_size": self.world,
+            KEY: self.provenance,
             "history": self.history,
             "early_stopping": self.stop.asdict(),
             "step_state": step.state_dict(),
@@ -177,14 +186,15 @@ class _Run:
 
 
 def _start_run(run_dir: Path, windows, validation, encoder_config: EncoderConfig,
-               config: PretrainConfig, resume: bool) -> _Run:
+               config: PretrainConfig, resume: bool, provenance: dict | None) -> _Run:
     """The data checked, the process group joined, and the run's state: the newest
     checkpoint's when resuming, else a fresh run directory."""
     windows = as_windows(windows)
     val = None if validation is None else as_windows(validation, "validation")
     ctx = init_process_group_from_env(resolve_device(config.device))
     run = _Run(run_dir, windows, val, config, encoder_config, ctx, data_fingerprint(windows),
-               None if val is None else data_fingerprint(val))
+               None if val is None else data_fingerprint(val),
+               checkpoint_provenance(provenance, windows))
     has_checkpoint = (run_dir / "checkpoints" / ckpt.LATEST).exists()
     if has_checkpoint and not resume:
         raise FileExistsError(

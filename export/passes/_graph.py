@@ -83,19 +83,6 @@ def index(graph: onnx.GraphProto) -> GraphIndex:
     )
 
 
-def ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Tensor name -> rank, from onnx shape inference and the initializers."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    found = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.tensor_type.HasField("shape"):
-            found[vi.name] = len(vi.type.tensor_type.shape.dim)
-    for init in g.initializer:
-        found[init.name] = len(init.dims)
-    return found
-
-
 def drop_nodes(model: onnx.ModelProto, drop: set[int]) -> None:
     """Remove the nodes whose ``id()`` is in ``drop``, then what nothing reads any more."""
     g = model.graph

@@ -1,11 +1,9 @@
-"""Clean-up folds run on every trace: constants, the 2-D max pool, Pad into Conv."""
+"""Clean-up folds run on every trace: constants, and Pad into Conv."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from ecgfast.export.passes._graph import (
     attrs,
     constant_values,
@@ -13,64 +11,18 @@ from ecgfast.export.passes._graph import (
     explicit_pads,
     index,
     opset_of,
-    ranks,
     remove_unused,
     set_attrs,
 )
-
-
-def fold_max_pool_2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Unsqueeze(-2) -> MaxPool((1, k)) -> Squeeze(-2) on a rank-3 tensor -> MaxPool(k).
-
-    Undoes the trace's max_pool1d-as-max_pool2d (:mod:`ecgfast.export.tracing`). Edits
-    ``model`` in place and returns it.
-    """
-    g = model.graph
-    ix = index(g)
-    rank = ranks(model)
-    drop: set[int] = set()
-    for pool in g.node:
-        if pool.op_type != "MaxPool" or len(pool.output) != 1:
-            continue
-        a = attrs(pool)
-        if len(a.get("kernel_shape", [])) != 2 or a["kernel_shape"][0] != 1:
-            continue
-        unsq = ix.private_producer(pool.input[0], "Unsqueeze")
-        squeezes = ix.uses.get(pool.output[0], [])
-        if unsq is None or len(squeezes) != 1 or pool.output[0] in ix.outputs:
-            continue
-        sq = squeezes[0]
-        if sq.op_type != "Squeeze" or rank.get(unsq.input[0]) != 3:
-            continue
-        ax_u = ix.consts.get(unsq.input[1]) if len(unsq.input) > 1 else None
-        ax_s = ix.consts.get(sq.input[1]) if len(sq.input) > 1 else None
-        if ax_u is None or ax_s is None:
-            continue
-        if [int(v) % 4 for v in ax_u.ravel()] != [2] or [int(v) % 4 for v in ax_s.ravel()] != [2]:
-            continue
-        if any(v != 0 for v in a.get("pads", [0, 0, 0, 0])[::2]):
-            continue
-        if a.get("strides", [1, 1])[0] != 1 or a.get("dilations", [1, 1])[0] != 1:
-            continue
-        new = {"kernel_shape": [a["kernel_shape"][1]]}
-        new["strides"] = [a.get("strides", [1, 1])[1]]
-        new["pads"] = [a.get("pads", [0, 0, 0, 0])[1], a.get("pads", [0, 0, 0, 0])[3]]
-        new["dilations"] = [a.get("dilations", [1, 1])[1]]
-        new["ceil_mode"] = a.get("ceil_mode", 0)
-        pool.input[0] = unsq.input[0]
-        pool.output[0] = sq.output[0]
-        set_attrs(pool, new)
-        drop.update((id(unsq), id(sq)))
-    drop_nodes(model, drop)
-    return model
+from onnx import TensorProto, helper, numpy_helper
 
 
 def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Pad(constant 0, time axis only) -> Conv becomes one Conv with asymmetric ``pads``.
+    """Pad(constant 0, last axis only) -> Conv becomes one Conv with asymmetric ``pads``.
 
-    onnxscript's optimizer already does this for the traced encoder; this pass makes the
-    graph independent of that (a Pad left in place would also block the 2-D layout).
-    Edits ``model`` in place and returns it.
+    The 'same' padding of the even kernels (F.pad + conv in the traced maths), on (B, C, L)
+    or (B, C, 1, L). onnxscript's optimizer already does this for the traced encoder; this
+    pass makes the graph independent of that. Edits ``model`` in place and returns it.
     """
     g = model.graph
     ix = index(g)
@@ -89,13 +41,18 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
         if len(pad.input) > 3 and pad.input[3]:
             continue  # explicit axes: keep it simple
         pads = [int(v) for v in np.asarray(pads).ravel()]
-        if len(pads) != 6 or any(pads[i] for i in (0, 1, 3, 4)) or min(pads) < 0:
-            continue
+        rank = len(pads) // 2
+        if rank < 3 or min(pads) < 0 or any(
+                v for i, v in enumerate(pads) if i not in (rank - 1, 2 * rank - 1)):
+            continue  # only the last (time) axis may be padded
         a = attrs(conv)
         if not explicit_pads(a):
             continue
-        old = a.get("pads", [0, 0])
-        a["pads"] = [old[0] + pads[2], old[1] + pads[5]]
+        spatial = rank - 2
+        conv_pads = list(a.get("pads", [0] * 2 * spatial))
+        conv_pads[spatial - 1] += pads[rank - 1]
+        conv_pads[2 * spatial - 1] += pads[2 * rank - 1]
+        a["pads"] = conv_pads
         set_attrs(conv, a)
         conv.input[0] = pad.input[0]
         drop.add(id(pad))

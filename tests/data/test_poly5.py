@@ -17,6 +17,8 @@ files = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault(_spec.name, files)
 _spec.loader.exec_module(files)
 
+pytestmark = pytest.mark.inference  # runs in the inference install too: no torch here
+
 X = files.toy_ecg(512, 3.0)
 RAW = np.round(X * 1000).astype(np.int16)
 CHANNELS = [("ECG", "µVolt", X, "f32"), ("Resp", "mV", RAW, ("i16", -1000, 1000, -2.0, 2.0))]

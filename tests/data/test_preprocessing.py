@@ -15,6 +15,8 @@ from ecgfast.data import (
     zscore_stats,
 )
 
+pytestmark = pytest.mark.inference  # runs in the inference install too: no torch here
+
 
 def _band_power(x, fs, lo, hi):
     f = np.fft.rfftfreq(x.size, 1 / fs)

@@ -7,7 +7,8 @@ from ecgfast.data import ECGDataError, MultiLeadRecording, read_leads, read_reco
 
 wfdb = pytest.importorskip("wfdb")
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
+pytestmark = [pytest.mark.inference,  # runs in the inference install too: no torch here
+              pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
 
 LEADS12 = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 

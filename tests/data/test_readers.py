@@ -6,7 +6,8 @@ from ecgfast.data import ECGDataError, Recording, read_recording
 wfdb = pytest.importorskip("wfdb")
 
 # wfdb 4.3 itself triggers a pandas deprecation warning on every header it parses.
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
+pytestmark = [pytest.mark.inference,  # runs in the inference install too: no torch here
+              pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from scipy.signal import resample_poly
 
 from ecgfast.data import ECGDataError, highpass, preprocess, preprocess_subject, zscore_stats
 
+pytestmark = pytest.mark.inference  # runs in the inference install too: no torch here
+
 
 @pytest.fixture(scope="module")
 def toy():

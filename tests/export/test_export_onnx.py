@@ -26,7 +26,7 @@ STANDARD_OPS = {
     "LeakyRelu",
     "ReduceMean",
     "GlobalAveragePool",
-    "Flatten",
+    "Reshape",
     "Gemm",
     "Sigmoid",
     "Unsqueeze",
@@ -196,7 +196,7 @@ def test_export_raises_parity_error(monkeypatch, exported, tmp_path, capsys):
     broken = onnx.load(str(path))
     init = next(i for i in broken.graph.initializer if i.name.endswith("2.conv1.weight"))
     init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 1.01, init.name))
-    monkeypatch.setattr(mod, "build_onnx", lambda *a, **k: broken)
+    monkeypatch.setattr(mod, "_build", lambda *a, **k: broken)
     with pytest.raises(ParityError, match="out.onnx"):
         export_onnx(model, tmp_path / "out.onnx", batch_sizes=(2,), lengths=(64,))
     assert "FAIL" in capsys.readouterr().out
@@ -226,38 +226,37 @@ def test_bad_arguments(tmp_path, default_encoder):
         verify_onnx(not_onnx, default_encoder)
 
 
-@pytest.mark.parametrize("keepdims", [0, 1])
-def test_lift_turns_time_means_into_global_average_pools(keepdims):
-    """The 2-D lift rewrites a mean over time, kept or dropped axis, as GlobalAveragePool
-    (+ Flatten) and the lifted graph computes what the 1-D one does."""
-    from ecgfast.export.passes import lift_to_2d
-    from onnx import TensorProto, helper, numpy_helper
+#: One block of the default encoder's graph in the 2-D layout (convs, SE, shortcut, add).
+_BLOCK_2D = ["Conv", "Relu", "Conv", "Relu", "GlobalAveragePool", "Reshape", "Gemm", "Relu",
+             "Gemm", "Sigmoid", "Unsqueeze", "Mul", "Conv", "Add"]
+#: The default encoder's whole graph: the input lifted once, two max-pooled blocks, a last
+#: block with the global max. A change to the exporter that changes it must say so here.
+PINNED_2D = ["Unsqueeze", *_BLOCK_2D, "MaxPool", *_BLOCK_2D, "MaxPool", *_BLOCK_2D, "ReduceMax"]
 
-    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
-    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=keepdims)]
-    if keepdims:  # (B, C, 1) broadcast back over time, then a mean over time again
-        nodes += [
-            helper.make_node("Mul", ["x", "m"], ["xm"]),
-            helper.make_node("ReduceMean", ["xm", "axes"], ["y"], keepdims=0),
-        ]
-    else:
-        nodes += [helper.make_node("Identity", ["m"], ["y"])]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, "l"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
-        [axes],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    lifted = lift_to_2d(model)
-    ops = [n.op_type for n in lifted.graph.node]
-    assert ops.count("GlobalAveragePool") == 1 + keepdims and "ReduceMean" not in ops
-    x = np.random.default_rng(keepdims).standard_normal((2, 3, 17)).astype(np.float32)
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = ort.InferenceSession(lifted.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(got.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-5)
+
+def test_default_graph_is_pinned_and_two_exports_are_identical(exported):
+    """The default export's nodes in order, its layout (every conv and pool a height-1 2-D
+    op, the input lifted once, nothing converted back and forth), its initializers (the
+    encoder's own tensors under their state_dict names), and the same bytes from a second
+    export of the same encoder (numerical parity: test_default_export_full_verification)."""
+    from onnx import helper, numpy_helper
+
+    model, path, _ = exported
+    proto = onnx.load(str(path))
+    assert [n.op_type for n in proto.graph.node] == PINNED_2D
+    for node in proto.graph.node:
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        if node.op_type in ("Conv", "MaxPool"):
+            assert len(a["kernel_shape"]) == 2 and a["kernel_shape"][0] == 1, node.name
+        if node.op_type == "MaxPool":
+            assert a["kernel_shape"] == [1, 8] and a["strides"] == [1, 2]
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for name, value in model.state_dict().items():
+        want = value.numpy()
+        if want.ndim == 3:  # conv weights (C_out, C_in, K) as (C_out, C_in, 1, K)
+            want = want[:, :, None, :]
+        np.testing.assert_array_equal(inits[name], want, err_msg=name)
+    assert build_onnx(model).SerializeToString() == path.read_bytes()
 
 
 def test_row_fold_is_exact_and_used_for_small_batches(exported):

@@ -1,4 +1,4 @@
-"""A 12-lead encoder through ONNX: export, verify, INT8, OnnxEncoder, embed (issue 12, B).
+"""A 12-lead encoder through ONNX: export, verify, INT8, OnnxEncoder, embed.
 
 The encoder is narrow (filters 16/16/32) so that every step takes seconds; only block 1's
 first conv and shortcut see the leads, which is what these tests are about.

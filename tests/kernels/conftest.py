@@ -1,6 +1,10 @@
-"""Kernel tests run the Triton kernels on the CPU under TRITON_INTERPRET=1 when there is no
-CUDA GPU. Triton reads the variable when a kernel is decorated (module import), so it is set
-here, at collection time, before any test module imports ``ecgfast.kernels``.
+"""What the kernel tests need, and the interpreter switch.
+
+Requirements: torch and Triton installed, and either a CUDA GPU of compute capability 8.0 or
+newer (the kernels run there) or none (they run on the CPU in Triton's interpreter, slowly,
+on small shapes); no network. Without a CUDA GPU, TRITON_INTERPRET=1 is set here, at
+collection time, before any test module imports ``ecgfast.kernels`` (Triton reads the
+variable when a kernel is decorated, at module import).
 
 On CUDA every kernel test runs with TF32 off for PyTorch's fp32 matmuls and convolutions
 (the kernels follow that setting): TF32 noise flips ReLU masks and pool argmaxes, and one
@@ -10,32 +14,21 @@ import os
 
 import pytest
 import torch
+from common import interpreter_broken  # benchmarks/common.py, on pytest's pythonpath
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _interpreter_broken() -> str | None:
-    """Why the interpreter cannot run the kernels here (None: it can): Triton < 3.8's
-    interpreter fails with numpy >= 2.4 (the lent GPU image has Triton 3.6, numpy 2.5)."""
-    try:
-        import numpy
-        import triton
-    except ImportError:
-        return None
-    version = lambda v: tuple(int(p) for p in v.split(".")[:2])
-    if version(triton.__version__) < (3, 8) and version(numpy.__version__) >= (2, 4):
-        return (f"Triton {triton.__version__}'s interpreter does not run with numpy "
-                f"{numpy.__version__} (needs Triton >= 3.8 or numpy < 2.4)")
-    return None
-
-
-INTERPRETED = ("test_ntxent_triton.py", "test_encoder_block_triton.py",
-               "test_encoder_block_triton_dispatch.py", "test_encoder_block_triton_keys.py")
+#: The test files that run Triton kernels (in the interpreter when there is no CUDA GPU).
+INTERPRETED = ("test_nt_xent_triton.py", "test_encoder_block_triton.py",
+               "test_encoder_block_triton_conv1d.py",
+               "test_encoder_block_triton_se_residual_pool.py",
+               "test_nt_xent_triton_production.py", "test_encoder_block_triton_autocast.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None if torch.cuda.is_available() else _interpreter_broken()
+    reason = None if torch.cuda.is_available() else interpreter_broken()
     if reason:
         for item in items:
             if item.path.name in INTERPRETED:

@@ -12,7 +12,7 @@ roundoff ``u = 2^-11``, so each product of two rounded operands is off by at mos
   each by ``2u / tau``), the second dot rounds ``P`` and ``z`` (``2u``); the weights of a row
   sum to about 4 (its probabilities, its column's, twice the positive), so an entry moves by
   at most ``4 (4u / tau + 2u)`` of the natural gradient size
-  (tests/ntxent_helpers.py::gradient_scale).
+  (tests/nt_xent_helpers.py::gradient_scale).
 - Conv1d forward: ``|delta y| <= 2u conv(|x|, |W|)`` element-wise, through ReLU unchanged
   (it is 1-Lipschitz), so ``||delta y|| <= 2u ||conv(|x|, |W|)||``.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ntxent_helpers import assert_matches, gradient_scale, reference_and_grads, run_backend
+from nt_xent_helpers import assert_matches, gradient_scale, reference_and_grads, run_backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="CUDA-only: production tiles and TF32 need a GPU")
@@ -37,14 +37,14 @@ def _views(two_n, d, dtype, seed):
 
 
 def _check_ntxent(two_n, d, dtype, precision, loss_tol, grad_tol):
-    from ecgfast.kernels.ntxent import nt_xent_triton
+    from ecgfast.losses import nt_xent
 
     z1, z2 = _views(two_n, d, dtype, seed=two_n * 1000 + d)
     upstream = 0.75
     # float64 reference of the same rounded inputs, on the GPU (seconds per case on a CPU)
     ref = reference_and_grads(z1, z2, TAU, upstream)
-    got = run_backend(lambda a, b, t: nt_xent_triton(a, b, t, input_precision=precision),
-                      z1, z2, TAU, upstream)
+    torch.backends.cuda.matmul.fp32_precision = precision  # the kernels follow it
+    got = run_backend(lambda a, b, t: nt_xent(a, b, t, backend="triton"), z1, z2, TAU, upstream)
     assert_matches(got, ref, loss_tol, grad_tol,
                    f"production tiles 2N={two_n} D={d} {dtype} {precision}",
                    gradient_scale(z1, z2, TAU, upstream))
@@ -74,9 +74,9 @@ def test_ntxent_production_tiles_fp32_ieee(two_n):
 
 @pytest.mark.parametrize("c_in,c_out,k,length", [(1, 32, 32, 2560), (32, 64, 16, 1277)])
 def test_conv_tf32_within_the_rounding_bound(c_in, c_out, k, length):
-    from ecgfast.kernels.conv1d import conv1d_act_dropout
+    from encoder_block_helpers import conv1d_act_dropout
 
-    from ecgfast.ops.encoder import conv1d_same
+    from ecgfast.ops.encoder_block import conv1d_same
 
     g = torch.Generator().manual_seed(c_in + k)
     x = torch.randn(8, c_in, length, generator=g).cuda()
@@ -102,7 +102,7 @@ def test_conv_keyed_dropout_at_production_tiles(c_in, c_out, k, length):
     """The GPU's keyed mask at the production tiles (the interpreter tests use others) is
     ``ecgfast.keyed.dropout_keep`` bit for bit (leaky_relu: a zero is a dropped element),
     and the backward applies the same mask (the bias gradient sums gy act' keep / (1 - p))."""
-    from ecgfast.kernels.conv1d import conv1d_act_dropout
+    from encoder_block_helpers import conv1d_act_dropout
 
     from ecgfast.keyed import KeyedRandom, dropout_keep
 
@@ -129,10 +129,10 @@ def test_ntxent_launches_on_the_tensors_device():
     """A tensor on a device other than the current one is computed there."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    from ecgfast.kernels.ntxent import nt_xent_triton
+    from ecgfast.losses import nt_xent
 
     z1, z2 = (t.to("cuda:1") for t in _views(64, 32, torch.float32, 1))
     torch.cuda.set_device(0)
-    loss = nt_xent_triton(z1, z2, TAU)
+    loss = nt_xent(z1, z2, TAU, backend="triton")
     ref = reference_and_grads(z1.cpu(), z2.cpu(), TAU, 1.0)[0]
     assert loss.device == z1.device and abs(loss.item() - ref.item()) < 1e-4

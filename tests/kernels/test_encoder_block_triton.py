@@ -1,251 +1,53 @@
-"""The fused encoder kernels against the eager reference in ecgfast/ops/encoder.py.
+"""The Triton encoder-block backend (kernels/encoder_block.py) through ecgfast.dispatch, the
+way production runs it: the block op from plain tensors and a spec, the whole encoder
+against the eager one (every residual x attention configuration, one lead and several,
+training with keyed dropout), what the backend refuses and why, and the state dict shared
+with the eager backend. Its two kernels have their own files
+(test_encoder_block_triton_conv1d.py, test_encoder_block_triton_se_residual_pool.py);
+shared helpers and tolerances: encoder_block_helpers.py.
 
 On a machine without a CUDA GPU the kernels run under TRITON_INTERPRET=1 (numpy on the CPU;
-tests/kernels/conftest.py sets it before Triton is imported), so the shapes are small and
-awkward (no multiple of any block size). Each fused op is compared with the reference on
-fresh random inputs: the output and the gradient of every input and parameter. Dropout is
-keyed (ecgfast/keyed.py): with the same keys the kernels and the reference drop the same
-elements, so the convs and the whole encoder are compared with dropout on as well, the
-zero pattern of a conv output bit for bit. The keyed mask itself (against
-``ecgfast.keyed.dropout_keep``), chunk independence and bad keys:
-test_encoder_block_triton_keys.py.
-
-Tolerances (normwise relative error, ||got - want|| / ||want||, against a float32 reference
-computed from the same, dtype-rounded, inputs and parameters):
-
-- float32: 1e-5 under the interpreter (fp32 "ieee" dot); 1e-4 on CUDA, where conftest.py
-  turns TF32 off for both the kernels and cuDNN (fp32 sums in another order).
-- bfloat16, one kernel: 1e-2 (one rounding of the output to bf16, 2^-9 relative, plus the
-  bf16 rounding of the output gradient).
-- bfloat16, whole encoder: against the same composition of the reference ops in fp32 with
-  the tensors that the fused path stores in bf16 (h, f, the SE mean, a, the block output)
-  rounded to bf16 at the same points (:func:`_bf16_rounded_reference`), so both take the
-  same max-pool decisions: 5e-3 on outputs, 3e-2 on gradients (the fused backward also
-  rounds its gradients to bf16 and runs aten's bf16 conv backward), 4e-2 on the SE MLP's
-  (``se.*``, the noisiest: tiny gradients through the bf16 mean and MLP; measured while
-  adding keyed dropout: 3.2-3.6e-2 on ``blocks.0.se.fc1.weight`` in 2 of 8 dropout cases
-  and, with other random inputs, in 2 of 8 dropout-free ones). The plain fp32 model
-  is no yardstick: three blocks of bf16 max pools flip argmaxes, and PyTorch's own bf16
-  model is 10-40 % off the fp32 gradients.
+conftest.py sets it before Triton is imported), so the shapes are small and awkward.
+Tolerances beyond the helpers': the whole encoder in bfloat16 is compared with the same
+composition of the reference ops in fp32 with the tensors that the fused path stores in
+bf16 (h, f, the SE mean, a, the block output) rounded to bf16 at the same points
+(:class:`_Bf16Rounded`), so both take the same max-pool decisions: 5e-3 on outputs, 3e-2
+on gradients (the fused backward also rounds its gradients to bf16 and runs aten's bf16
+conv backward), 4e-2 on the SE MLP's (``se.*``, the noisiest: tiny gradients through the
+bf16 mean and MLP; 3.2-3.6e-2 was measured on ``blocks.0.se.fc1.weight`` in 2 of 8
+dropout cases and, with other random inputs, in 2 of 8 dropout-free ones). The plain fp32
+model is no yardstick: three blocks of bf16 max pools flip argmaxes, and PyTorch's own
+bf16 model is 10-40 % off the fp32 gradients.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import warnings
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # conftest.py does this too; harmless when already set
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 pytest.importorskip("triton")
 
-from ecgfast.kernels.conv1d import conv1d_act_dropout
-from ecgfast.kernels.se_residual_pool import se_residual_pool
+from encoder_block_helpers import (
+    DEVICE,
+    FP32_TOL,
+    SMALL,
+    dropout_keys,
+    pool_reference,
+    rel_err,
+)
 
+from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import RESIDUAL_PRESETS, ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import (
-    conv1d_same,
+from ecgfast.ops.encoder_block import (
+    BlockSpec,
     conv_act_dropout,
     random_block_params,
     se_excitation,
 )
-from ecgfast.ops.encoder import se_residual_pool as se_residual_pool_ref
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-FP32_TOL = 1e-5 if INTERPRET else 1e-4
-KERNEL_TOL = {torch.float32: FP32_TOL, torch.bfloat16: 1e-2, torch.float16: 2e-3}
-DTYPES = [torch.float32, torch.bfloat16] + ([] if INTERPRET else [torch.float16])
-#: Small, awkward widths for the whole-encoder grid (interpreter time); block 3's
-#: shortcut (C_in = 20) takes the tl.dot projection, block 1's (C_in = 1) the FMA one.
-#: Pool 5/2 instead of 8/2 and short kernels keep the interpreter's per-operation cost down;
-#: the production shapes run in test_encoder_production_widths_match_eager.
-SMALL = {"filters": (12, 20, 36), "kernel_sizes": (7, 4, 3), "se_reduction": 4, "pool_size": 5}
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.detach().double(), want.detach().double()
-    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
-
-
-def _leaves(*tensors, dtype):
-    """Leaf copies in ``dtype`` and the matching fp32 leaves of the same rounded values."""
-    low = [None if t is None else t.to(DEVICE, dtype).detach().requires_grad_() for t in tensors]
-    ref = [None if t is None else t.detach().float().requires_grad_() for t in low]
-    return low, ref
-
-
-def _grads(out, leaves, grad_out):
-    present = [t for t in leaves if t is not None]
-    got = torch.autograd.grad(out, present, grad_out)
-    it = iter(got)
-    return [None if t is None else next(it) for t in leaves]
-
-
-# ---------------------------------------------------------------- conv + act + dropout
-
-CONV_SHAPES = [
-    # (B, C_in, C_out, K, L)
-    (2, 1, 20, 7, 77),     # C_in = 1: the DIRECT (FMA) path, odd K
-    (1, 1, 12, 32, 61),    # DIRECT, even K (extra zero on the right), K > 16
-    (3, 3, 17, 8, 50),     # implicit GEMM with R = 24 < BLOCK_R
-    (2, 20, 24, 5, 130),   # R = 100, odd K
-    (1, 16, 40, 6, 47),    # even K, C_out not a power of two
-]
-
-
-@pytest.mark.parametrize("p", [0.0, 0.3])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_conv_act_matches_reference(shape, act, dtype, p):
-    """Output, SE sums and gradients against the reference; with p > 0 both get the same
-    keys, and the zero pattern (dropped or below the ReLU) is the same bit for bit."""
-    torch.manual_seed(hash((shape, act)) % 2**31)
-    b, c_in, c_out, k, length = shape
-    x0 = torch.randn(b, c_in, length)
-    w0 = torch.randn(c_out, c_in, k) / (c_in * k) ** 0.5
-    b0 = torch.randn(c_out) * 0.1
-    keys = KeyedRandom.for_batch(sum(shape), b, DEVICE).dropout_keys(1, DEVICE)[0] if p else None
-    (x, w, bias), (xr, wr, br) = _leaves(x0, w0, b0, dtype=dtype)
-    y, sums = conv1d_act_dropout(x, w, bias, act=act, negative_slope=0.15, p=p, keys=keys,
-                                 write_sums=True)
-    yr = conv_act_dropout(xr, wr, br, act=act, negative_slope=0.15, p=p, keys=keys)
-    assert y.dtype == dtype and y.shape == (b, c_out, length)
-    tol = KERNEL_TOL[dtype]
-    assert torch.equal(y == 0, yr == 0)
-    if p and act == "leaky_relu":  # every zero is a dropped element: p of them
-        assert 0.15 < (y == 0).float().mean().item() < 0.45
-    assert rel_err(y, yr) < tol
-    assert rel_err(sums, yr.sum(-1)) < tol
-    # gradient through both outputs (y and the SE sums)
-    gy0, gs0 = torch.randn_like(yr), torch.randn_like(sums)
-    gy = gy0.to(dtype)
-    got = _grads((y, sums), [x, w, bias], (gy, gs0))
-    want = _grads((yr, yr.sum(-1)), [xr, wr, br], (gy.float(), gs0))
-    for name, g, r in zip(("x", "weight", "bias"), got, want):
-        assert g.dtype == dtype
-        assert rel_err(g, r) < tol, name
-
-
-def test_conv_without_bias_and_sums():
-    torch.manual_seed(1)
-    (x, w), (xr, wr) = _leaves(torch.randn(2, 5, 40), torch.randn(7, 5, 4), dtype=torch.float32)
-    y, sums = conv1d_act_dropout(x, w, None, act="none")
-    assert sums is None
-    yr = conv1d_same(xr, wr, None)
-    assert rel_err(y, yr) < FP32_TOL
-    g = torch.randn_like(yr)
-    for a, r in zip(_grads(y, [x, w], g), _grads(yr, [xr, wr], g)):
-        assert rel_err(a, r) < FP32_TOL
-
-
-def test_conv_argument_errors():
-    x = torch.randn(2, 3, 40, device=DEVICE)
-    w = torch.randn(4, 3, 5, device=DEVICE)
-    with pytest.raises(ValueError, match="x must be a \\(batch, C_in, length\\)"):
-        conv1d_act_dropout(x[0], w, None)
-    with pytest.raises(ValueError, match="weight must be \\(C_out, C_in=3, K\\)"):
-        conv1d_act_dropout(x, w[:, :2], None)
-    with pytest.raises(ValueError, match="float32, bfloat16 or float16.*float64"):
-        conv1d_act_dropout(x.double(), w.double(), None)
-    with pytest.raises(ValueError, match="weight and bias dtypes"):
-        conv1d_act_dropout(x, w.half(), None)
-    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
-        conv1d_act_dropout(x, w, None, act="leaky_relu", negative_slope=-0.1)
-    with pytest.raises(ValueError, match="p must be in \\[0, 1\\)"):
-        conv1d_act_dropout(x, w, None, p=1.0)
-    with pytest.raises(ValueError, match="act must be one of"):
-        conv1d_act_dropout(x, w, None, act="gelu")
-
-
-def test_large_batch_past_int32_offsets_is_refused():
-    """An output past the kernels' int32 offsets (with room for the backward's last block)
-    is refused before any launch, by the conv and by the block backend's declared limits
-    (expanded views: no memory)."""
-    from ecgfast.kernels.conv1d import MAX_NUMEL
-    from ecgfast.kernels.encoder_block import BACKEND
-
-    assert MAX_NUMEL + 2**15 <= 2**31 - 1
-    spec = EncoderConfig().block_specs()[0]  # 1 -> 32 channels
-    batch = MAX_NUMEL // (spec.out_channels * 2560) + 1
-    x = torch.zeros(1, 1, 1, device=DEVICE).expand(batch, 1, 2560)
-    w = torch.zeros(spec.out_channels, 1, spec.kernel_size, device=DEVICE)
-    with pytest.raises(ValueError, match="the Triton conv supports at most .* \\(split the batch\\)"):
-        conv1d_act_dropout(x, w, None)
-    params = random_block_params(spec, device=DEVICE)
-    reasons = BACKEND.limits(x, params, spec, None)
-    assert any("more than its int32 offsets reach" in r for r in reasons), reasons
-    assert BACKEND.limits(x[: batch - 1], params, spec, None) == []
-
-
-# ---------------------------------------------------------------- SE + residual + pool
-
-POOL_CASES = [
-    # (B, C_in, C, L, attention, shortcut, pool)   shortcut: None | "identity" | "proj"
-    (3, 1, 20, 101, True, "proj", (8, 2)),     # block-1 shape: C_in = 1, FMA projection
-    (2, 24, 40, 97, True, "proj", (8, 2)),     # tl.dot projection, C_in not a pow2
-    (2, 20, 36, 53, True, "proj", None),       # global max (block 3)
-    (2, 17, 17, 64, False, "identity", (5, 3)),
-    (1, 17, 17, 40, True, "identity", None),
-    (2, 9, 21, 70, True, None, (7, 2)),        # windows not a multiple of the stride
-    (3, 9, 21, 70, False, None, None),
-    (2, 70, 19, 33, False, "proj", (8, 2)),    # C_in > BLOCK_CIN: projection K-loop
-]
-
-
-def _pool_reference(*args, pool_size, pool_stride, ties):
-    """The reference; with ``ties`` (bf16/fp16 values tie), the global max's gradient goes
-    to the first maximum, as in the kernel and max_pool1d (amax splits it among ties)."""
-    if pool_size is None and ties:
-        return se_residual_pool_ref(*args, pool_size=1, pool_stride=1).max(dim=-1).values
-    return se_residual_pool_ref(*args, pool_size=pool_size, pool_stride=pool_stride)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_se_residual_pool_matches_reference(case, dtype):
-    bsz, c_in, c, length, attention, shortcut, pool = case
-    torch.manual_seed(hash(case) % 2**31)
-    f0 = torch.randn(bsz, c, length)
-    a0 = torch.rand(bsz, c) if attention else None
-    x0 = torch.randn(bsz, c_in, length) if shortcut else None
-    ws0 = torch.randn(c, c_in, 1) / c_in**0.5 if shortcut == "proj" else None
-    bs0 = torch.randn(c) * 0.1 if shortcut == "proj" else None
-    low, ref = _leaves(f0, a0, x0, ws0, bs0, dtype=dtype)
-    size, stride = pool if pool else (None, 1)
-    out = se_residual_pool(*low, pool_size=size, pool_stride=stride)
-    want = _pool_reference(*ref, pool_size=size, pool_stride=stride, ties=dtype != torch.float32)
-    assert out.dtype == dtype and out.shape == want.shape
-    tol = KERNEL_TOL[dtype]
-    assert rel_err(out, want) < tol
-    g = torch.randn_like(want).to(dtype)
-    got = _grads(out, low, g)
-    exp = _grads(want, ref, g.float())
-    for name, a, r in zip(("f", "a", "x", "shortcut_weight", "shortcut_bias"), got, exp):
-        if r is not None:
-            assert rel_err(a, r) < tol, name
-
-
-def test_se_residual_pool_argument_errors():
-    f = torch.randn(2, 8, 30, device=DEVICE)
-    with pytest.raises(ValueError, match="identity shortcut needs C_in == C"):
-        se_residual_pool(f, None, torch.randn(2, 3, 30, device=DEVICE), None, None,
-                         pool_size=8, pool_stride=2)
-    with pytest.raises(ValueError, match="a must be \\(batch, C\\)"):
-        se_residual_pool(f, torch.rand(2, 7, device=DEVICE), None, None, None,
-                         pool_size=8, pool_stride=2)
-    with pytest.raises(ValueError, match="shortcut_weight must be \\(C=8, C_in=3, 1\\)"):
-        se_residual_pool(f, None, torch.randn(2, 3, 30, device=DEVICE),
-                         torch.randn(8, 4, 1, device=DEVICE), None, pool_size=8, pool_stride=2)
-    with pytest.raises(ValueError, match="shorter than pool_size"):
-        se_residual_pool(f[..., :5], None, None, None, None, pool_size=8, pool_stride=2)
-    with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
-        se_residual_pool(f.double(), None, None, None, None, pool_size=8, pool_stride=2)
-
 
 # ---------------------------------------------------------------- the whole encoder
 
@@ -297,7 +99,7 @@ class _Bf16Rounded(torch.nn.Module):
             sc = blk.shortcut
             args = (f, a, x if blk.residual else None, None if sc is None else sc.weight,
                     None if sc is None else sc.bias)
-            x = rnd(_pool_reference(*args, pool_size=blk.pool_size,
+            x = rnd(pool_reference(*args, pool_size=blk.pool_size,
                                     pool_stride=blk.pool_stride, ties=True))
         return x
 
@@ -373,3 +175,221 @@ def test_training_loss_curve_matches_eager():
         curves[backend] = torch.tensor(losses)
     assert curves["eager"][-1] < curves["eager"][0]
     torch.testing.assert_close(curves["triton"], curves["eager"], rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("c_in", (2, 3, 12))
+def test_multilead_encoder_matches_eager(c_in):
+    """A whole small C-lead encoder (all shortcuts, SE), Triton vs eager: the output and
+    the gradient of the input and of every parameter."""
+    config = EncoderConfig(in_channels=c_in, residual="all", attention=True, dropout=0.0,
+                           filters=(12, 20, 36), kernel_sizes=(7, 4, 3), se_reduction=4,
+                           pool_size=5)
+    torch.manual_seed(c_in)
+    eager = ECGEncoder(config.replace(backend="eager")).to(DEVICE)
+    fused = ECGEncoder(config.replace(backend="triton")).to(DEVICE)
+    fused.load_state_dict(eager.state_dict())
+    x = torch.randn(2, c_in, 211, device=DEVICE)
+    g = torch.randn(2, 36, device=DEVICE)
+    results = []
+    for model in (fused, eager):
+        xi = x.clone().requires_grad_()
+        y = model(xi)
+        y.backward(g)
+        results.append((y, {"input": xi.grad, **{n: p.grad for n, p in model.named_parameters()}}))
+    (y, grads), (yr, want) = results
+    assert rel_err(y, yr) < FP32_TOL * 10
+    assert set(grads) == set(want)
+    for name in want:
+        assert rel_err(grads[name], want[name]) < FP32_TOL * 10, name
+
+
+# ---------------------------------------------------------------- the block op through dispatch
+
+def test_state_dict_moves_between_backends():
+    a = ECGEncoder(EncoderConfig(backend="triton", **SMALL))
+    b = ECGEncoder(EncoderConfig(backend="eager", **SMALL))
+    assert list(a.state_dict()) == list(b.state_dict())
+    b.load_state_dict(a.state_dict())
+
+
+def _block_inputs(block):
+    return block.block_params(), block.spec, None
+
+
+def test_triton_backend_refusals(monkeypatch):
+    block = ECGEncoder(EncoderConfig(backend="triton", **SMALL)).blocks[0]
+    x = torch.randn(1, 1, 64)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="backend='triton' cannot run encoder_block: it needs CUDA tensors, got cpu"):
+        dispatch.resolve("encoder_block", "triton", x, *_block_inputs(block))
+    assert dispatch.resolve("encoder_block", "auto", x, *_block_inputs(block)) == "eager"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16 inputs, got torch.float64"):
+        dispatch.resolve("encoder_block", "triton", x.double(), *_block_inputs(block))
+    leaky = ECGEncoder(EncoderConfig(backend="triton", activation="leaky_relu",
+                                     negative_slope=-0.2, **SMALL)).blocks[0]
+    with pytest.raises(ValueError, match="negative_slope >= 0"):
+        dispatch.resolve("encoder_block", "triton", x, *_block_inputs(leaky))
+    # the CPU interpreter is for tests: "auto" never picks it
+    assert dispatch.resolve("encoder_block", "auto", x, *_block_inputs(block)) == "eager"
+    assert dispatch.resolve("encoder_block", "triton", x, *_block_inputs(block)) == "triton"
+
+
+def test_triton_backend_limits_name_every_reason():
+    """Limits beyond device and dtype: parameters in another dtype, a pool window too large
+    for the int8 argmax; each is named."""
+    spec = BlockSpec(3, 5, 4, pool_size=200, pool_stride=1)
+    params = random_block_params(spec, dtype=torch.float16)
+    x = torch.randn(1, 3, 300)
+    with pytest.raises(ValueError) as err:
+        dispatch.resolve("encoder_block", "triton", x, params, spec, None)
+    assert "every parameter in x's dtype" in str(err.value)
+    assert "pool_size <= 127" in str(err.value)
+    assert dispatch.resolve("encoder_block", "auto", x, params, spec, None) == "eager"
+
+
+def test_triton_backend_checks_every_shape_before_a_launch():
+    """The kernels index x and the parameters by pointer, so the backend refuses, naming
+    each, an x whose channels are not the spec's, a signal shorter than the pool window
+    and a parameter of another shape than the spec's (the eager backend would raise
+    PyTorch's own error; the kernels would read out of bounds)."""
+    spec = BlockSpec(3, 5, 4, residual=True, se_hidden=2, pool_size=8)
+    params = random_block_params(spec, device=DEVICE)
+    x = torch.randn(2, 3, 40, device=DEVICE)
+    assert dispatch.resolve("encoder_block", "triton", x, params, spec, None) == "triton"
+    bad = params._replace(conv2_weight=params.conv2_weight[:, :4],
+                          se_fc1_bias=None, shortcut_weight=None)
+    with pytest.raises(ValueError) as err:
+        dispatch.resolve("encoder_block", "triton", x[:, :2, :5], bad, spec, None)
+    message = str(err.value)
+    assert "x of shape (B, 3, L), got (2, 2, 5)" in message
+    assert "conv2_weight of shape (5, 5, 4) (the spec's), got (5, 4, 4)" in message
+    assert "shortcut_weight of shape (5, 3, 1) (the spec's), got None" in message
+    assert "se_fc1_bias" not in message  # a bias may be absent (no bias)
+    with pytest.raises(ValueError, match="a length >= pool_size 8, got 5"):
+        dispatch.resolve("encoder_block", "triton", x[..., :5], params, spec, None)
+
+
+BLOCK_SPECS = [
+    BlockSpec(1, 12, 7, residual=True, se_hidden=3, pool_size=5),         # FMA projection
+    BlockSpec(9, 9, 4, activation="leaky_relu", residual=True, pool_size=None),  # identity
+    BlockSpec(6, 20, 3, residual=True, se_hidden=5, pool_size=6, pool_stride=3),
+    # block 1 of a C-lead encoder (C > 1: the tl.dot paths of the conv and the projection)
+    *(BlockSpec.build(c, 12, 7, residual=True, attention=True, se_reduction=4, pool_size=5)
+      for c in (2, 3, 12)),
+]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+@pytest.mark.parametrize("spec", BLOCK_SPECS, ids=lambda s: f"{s.in_channels}-{s.out_channels}")
+def test_block_op_without_a_module(spec, dropout):
+    """The block op from plain tensors and a spec (no module): the Triton backend against
+    the reference, output and the gradient of the input and every parameter; with dropout
+    both get the same (2, B) keys."""
+    spec = dataclasses.replace(spec, dropout=dropout)
+    g = torch.Generator().manual_seed(spec.in_channels)
+    params = random_block_params(spec, generator=g, device=DEVICE)
+    x = torch.randn(2, spec.in_channels, 83, generator=g).to(DEVICE)
+    keys = KeyedRandom.for_batch(spec.in_channels, 2, DEVICE).dropout_keys(2, DEVICE) \
+        if dropout else None
+    leaves = [x, *(t for t in params if t is not None)]
+    for t in leaves:
+        t.requires_grad_()
+    out = {}
+    for backend in ("eager", "triton"):
+        y = dispatch.encoder_block(x, params, spec, keys, backend)
+        gy = torch.ones_like(y)
+        out[backend] = (y, torch.autograd.grad(y, leaves, gy))
+    assert out["triton"][0].shape == (2, spec.out_channels, spec.out_length(83)) or (
+        spec.pool_size is None and out["triton"][0].shape == (2, spec.out_channels))
+    assert rel_err(out["triton"][0], out["eager"][0]) < FP32_TOL * 10
+    for got, want in zip(out["triton"][1], out["eager"][1]):
+        assert rel_err(got, want) < FP32_TOL * 10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the auto fallback warning is CUDA-only")
+def test_auto_falls_back_with_one_warning_on_cuda():
+    dispatch._AUTO_WARNED.clear()
+    model = ECGEncoder(EncoderConfig(backend="auto", **SMALL)).cuda().double()
+    x = torch.randn(2, 1, 300, device="cuda", dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="falls back to eager"):
+        model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x)
+    model.float()
+    assert dispatch.resolve("encoder_block", "auto", x.float(),
+                            *_block_inputs(model.blocks[0])) == "triton"
+
+
+def test_block_sample_does_not_depend_on_its_batch():
+    """The Triton block op on a chunk of the batch with its columns of the (2, B) keys gives
+    the chunk's rows of the whole batch's output and input gradient."""
+    spec = BlockSpec.build(3, 12, 5, residual=True, attention=True, se_reduction=4,
+                           dropout=0.3, pool_size=5)
+    params = random_block_params(spec, generator=torch.Generator().manual_seed(1), device=DEVICE)
+    x = torch.randn(4, 3, 90, device=DEVICE)
+    keys = dropout_keys(5, 4, layers=2)
+    g = torch.randn(4, 12, spec.out_length(90), device=DEVICE)
+    out = {}
+    for name, rows in (("whole", slice(None)), ("chunk", slice(1, 3))):
+        xi = x[rows].clone().requires_grad_()
+        y = dispatch.encoder_block(xi, params, spec, keys[:, rows].clone(), "triton")
+        y.backward(g[rows])
+        out[name] = y.detach(), xi.grad
+    y_plain = dispatch.encoder_block(x, params, spec, None, "triton")
+    assert rel_err(out["whole"][0], y_plain) > 0.05  # the keys did drop something
+    assert rel_err(out["chunk"][0], out["whole"][0][1:3]) < FP32_TOL
+    assert rel_err(out["chunk"][1], out["whole"][1][1:3]) < FP32_TOL
+
+
+def test_encoder_dropout_is_reproducible_and_eval_has_none():
+    """p = 0.1 in training: a seed reproduces the output and gradients, another changes
+    them; eval mode has no dropout and matches eager (training against eager with the same
+    keys: test_encoder_block_triton.py::test_encoder_matches_eager)."""
+    config = EncoderConfig(residual="all", attention=True, dropout=0.1, **SMALL)
+    torch.manual_seed(0)
+    model = ECGEncoder(config.replace(backend="triton")).to(DEVICE)
+    x = torch.randn(2, 1, 200, device=DEVICE)
+    g = torch.ones(2, 36, device=DEVICE)
+    torch.manual_seed(11)
+    ya, ga = _run(model, x, g)
+    model.zero_grad()
+    torch.manual_seed(11)
+    yb, gb = _run(model, x, g)
+    assert torch.equal(ya, yb) and all(torch.equal(ga[k], gb[k]) for k in ga)
+    with torch.no_grad():
+        torch.manual_seed(12)
+        assert not torch.equal(model(x), ya)
+        model.eval()
+        eager = ECGEncoder(config.replace(backend="eager")).to(DEVICE).eval()
+        eager.load_state_dict(model.state_dict())
+        assert rel_err(model(x), eager(x)) < FP32_TOL * 10
+
+
+def test_large_batch_past_int32_offsets_is_refused():
+    """A conv output past the kernels' int32 offsets (with room for the backward's last
+    block) is refused by the backend's declared limits before any launch (expanded views:
+    no memory)."""
+    from ecgfast.kernels.encoder_block import BACKEND
+    from ecgfast.kernels.encoder_block_conv1d import MAX_NUMEL
+
+    assert MAX_NUMEL + 2**15 <= 2**31 - 1
+    spec = EncoderConfig().block_specs()[0]  # 1 -> 32 channels
+    batch = MAX_NUMEL // (spec.out_channels * 2560) + 1
+    x = torch.zeros(1, 1, 1, device=DEVICE).expand(batch, 1, 2560)
+    params = random_block_params(spec, device=DEVICE)
+    reasons = BACKEND.limits(x, params, spec, None)
+    assert any("more than its int32 offsets reach" in r for r in reasons), reasons
+    assert BACKEND.limits(x[: batch - 1], params, spec, None) == []
+
+
+def test_bad_dropout_keys_are_refused_by_name():
+    x = torch.randn(3, 4, 50, device=DEVICE)
+    spec = BlockSpec(4, 6, 3, dropout=0.2, pool_size=5)
+    params = random_block_params(spec, device=DEVICE)
+    keys2 = dropout_keys(1, 3, layers=2)
+    for k in (keys2.long(), dropout_keys(1, 4, layers=2), dropout_keys(1, 3),
+              keys2.to("meta")):
+        with pytest.raises(ValueError, match=r"dropout_keys must be None or an int32 \(2, 3\)"):
+            dispatch.encoder_block(x, params, spec, k, "triton")

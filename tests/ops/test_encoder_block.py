@@ -1,4 +1,4 @@
-"""The reference block maths (ecgfast.ops.encoder): the CPU conv backward against aten's,
+"""The reference block maths (ecgfast.ops.encoder_block): the CPU conv backward against aten's,
 the pieces, the op's spec and params, gradient layout and the meta device."""
 
 import dataclasses
@@ -11,7 +11,7 @@ from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.layers import EncoderBlock
 from ecgfast.models import ECGEncoder, EncoderConfig
-from ecgfast.ops.encoder import (
+from ecgfast.ops.encoder_block import (
     BlockParams,
     BlockSpec,
     conv1d_same,

@@ -37,7 +37,7 @@ Offsets are int32: 2N x D must stay below 2^31 (2N = 2^20 with D <= 1024 does), 
 :func:`_limits` checks.
 
 Production configurations (per dtype family and D range) and their choice per shape are in
-:mod:`ecgfast.kernels.ntxent_configs`; :mod:`ecgfast.kernels.aot` compiles them for sm_80
+:mod:`ecgfast.kernels.nt_xent_configs`; :mod:`ecgfast.kernels.aot` compiles them for sm_80
 and sm_90.
 """
 
@@ -46,14 +46,30 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ecgfast.kernels._common import (
+    KERNEL_DTYPES,
+    MAX_INT32_OFFSET,
+    check_grid,
+    dot_input_precision,
+    interpreting,
+    launch_device,
+)
+from ecgfast.kernels.nt_xent_configs import (
+    BWD_CONFIGS,
+    CHUNK_DOUT,
+    FWD_CONFIGS,
+    ONE_TILE_MAX_D,
+    ROWWISE_BLOCK_M,
+    block_d,
+    column_splits,
+    family,
+    merge_splits,
+    pick,
+    sm_count,
+)
 
-from ecgfast.dispatch import Backend, BackendUnavailable, Capabilities, dtype_names
-from ecgfast.kernels._common import (KERNEL_DTYPES, MAX_INT32_OFFSET, check_grid,
-                                     dot_input_precision, interpreting, launch_device)
-from ecgfast.kernels.ntxent_configs import (BWD_CONFIGS, CHUNK_DOUT, FWD_CONFIGS,
-                                            ONE_TILE_MAX_D, ROWWISE_BLOCK_M, block_d,
-                                            column_splits, family, merge_splits, pick,
-                                            sm_count)
+from ecgfast.dispatch import Backend, Capabilities, dtype_names
+from ecgfast.ops.nt_xent_distributed import RowShard
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -249,17 +265,16 @@ class TritonNTXent(torch.autograd.Function):
     """Launches the kernels above; saves x (2N x D, input dtype), r and lse (2N fp32).
 
     ``shard`` None: this process holds the whole batch. Otherwise this rank's
-    :class:`~ecgfast.distributed.RowShard`, with ``z1_all``, ``z2_all`` the gathered batch
-    (no grad): the kernels run on its own anchor rows only, the LSE values are all-gathered
-    and the loss all-reduced; the backward needs no communication (its column term reads
-    every row's LSE) and returns ``grad_scale`` times the own rows' gradient.
+    :class:`~ecgfast.ops.nt_xent_distributed.RowShard`, with ``z1_all``, ``z2_all`` the
+    gathered batch (no grad): the kernels run on its own anchor rows only, the LSE values
+    are all-gathered and the loss all-reduced; the backward needs no communication (its
+    column term reads every row's LSE) and returns ``grad_scale`` times the own rows'
+    gradient.
     """
 
     @staticmethod
-    def forward(ctx, z1, z2, temperature: float, input_precision: str, tiles: dict | None,
-                shard=None, z1_all=None, z2_all=None):
-        from ecgfast.distributed import RowShard
-
+    def forward(ctx, z1, z2, temperature: float, input_precision: str, shard=None,
+                z1_all=None, z2_all=None):
         shard = RowShard.whole(z1.shape[0]) if shard is None else shard
         # (2N, D) in the input dtype; O(N D), never O(N^2)
         x = torch.cat([z1, z2] if z1_all is None else [z1_all, z2_all], dim=0)
@@ -268,10 +283,9 @@ class TritonNTXent(torch.autograd.Function):
         rnorm = torch.empty(two_n, dtype=torch.float32, device=x.device)
         fam = family(x.dtype, input_precision)
         bd = block_d(d, fam)
-        cfg = pick(FWD_CONFIGS, fam, d, 2 * shard.count, tiles)
+        cfg = pick(FWD_CONFIGS, fam, d, 2 * shard.count)
         row_programs = triton.cdiv(shard.count, cfg["BLOCK_M"])
-        splits, per_split = column_splits(2 * row_programs, two_n, cfg["BLOCK_N"], tiles,
-                                          sm_count(x))
+        splits, per_split = column_splits(2 * row_programs, two_n, cfg["BLOCK_N"], sm_count(x))
         parts = torch.empty((3, splits, 2 * shard.count), dtype=torch.float32, device=x.device)
         grid = (row_programs, 2, splits)
         with launch_device(x, grid, "Triton NT-Xent forward"):
@@ -288,7 +302,6 @@ class TritonNTXent(torch.autograd.Function):
         ctx.temperature = temperature
         ctx.input_precision = input_precision
         ctx.shard = shard
-        ctx.tiles = tiles
         return shard.all_sum((lse - pos).sum()) / two_n
 
     @staticmethod
@@ -299,14 +312,14 @@ class TritonNTXent(torch.autograd.Function):
         two_n, d = x.shape
         upcast = interpreting() and x.dtype == torch.bfloat16
         fam = family(x.dtype, ctx.input_precision)
-        cfg = pick(BWD_CONFIGS, fam, d, 2 * shard.count, ctx.tiles)
+        cfg = pick(BWD_CONFIGS, fam, d, 2 * shard.count)
         one_tile = d <= ONE_TILE_MAX_D
         bd = block_d(d, fam)
         block_dout = bd if one_tile else CHUNK_DOUT
         n_dout = triton.cdiv(d, block_dout)
         row_programs = triton.cdiv(shard.count, cfg["BLOCK_M"])
         splits, per_split = column_splits(2 * n_dout * row_programs, two_n, cfg["BLOCK_N"],
-                                          ctx.tiles, sm_count(x))
+                                          sm_count(x))
         dz = torch.empty((splits, 2 * shard.count, d), dtype=torch.float32, device=x.device)
         grid = (row_programs, 2 * n_dout, splits)
         check_grid(grid, "Triton NT-Xent backward")
@@ -325,71 +338,33 @@ class TritonNTXent(torch.autograd.Function):
                 own_x, own_rnorm, dz, dx, 2 * shard.count, d, own_x.stride(0), dz.stride(0),
                 dx.stride(0), BLOCK_M=ROWWISE_BLOCK_M, BLOCK_K=min(block_dout, 128))
         n = shard.count
-        return dx[:n], dx[n:], None, None, None, None, None, None
+        return dx[:n], dx[n:], None, None, None, None, None
 
 
 def _limits(z1, z2=None, temperature=None, shard=None) -> list[str]:
-    """The kernels' int32 offsets: 2N x D (2N over every rank) below 2^31."""
+    """What the kernels cannot take beyond the first view's device and dtype: a second view
+    of another dtype family, and 2N x D (2N over every rank) past their int32 offsets."""
+    reasons = []
+    if z2 is not None and z2.dtype not in KERNEL_DTYPES:
+        reasons.append(f"it takes {dtype_names(KERNEL_DTYPES)} inputs, got z2 of {z2.dtype}")
     rows = 2 * (z1.shape[0] if shard is None else shard.total)
     d = z1.shape[-1] if z1.dim() == 2 else 1
     if rows * d > MAX_INT32_OFFSET:
-        return [(f"2N x D = {rows} x {d} = {rows * d} elements, more than its int32 offsets "
-                 f"reach ({MAX_INT32_OFFSET}); use backend='streaming'")]
-    return []
-
-
-def nt_xent_triton(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
-                   input_precision: str = "ieee", tiles: dict | None = None,
-                   shard=None) -> torch.Tensor:
-    """NT-Xent with the Triton kernels. z1, z2: (N, D) of one dtype that :data:`BACKEND`
-    takes (fp32/bf16/fp16), on a CUDA device (or CPU under TRITON_INTERPRET=1).
-    ``input_precision``: "ieee" or "tf32" (fp32 inputs). ``tiles``: optional
-    ``{"BLOCK_M": m, "BLOCK_N": n}`` (powers of two >= 16) replacing the production configs,
-    for tests, with an optional ``"SPLITS"`` (column splits, int >= 1). ``shard``: this rank's :class:`~ecgfast.distributed.RowShard` of a
-    distributed batch (None: all is here). Returns the fp32 mean over the 2N rows (of the
-    global batch). Checks the kernel-only arguments, and each view against
-    :data:`BACKEND`'s capabilities (dispatch's path, :func:`_run`, skips both checks).
-    """
-    if input_precision not in ("ieee", "tf32"):
-        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}")
-    if tiles is not None:
-        for key in ("BLOCK_M", "BLOCK_N"):
-            v = tiles.get(key)
-            if not isinstance(v, int) or v < 16 or v & (v - 1):
-                raise ValueError(f"tiles[{key!r}] must be a power of two >= 16, got {v!r}")
-        splits = tiles.get("SPLITS", 1)
-        if not isinstance(splits, int) or splits < 1:
-            raise ValueError(f"tiles['SPLITS'] must be an int >= 1, got {splits!r}")
-    capabilities = BACKEND.capabilities
-    for name, z in (("z1", z1), ("z2", z2)):
-        if z.dtype not in capabilities.dtypes:
-            raise TypeError(f"triton NT-Xent: {name} must be "
-                            f"{dtype_names(capabilities.dtypes)}, got {z.dtype}")
-        reasons = capabilities.reasons(z)
-        if reasons:
-            raise BackendUnavailable(f"triton NT-Xent cannot take {name}: " + "; ".join(reasons))
-    if z1.dtype != z2.dtype:
-        raise TypeError(f"triton NT-Xent: z1 is {z1.dtype} but z2 is {z2.dtype}")
-    reasons = _limits(z1, z2, temperature, shard)
-    if reasons:
-        raise BackendUnavailable("triton NT-Xent cannot take z1, z2: " + "; ".join(reasons))
-    return _apply(z1, z2, temperature, input_precision, tiles, shard)
-
-
-def _apply(z1, z2, temperature, input_precision, tiles, shard):
-    z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
-    return TritonNTXent.apply(z1, z2, float(temperature), input_precision, tiles, shard,
-                              z1_all, z2_all)
+        reasons.append(f"2N x D = {rows} x {d} = {rows * d} elements, more than its int32 "
+                       f"offsets reach ({MAX_INT32_OFFSET}); use backend='streaming'")
+    return reasons
 
 
 def _run(z1, z2, temperature, shard=None):
-    """The dispatch entry: inputs already validated by :func:`ecgfast.losses.nt_xent` and
-    accepted by :data:`BACKEND`; mixed dtypes are promoted, the fp32 dot mode follows
-    PyTorch's matmul setting."""
+    """The backend's entry (the only one): inputs validated by :func:`ecgfast.losses.nt_xent`
+    and accepted by :data:`BACKEND`; two views of different dtypes run in the wider one, the
+    fp32 dot mode follows PyTorch's matmul setting. ``shard``: see :class:`TritonNTXent`."""
     if z1.dtype != z2.dtype:
         dtype = torch.promote_types(z1.dtype, z2.dtype)
         z1, z2 = z1.to(dtype), z2.to(dtype)
-    return _apply(z1, z2, temperature, dot_input_precision(z1.dtype, "matmul"), None, shard)
+    z1_all, z2_all = (None, None) if shard is None else shard.gather_views(z1, z2)
+    return TritonNTXent.apply(z1, z2, float(temperature), dot_input_precision(z1.dtype, "matmul"),
+                              shard, z1_all, z2_all)
 
 
 #: CUDA tensors (CPU ones under the interpreter) in fp32, bf16 or fp16.

@@ -1,7 +1,7 @@
 """Reference maths of one encoder block, split where the fused kernels split it.
 
 A block is ``pool(SE(F(x)) + W_s x)`` with ``F = [conv -> act -> dropout] x 2`` (see
-DESIGN.md). Every backend of the op takes the same inputs,
+docs/design.md). Every backend of the op takes the same inputs,
 ``encoder_block(x, params, spec, dropout_keys)``: x (B, C_in, L), ``params`` a
 :class:`BlockParams` of tensors, ``spec`` a frozen :class:`BlockSpec` and
 ``dropout_keys`` None (no dropout: evaluation, or ``spec.dropout == 0``) or an int32
@@ -13,8 +13,8 @@ depend on the rest of the batch. The pieces:
 
 - :func:`conv_act_dropout`: Conv1d (stride 1, 'same' padding, bias) -> activation ->
   keyed dropout (:func:`ecgfast.keyed.keyed_dropout`). The Triton conv kernel fuses all of it into the conv epilogue.
-- :func:`se_excitation`: the squeeze (mean over time) and the excitation MLP,
-  ``a = sigmoid(W2 relu(W1 s))``, shape (B, C).
+- :func:`se_excitation`: the squeeze (mean over time) and the excitation MLP
+  (:func:`se_excite`), ``a = sigmoid(W2 relu(W1 s))``, shape (B, C).
 - :func:`se_residual_pool`: ``pool(a * F + W_s x)``, with ``W_s`` a 1x1 conv (or the
   identity, or no shortcut at all) and either MaxPool1d(size, stride) or a global max.
 - :func:`encoder_block`: the whole block from the pieces (the "eager" backend).
@@ -282,7 +282,13 @@ def se_excitation(
 
     f: (B, C, L); w1: (C // r, C); w2: (C, C // r). Returns (B, C) in (0, 1).
     """
-    s = f.mean(dim=-1)
+    return se_excite(f.mean(dim=-1), w1, b1, w2, b2)
+
+
+def se_excite(s: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+              b2: torch.Tensor) -> torch.Tensor:
+    """The excitation half of :func:`se_excitation`: ``sigmoid(W2 relu(W1 s))`` on the
+    squeezed (B, C) means ``s`` (what a backend that computes the means itself passes)."""
     return torch.sigmoid(F.linear(F.relu(F.linear(s, w1, b1)), w2, b2))
 
 

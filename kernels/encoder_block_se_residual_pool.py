@@ -1,7 +1,7 @@
 """SE scale + residual + max pool of an encoder block in one pass, forward and backward.
 
 ``out = pool(a * f + W_s x + b_s)``, the reference being
-:func:`ecgfast.ops.encoder.se_residual_pool`: f (B, C, L) the block's second conv output,
+:func:`ecgfast.ops.encoder_block.se_residual_pool`: f (B, C, L) the block's second conv output,
 a (B, C) the squeeze-excitation weights (or none), x (B, C_in, L) the block input (or no
 shortcut), W_s (C, C_in, 1) with b_s (C,) a 1x1 projection (or the identity, C_in == C),
 and the pool either MaxPool1d(POOL, STRIDE) -> (B, C, (L - POOL) // STRIDE + 1) or a global
@@ -36,7 +36,7 @@ the block input) and the int8 argmax, B x C x L_out bytes.
 
 Dtypes: f, x, W_s, b_s in fp32, bf16 or fp16 (one dtype), a in that dtype or fp32; all
 arithmetic in fp32; output in f's dtype. ``tl.dot`` input precision as in
-:mod:`ecgfast.kernels.conv1d` (PyTorch's cuDNN convolution setting for fp32).
+:mod:`ecgfast.kernels.encoder_block_conv1d` (PyTorch's cuDNN convolution setting for fp32).
 """
 
 from __future__ import annotations
@@ -44,16 +44,15 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from ecgfast.kernels._common import (
     buffer_dtype,
-    check_kernel_dtype,
     dot_input_precision,
     interpreting,
     launch_device,
     partial_sums,
 )
-from ecgfast.ops.encoder import grad_like
+
+from ecgfast.ops.encoder_block import grad_like
 
 RES_NONE, RES_IDENTITY, RES_PROJECTION = 0, 1, 2
 
@@ -217,42 +216,6 @@ def _se_residual_pool_bwd_kernel(GOUT, ARG, F, A, GF, GY, PART, C, L, L_out, n_t
 MAX_POOL_SIZE = 127
 
 
-def _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride):
-    """Arguments of the public :func:`se_residual_pool` (the encoder block's backend is
-    checked once by dispatch instead)."""
-    if not isinstance(f, torch.Tensor) or f.dim() != 3:
-        raise ValueError(f"f must be a (batch, C, length) tensor, got "
-                         f"{getattr(f, 'shape', type(f).__name__)}")
-    check_kernel_dtype(f, "f")
-    bsz, c, length = f.shape
-    if a is not None and (a.shape != (bsz, c) or a.device != f.device):
-        raise ValueError(f"a must be (batch, C) = {(bsz, c)} on {f.device}, got "
-                         f"{tuple(a.shape)} on {a.device}")
-    if x is not None:
-        if x.dim() != 3 or x.shape[0] != bsz or x.shape[2] != length:
-            raise ValueError(f"x must be (batch={bsz}, C_in, length={length}), got "
-                             f"{tuple(x.shape)}")
-        if x.dtype != f.dtype or x.device != f.device:
-            raise ValueError(f"x ({x.dtype}, {x.device}) must match f ({f.dtype}, {f.device})")
-        if shortcut_weight is None and x.shape[1] != c:
-            raise ValueError(f"identity shortcut needs C_in == C, got x with {x.shape[1]} "
-                             f"channels and f with {c}")
-        if shortcut_weight is not None:
-            if tuple(shortcut_weight.shape) not in ((c, x.shape[1], 1), (c, x.shape[1])):
-                raise ValueError(f"shortcut_weight must be (C={c}, C_in={x.shape[1]}, 1), got "
-                                 f"{tuple(shortcut_weight.shape)}")
-            if shortcut_weight.dtype != f.dtype or (
-                    shortcut_bias is not None and shortcut_bias.dtype != f.dtype):
-                raise ValueError("shortcut_weight and shortcut_bias must have f's dtype "
-                                 f"{f.dtype}")
-    if pool_size is not None:
-        if not 1 <= pool_size <= MAX_POOL_SIZE or pool_stride < 1:
-            raise ValueError(f"pool_size must be in [1, {MAX_POOL_SIZE}] and pool_stride >= 1, got "
-                             f"{pool_size}, {pool_stride}")
-        if length < pool_size:
-            raise ValueError(f"length {length} is shorter than pool_size {pool_size}")
-
-
 class SEResidualPool(torch.autograd.Function):
     """``pool(a * f + W_s x + b_s)``; forward(f, a, x, ws, bs, pool_size, pool_stride).
 
@@ -338,15 +301,3 @@ class SEResidualPool(torch.autograd.Function):
                 if need_bs and has_bs:
                     gbs = gy.sum(dim=(0, 2))
         return (gf if need_f else None), ga, gx, gws, gbs, None, None
-
-
-def se_residual_pool(f, a, x, shortcut_weight, shortcut_bias, *, pool_size, pool_stride):
-    """Fused ``pool(a * f + W_s x)``; arguments as :func:`ecgfast.ops.encoder.se_residual_pool`.
-
-    f: (B, C, L); a: (B, C) or None; x: (B, C_in, L) or None; shortcut_weight (C, C_in, 1)
-    or None (identity); pool_size None for the global max (-> (B, C)), else
-    MaxPool1d(pool_size, pool_stride) (-> (B, C, (L - pool_size) // pool_stride + 1)).
-    """
-    _check(f, a, x, shortcut_weight, shortcut_bias, pool_size, pool_stride)
-    return SEResidualPool.apply(f, a, x, shortcut_weight, shortcut_bias, pool_size,
-                                int(pool_stride))

@@ -1,7 +1,8 @@
 """What the NT-Xent tests share: input grids, the float64 reference with its gradients, a
 backend run with the same strides, and the tolerance check.
 
-Imported by tests/test_ntxent.py and tests/kernels/test_ntxent_triton.py as a plain module
+Imported by the NT-Xent tests (tests/ops/test_nt_xent*.py, tests/kernels/test_nt_xent_triton.py,
+tests/kernels/test_cuda_kernels.py) as a plain module
 (``tests`` is on pytest's ``pythonpath``, see pyproject.toml). ``one_thread`` is an autouse
 fixture: importing it into a test module applies it there.
 """
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from ecgfast.ops import nt_xent_reference
+from accuracy import nt_xent_float64  # benchmarks/accuracy.py, on pytest's pythonpath
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,11 +51,9 @@ def make_views(n, d, dtype, layout, seed, scale=1.0):
 
 
 def reference_and_grads(z1, z2, tau, upstream):
-    a = z1.detach().double().requires_grad_()
-    b = z2.detach().double().requires_grad_()
-    loss = nt_xent_reference(a, b, tau)
-    ga, gb = torch.autograd.grad(loss * upstream, (a, b))
-    return loss.detach(), ga, gb
+    """The float64 reference's loss and ``upstream`` times its gradients (chunked by anchor
+    rows for large 2N: one chunk for the small cases)."""
+    return nt_xent_float64(z1, z2, tau, upstream)
 
 
 def run_backend(fn, z1, z2, tau, upstream):
@@ -68,7 +66,7 @@ def run_backend(fn, z1, z2, tau, upstream):
 
 def _same_strides(z):
     """A leaf with the same (non-contiguous) strides as ``z``."""
-    out = torch.empty_strided(z.shape, z.stride(), dtype=z.dtype)
+    out = torch.empty_strided(z.shape, z.stride(), dtype=z.dtype, device=z.device)
     out.copy_(z)
     return out.requires_grad_()
 

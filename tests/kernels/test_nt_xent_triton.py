@@ -1,20 +1,24 @@
 """Triton NT-Xent kernels against the eager reference in float64.
 
-Without a CUDA GPU the kernels run on the CPU under TRITON_INTERPRET=1 (set in conftest.py
-before Triton is imported); the interpreter is slow, so the grid is: every D, tau and dtype
-for N in {1, 2, 7} (tau and layout rotating), plus hand-picked awkward larger cases with
-tiles that do not divide 2N or D. Values and both gradients, random upstream gradient.
+Every case runs the production path, ``ecgfast.losses.nt_xent(..., backend="triton")``;
+the tiles the kernels launch with are chosen through the :func:`tiles` fixture, which
+replaces the production table's lookup. Without a CUDA GPU the kernels run on the CPU
+under TRITON_INTERPRET=1 (set in conftest.py before Triton is imported); the interpreter is
+slow, so the grid is: every D, tau and dtype for N in {1, 2, 7} (tau and layout rotating),
+plus hand-picked awkward larger cases with tiles that do not divide 2N or D. Values and
+both gradients, random upstream gradient.
 
 Stated tolerances (loss: relative to max(|loss|, 1); gradients: relative to the natural
-gradient size, see tests/ntxent_helpers.py::gradient_scale):
+gradient size, see tests/nt_xent_helpers.py::gradient_scale):
 
 - fp32, input_precision="ieee": 1e-5 and 1e-5.
 - fp16: loss 1e-5 (the x x^T dot takes the fp16 inputs: exact products, fp32 sums);
   gradients 3e-3 (P in [-2, 2] and z are fp16 operands of the backward dot, dx is fp16).
 - bf16: loss 1e-5; gradients 2e-2 (same, with bf16's 8-bit mantissa).
-- fp32, input_precision="tf32": loss 5e-3, gradients 2e-2 on a GPU (operands rounded to a
-  10-bit mantissa). The interpreter computes tf32 dots exactly in fp32, so on the CPU this
-  test only exercises the code path; the bound itself is only checked on a GPU.
+- fp32 with tf32 dots (PyTorch's matmul setting, which the kernels follow): loss 5e-3,
+  gradients 2e-2 on a GPU (operands rounded to a 10-bit mantissa). The interpreter
+  computes tf32 dots exactly in fp32, so on the CPU this test only exercises the code
+  path; the bound itself is only checked on a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import zlib
 
 import pytest
 import torch
-from ntxent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from nt_xent_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     DS,
     LAYOUTS,
     TAUS,
@@ -43,8 +47,10 @@ if not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
                 "before Triton is imported; run this file through pytest)",
                 allow_module_level=True)
 
-from ecgfast.kernels.ntxent import nt_xent_triton
+import ecgfast.kernels.nt_xent as kernels
+from ecgfast.kernels.nt_xent_configs import column_splits, split_columns
 
+from ecgfast.dispatch import BackendUnavailable
 from ecgfast.losses import nt_xent
 
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -57,16 +63,50 @@ TF32_TOL = (5e-3, 2e-2)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def check(n, d, tau, dtype, layout, tiles, precision="ieee", tol=None):
+@pytest.fixture
+def tiles(monkeypatch):
+    """``tiles({"BLOCK_M": m, "BLOCK_N": n})`` (powers of two >= 16, optionally ``"SPLITS"``:
+    column splits) makes the kernels launch with these tiles, 4 warps and 1 stage, instead
+    of the production table's (:func:`ecgfast.kernels.nt_xent_configs.pick`); ``tiles(None)``
+    restores the production choice."""
+    production = kernels.pick, kernels.column_splits
+
+    def use(t):
+        pick, splits = production
+        if t is not None:
+            cfg = {"BLOCK_M": t["BLOCK_M"], "BLOCK_N": t["BLOCK_N"], "num_warps": 4,
+                   "num_stages": 1}
+
+            def pick(configs, fam, d, n_rows):
+                return dict(cfg)
+        if t is not None and "SPLITS" in t:
+            def splits(row_programs, n_cols, block_n, sms):
+                return split_columns(n_cols, block_n, t["SPLITS"])
+        monkeypatch.setattr(kernels, "pick", pick)
+        monkeypatch.setattr(kernels, "column_splits", splits)
+
+    return use
+
+
+@pytest.fixture
+def tf32_dots(monkeypatch):
+    """fp32 dots in tf32: PyTorch's matmul setting on a GPU (the kernels read it); the
+    interpreter, which has no tf32 of its own, is handed the mode directly."""
+    if ON_GPU:
+        monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32")
+    else:
+        monkeypatch.setattr(kernels, "dot_input_precision",
+                            lambda dtype, kind: "tf32" if dtype == torch.float32 else "ieee")
+
+
+def check(use_tiles, n, d, tau, dtype, layout, tiles, tol=None, precision="ieee"):
     seed = zlib.crc32(repr((n, d, tau, dtype, layout, tiles, precision)).encode())
     z1, z2 = make_views(n, d, dtype, layout, seed)
     z1, z2 = z1.to(DEVICE), z2.to(DEVICE)
     upstream = 0.5 + torch.rand((), generator=torch.Generator().manual_seed(seed)).item()
     ref = reference_and_grads(z1.cpu(), z2.cpu(), tau, upstream)
-    got = run_backend(
-        lambda a, b, t: nt_xent_triton(a, b, t, input_precision=precision, tiles=tiles),
-        z1, z2, tau, upstream,
-    )
+    use_tiles(tiles)
+    got = run_backend(lambda a, b, t: nt_xent(a, b, t, backend="triton"), z1, z2, tau, upstream)
     got = tuple(t.cpu() for t in got)
     loss_rtol, grad_tol = tol or TOL[dtype]
     assert got[0].dtype == torch.float32
@@ -80,11 +120,11 @@ T16 = {"BLOCK_M": 16, "BLOCK_N": 16}
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n", (1, 2, 7))
-def test_small_n_every_d_and_tau(n, dtype):
+def test_small_n_every_d_and_tau(tiles, n, dtype):
     """Every D (1 and 200 need padding: 200 is one 256-wide tile)."""
     for i, d in enumerate(DS):
         for j, tau in enumerate(TAUS):
-            check(n, d, tau, dtype, LAYOUTS[(i + j) % len(LAYOUTS)], T16)
+            check(tiles, n, d, tau, dtype, LAYOUTS[(i + j) % len(LAYOUTS)], T16)
 
 
 AWKWARD = [
@@ -99,59 +139,61 @@ AWKWARD = [
 
 
 @pytest.mark.parametrize("n,d,tau,dtype,layout,bm,bn", AWKWARD)
-def test_awkward_shapes(n, d, tau, dtype, layout, bm, bn):
-    check(n, d, tau, dtype, layout, {"BLOCK_M": bm, "BLOCK_N": bn})
+def test_awkward_shapes(tiles, n, d, tau, dtype, layout, bm, bn):
+    check(tiles, n, d, tau, dtype, layout, {"BLOCK_M": bm, "BLOCK_N": bn})
 
 
 @pytest.mark.parametrize("n,d", [(7, 24), (64, 128)])
-def test_tf32_input_precision(n, d):
+def test_tf32_input_precision(tiles, tf32_dots, n, d):
     for tau in TAUS:
-        check(n, d, tau, torch.float32, "contiguous", {"BLOCK_M": 32, "BLOCK_N": 32}, "tf32",
-              TF32_TOL)
+        check(tiles, n, d, tau, torch.float32, "contiguous", {"BLOCK_M": 32, "BLOCK_N": 32},
+              TF32_TOL, precision="tf32")
 
 
-def test_production_config_path():
-    """No ``tiles``: the launcher's own choice (16 x 16 under the interpreter)."""
-    check(33, 40, 0.1, torch.float32, "strided", None)
+def test_production_config_path(tiles):
+    """The production table's own choice (16 x 16 under the interpreter)."""
+    check(tiles, 33, 40, 0.1, torch.float32, "strided", None)
 
 
 def test_no_inf_or_nan_small_tau_fp16_and_identical_rows():
+    def triton(a, b, tau):
+        return nt_xent(a, b, tau, backend="triton")
+
     z1 = torch.randn(21, 24, device=DEVICE).half().requires_grad_()
     z2 = torch.randn(21, 24, device=DEVICE).half().requires_grad_()
-    loss = nt_xent_triton(z1, z2, 0.01)
+    loss = triton(z1, z2, 0.01)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
     row = torch.randn(1, 16)
     for dtype in DTYPES:
         z = row.expand(20, 16).to(dtype).to(DEVICE).clone().requires_grad_()
-        loss = nt_xent_triton(z, z.detach().clone(), 0.01)
+        loss = triton(z, z.detach().clone(), 0.01)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
         assert loss.item() == pytest.approx(torch.log(torch.tensor(39.0)).item(), rel=1e-5)
     zero = torch.zeros(4, 8, device=DEVICE, requires_grad=True)
     other = torch.randn(4, 8, device=DEVICE, requires_grad=True)
-    g = torch.autograd.grad(nt_xent_triton(zero, other, 0.5), (zero, other))
+    g = torch.autograd.grad(triton(zero, other, 0.5), (zero, other))
     assert all(torch.isfinite(t).all() for t in g)
 
 
-def test_dispatch_runs_triton_and_checks_arguments():
+def test_views_of_two_dtypes():
+    """Two views of kernel dtypes run in the wider one (the reference's promotion); a view
+    the kernels do not take is refused by name, whichever view it is."""
     z1 = torch.randn(5, 16, device=DEVICE)
     z2 = torch.randn(5, 16, device=DEVICE)
     torch.testing.assert_close(
-        nt_xent(z1, z2, 0.2, backend="triton"), nt_xent(z1, z2, 0.2, backend="eager"),
-        rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="input_precision"):
-        nt_xent_triton(z1, z2, 0.2, input_precision="tf16")
-    with pytest.raises(ValueError, match="tiles\\['BLOCK_N'\\]"):
-        nt_xent_triton(z1, z2, 0.2, tiles={"BLOCK_M": 16, "BLOCK_N": 8})
-    with pytest.raises(TypeError, match="z2 must be float32, bfloat16 or float16"):
-        nt_xent_triton(z1, z2.double(), 0.2)
-    with pytest.raises(TypeError, match="z1 is torch.float32 but z2 is torch.float16"):
-        nt_xent_triton(z1, z2.half(), 0.2)
+        nt_xent(z1, z2.half(), 0.2, backend="triton"),
+        nt_xent(z1, z2.half().float(), 0.2, backend="eager"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(BackendUnavailable, match="got z2 of torch.float64"):
+        nt_xent(z1, z2.double(), 0.2, backend="triton")
+    with pytest.raises(BackendUnavailable, match="inputs, got torch.float64"):
+        nt_xent(z1.double(), z2, 0.2, backend="triton")
 
 
 def test_grid_covers_every_requirement():
-    """The interpreter grid above touches every N, D, tau, dtype and layout of the issue."""
+    """The interpreter grid above touches every N, D, tau, dtype and layout the helpers
+    list (tests/nt_xent_helpers.py)."""
     seen = {"n": set(), "d": set(), "tau": set(), "dtype": set(), "layout": set()}
     for n, dtype in itertools.product((1, 2, 7), DTYPES):
         for i, d in enumerate(DS):
@@ -166,26 +208,12 @@ def test_grid_covers_every_requirement():
     assert seen["layout"] == set(LAYOUTS)
 
 
-def test_kernel_function_refuses_what_the_backend_does_not_take(monkeypatch):
-    """nt_xent_triton checks its views against the backend's declared capabilities: the
-    device rule (CUDA, or CPU under the interpreter) names the view and the device."""
-    z = torch.randn(4, 16)
-    with pytest.raises(ValueError, match="triton NT-Xent cannot take z1: it needs CUDA "
-                                         "tensors, got meta"):
-        nt_xent_triton(z.to("meta"), z.to("meta"), 0.5)
-    if not ON_GPU:
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="triton NT-Xent cannot take z1: it needs CUDA "
-                                         "tensors, got cpu"):
-        nt_xent_triton(z, z, 0.5)
-
-
 def test_backward_refuses_double_backward():
     """The kernels' backward is not differentiable itself: once_differentiable says so
     instead of returning a gradient without a graph."""
     z1 = torch.randn(5, 16, device=DEVICE, requires_grad=True)
     z2 = torch.randn(5, 16, device=DEVICE, requires_grad=True)
-    loss = nt_xent_triton(z1, z2, 0.5)
+    loss = nt_xent(z1, z2, 0.5, backend="triton")
     seed = torch.ones((), dtype=loss.dtype, device=loss.device, requires_grad=True)
     (g,) = torch.autograd.grad(loss, z1, seed, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
@@ -199,50 +227,43 @@ def test_backward_refuses_double_backward():
     (50, 200, torch.bfloat16, 32, 16, 2),
     (7, 16, torch.float16, 16, 16, 4),       # more splits asked than column tiles: one each
 ])
-def test_column_splits_match_one_split(n, d, dtype, bm, bn, splits):
+def test_column_splits_match_one_split(tiles, n, d, dtype, bm, bn, splits):
     """Columns split across programs, merged afterwards (log-sum-exp of the splits'
     partial sums, summed dz): the same loss and gradients as one split."""
-    check(n, d, 0.1, dtype, "contiguous", {"BLOCK_M": bm, "BLOCK_N": bn, "SPLITS": splits})
+    check(tiles, n, d, 0.1, dtype, "contiguous",
+          {"BLOCK_M": bm, "BLOCK_N": bn, "SPLITS": splits})
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_wide_d_takes_the_chunked_path(dtype):
+def test_wide_d_takes_the_chunked_path(tiles, dtype):
     """D > 256: the similarity tile loops over D in chunks and the output D is split over
     grid axis 1 (300 = three 128-wide chunks), with and without column splits."""
-    check(9, 300, 0.2, dtype, "strided", T16)
-    check(9, 300, 0.2, dtype, "contiguous", dict(T16, SPLITS=2))
+    check(tiles, 9, 300, 0.2, dtype, "strided", T16)
+    check(tiles, 9, 300, 0.2, dtype, "contiguous", dict(T16, SPLITS=2))
 
 
 def test_column_split_choice_fills_the_gpu():
-    from ecgfast.kernels.ntxent_configs import column_splits
-
     # 2N = 8192, 128-row tiles: 64 row programs on 132 SMs -> 5 splits of 26 column tiles
-    assert column_splits(64, 8192, 64, None, 132) == (5, 26 * 64)
+    assert column_splits(64, 8192, 64, 132) == (5, 26 * 64)
     # 2N = 65536: 512 row programs, already >= 2 per SM -> one split
-    assert column_splits(512, 65536, 64, None, 132) == (1, 65536)
+    assert column_splits(512, 65536, 64, 132) == (1, 65536)
     # few columns: at least 4 column tiles per split
-    assert column_splits(2, 256, 64, None, 132) == (1, 256)
-    assert column_splits(2, 100, 16, None, None) == (1, 112)  # no GPU: one split
-    with pytest.raises(ValueError, match="SPLITS"):
-        nt_xent_triton(torch.randn(4, 16, device=DEVICE), torch.randn(4, 16, device=DEVICE),
-                       0.5, tiles={"BLOCK_M": 16, "BLOCK_N": 16, "SPLITS": 0})
+    assert column_splits(2, 256, 64, 132) == (1, 256)
+    assert column_splits(2, 100, 16, None) == (1, 112)  # no GPU: one split
+    # asked for more splits than there are tiles: one tile each
+    assert split_columns(100, 16, 10) == (7, 16)
 
 
 def test_offsets_past_int32_are_refused_before_any_allocation():
-    """2N x D >= 2^31 would overflow the kernels' int32 offsets: the launcher and dispatch
-    refuse it with the sizes and the backend to use (expanded views: no memory)."""
-    from ecgfast.dispatch import BackendUnavailable
-
+    """2N x D >= 2^31 would overflow the kernels' int32 offsets: the backend refuses it with
+    the sizes and the backend to use (expanded views: no memory)."""
     z = torch.zeros(1, 1, device=DEVICE).expand(2**19, 2048)
     with pytest.raises(BackendUnavailable, match=r"2N x D = 1048576 x 2048 = 2147483648 "
-                                                 r"elements, more than its int32 offsets"):
-        nt_xent_triton(z, z, 0.5)
-    with pytest.raises(BackendUnavailable, match="backend='streaming'"):
+                                                 r"elements, more than its int32 offsets "
+                                                 r".*backend='streaming'"):
         nt_xent(z, z, 0.5, backend="triton")
     ok = torch.zeros(1, 1, device=DEVICE).expand(2**19, 1024)  # 2N = 2^20, D = 1024 fits
-    from ecgfast.kernels.ntxent import BACKEND
-
-    assert BACKEND.limits(ok, ok, 0.5, None) == []
+    assert kernels.BACKEND.limits(ok, ok, 0.5, None) == []
 
 
 def test_grid_limits_name_the_axis():

@@ -8,14 +8,14 @@ are negatives) forward + backward, two ways, interleaved round by round:
   computing the loss of the whole gathered batch (what ecgfast did before the shards, and
   what a hand-written all-gather loop does);
 - ``sharded``: ``nt_xent(z1, z2, gather_distributed=True)``, each rank computing only its
-  own anchor rows' terms (:class:`ecgfast.distributed.RowShard`).
+  own anchor rows' terms (:class:`ecgfast.ops.nt_xent_distributed.RowShard`).
 
-Both give the same loss and gradients (tests/test_ntxent_distributed.py). Recorded per backend
+Both give the same loss and gradients (tests/ops/test_nt_xent_distributed.py). Recorded per backend
 ("streaming", "eager") and size: the median time per step on each rank, the slower rank's
 median (what a synchronous step waits for), the ratio gathered / sharded, and each rank's
 peak resident memory above its baseline during one step of each kind.
 
-    python -m pytest benchmarks/bench_ntxent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
+    python -m pytest benchmarks/bench_nt_xent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
 
 CPU only: NCCL cannot put two ranks on one GPU, and a lent machine has one.
 """

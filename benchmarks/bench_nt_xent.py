@@ -16,9 +16,12 @@ GEMM rate measured in the same run (1024^3); on the GPU a same-dtype 8192^3 matm
 measured in the same run, and the time over the floor ``3 * 2 (2N)^2 D / R_mm +
 3 (2N)^2 / R_sfu`` (benchmarks/README.md, "NT-Xent floor on a GPU"). ``test_cpu_targets``
 then checks the CPU targets at 2N = 16384 (streaming peak memory <= 5 % of eager's, time
-<= 1.2x eager's).
+<= 1.2x eager's). Every GPU case also records ``correctness`` beside its time, from one more
+forward+backward after the timing (``accuracy.nt_xent_check``: against the float64 reference
+up to 2N = 65536, against the other backend on the same inputs, and against the loss and
+gradient size expected for random unit vectors).
 
-    python -m pytest benchmarks/bench_ntxent.py --benchmark-json benchmarks/results/ntxent-cpu.json
+    python -m pytest benchmarks/bench_nt_xent.py --benchmark-json benchmarks/results/ntxent-cpu.json
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 
 import pytest
 import torch
+from accuracy import nt_xent_check
 from common import (
     PeakMemory,
     device_info,
@@ -53,6 +57,11 @@ ROUNDS = {1024: 20, 8192: 5, 16384: 3, CPU_LARGE: 1, 65536: 5, 262144: 3, GPU_LA
 if dry_run():
     ROUNDS.update(dict.fromkeys((*GPU_SIZES, GPU_LARGE), 1))
 GPU_DTYPES = {"bf16": torch.bfloat16, "fp32-strict": torch.float32}
+GPU_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}
+#: GPU cases in the order a time-bounded run wants them: per 2N, eager then triton on the
+#: same bf16 inputs (compared with each other), then eager fp32 strict.
+GPU_CASES = [(backend, dtype, two_n) for two_n in GPU_SIZES
+             for backend, dtype in (("eager", "bf16"), ("triton", "bf16"), ("eager", "fp32-strict"))]
 
 _RESULTS: dict[tuple[str, str, int], dict] = {}
 
@@ -74,15 +83,20 @@ def gpu_floor_s(two_n: int, d: int, matmul_rate: float, sfu_rate: float | None) 
     return floors(two_n, d)["flop_floor"] / matmul_rate + 3 * two_n * two_n / sfu_rate
 
 
-def _run(benchmark, device, backend, two_n, dtype, d=D, strict=False):
+def _run(benchmark, device, backend, two_n, dtype, d=D, strict=False, check=False):
     torch.manual_seed(0)
     z1 = torch.randn(two_n // 2, d, device=device, dtype=dtype, requires_grad=True)
     z2 = torch.randn(two_n // 2, d, device=device, dtype=dtype, requires_grad=True)
 
+    def forward_backward(a, b):
+        with fp32_strict() if strict else contextlib.nullcontext():
+            loss = nt_xent(a, b, TAU, backend=backend)
+            loss.backward()
+        return loss
+
     def step():
         z1.grad = z2.grad = None
-        with fp32_strict() if strict else contextlib.nullcontext():
-            nt_xent(z1, z2, TAU, backend=backend).backward()
+        forward_backward(z1, z2)
         sync(device)
 
     rounds = ROUNDS.get(two_n, 3)
@@ -123,6 +137,9 @@ def _run(benchmark, device, backend, two_n, dtype, d=D, strict=False):
     info["fraction_of_gemm"] = info["flops_per_s_at_floor"] / info["gemm_flops_per_s"]
     benchmark.extra_info.update(info)
     _RESULTS[(device, backend, two_n)] = info
+    if check:  # after the timing, which is kept if the check fails or is cut off
+        name = f"{backend}-{'fp32-strict' if strict else GPU_NAMES[dtype]}"
+        benchmark.extra_info["correctness"] = nt_xent_check(forward_backward, z1, z2, TAU, name)
 
 
 @pytest.mark.parametrize("two_n", CPU_SIZES)
@@ -149,19 +166,17 @@ def test_cpu_targets():
 
 
 @pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
-@pytest.mark.parametrize("two_n", GPU_SIZES)
-@pytest.mark.parametrize("backend,dtype", [("eager", "bf16"), ("triton", "bf16"),
-                                           ("eager", "fp32-strict")])
+@pytest.mark.parametrize("backend,dtype,two_n", GPU_CASES)
 def test_ntxent_cuda(benchmark, backend, dtype, two_n):
     logits_bytes = 4 * two_n * two_n
     if (backend == "eager" and not dry_run()
             and logits_bytes > torch.cuda.get_device_properties(0).total_memory / 2):
         pytest.skip(f"eager needs {logits_bytes / 2**30:.0f} GiB per 2N x 2N fp32 copy")
     _run(benchmark, gpu_device(), backend, two_n, GPU_DTYPES[dtype], GPU_D,
-         strict=dtype == "fp32-strict")
+         strict=dtype == "fp32-strict", check=True)
 
 
 @pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
 def test_ntxent_cuda_triton_largest(benchmark):
     """2N = 2^20 (bf16, D = 128) on one GPU: triton alone (eager's logits would be 4 TiB)."""
-    _run(benchmark, gpu_device(), "triton", GPU_LARGE, torch.bfloat16, GPU_D)
+    _run(benchmark, gpu_device(), "triton", GPU_LARGE, torch.bfloat16, GPU_D, check=True)

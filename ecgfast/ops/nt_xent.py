@@ -37,7 +37,7 @@ def nt_xent_rows_reference(
     ``concat(z1, z2)``); each term is ``logsumexp_{j != i} s_ij - s_{i,pos}`` over all 2N
     columns, as in :func:`nt_xent_reference`, which is this with every row divided by 2N.
     The (2 count x 2N) logits are built in full. Used for one rank's share of a
-    distributed batch (:class:`ecgfast.distributed.RowShard`).
+    distributed batch (:class:`ecgfast.ops.nt_xent_distributed.RowShard`).
     """
     n = z1.shape[0]
     dtype = torch.promote_types(z1.dtype, torch.float32)
@@ -54,7 +54,8 @@ def nt_xent_rows_reference(
 def nt_xent_eager(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
                   shard=None) -> torch.Tensor:
     """The "eager" NT-Xent backend: :func:`nt_xent_reference`, or with ``shard`` (a
-    :class:`ecgfast.distributed.RowShard`) this rank's rows against the gathered batch."""
+    :class:`ecgfast.ops.nt_xent_distributed.RowShard`) this rank's rows against the gathered
+    batch."""
     if shard is None:
         return nt_xent_reference(z1, z2, temperature)
     keys = shard.gather_with_grad(z1), shard.gather_with_grad(z2)

@@ -14,8 +14,8 @@ LSE values are saved. Backward recomputes each tile from the LSE::
     dL/dz    = g / (2N tau) * (P z + P^T z - 2 z_{p(.)})     (row term + column term)
     dL/dx_i  = (dz_i - z_i (z_i . dz_i)) / max(||x_i||, eps)  (normalisation backward)
 
-Distributed (a :class:`ecgfast.distributed.RowShard`): a rank walks only its own anchor
-rows against every column of the gathered batch, all-gathers their LSE values and
+Distributed (a :class:`ecgfast.ops.nt_xent_distributed.RowShard`): a rank walks only its
+own anchor rows against every column of the gathered batch, all-gathers their LSE values and
 all-reduces the loss. Its backward needs no communication: as ``s`` is symmetric, a tile of
 its own rows I also gives the column term, ``(P^T)_IJ = exp(s_IJ - lse_J)``::
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from ecgfast.dispatch import Backend, Capabilities
+from ecgfast.ops.nt_xent_distributed import RowShard
 
 #: Same eps as ``torch.nn.functional.normalize``.
 NORM_EPS = 1e-12
@@ -68,16 +69,14 @@ class StreamingNTXent(torch.autograd.Function):
 
     Args (forward): z1, z2 (N, D) any floating dtype and strides; ``temperature`` > 0 (float);
     ``block_rows`` x ``block_cols`` tile; ``shard``: None (this process holds the whole
-    batch) or this rank's :class:`~ecgfast.distributed.RowShard`, with ``z1_all``, ``z2_all``
-    the gathered batch (no grad). Returns the scalar loss of the whole batch in
-    ``promote(dtype, float32)``.
+    batch) or this rank's :class:`~ecgfast.ops.nt_xent_distributed.RowShard`, with
+    ``z1_all``, ``z2_all`` the gathered batch (no grad). Returns the scalar loss of the whole
+    batch in ``promote(dtype, float32)``.
     """
 
     @staticmethod
     def forward(ctx, z1, z2, temperature: float, block_rows: int, block_cols: int,
                 shard=None, z1_all=None, z2_all=None):
-        from ecgfast.distributed import RowShard
-
         shard = RowShard.whole(z1.shape[0]) if shard is None else shard
         compute_dtype = torch.promote_types(z1.dtype, torch.float32)
         keys = (z1, z2) if z1_all is None else (z1_all, z2_all)
@@ -188,7 +187,7 @@ def nt_xent_streaming(
         temperature: tau > 0.
         block_rows, block_cols: tile of the similarity matrix processed at once; defaults
             :func:`default_block_rows`, :func:`default_block_cols` (256 x 16384).
-        shard: this rank's :class:`~ecgfast.distributed.RowShard` of a distributed batch
+        shard: this rank's :class:`~ecgfast.ops.nt_xent_distributed.RowShard` of a distributed batch
             (None: the whole batch is here). The views are gathered from every rank; this
             rank computes its own rows' terms (see :class:`StreamingNTXent`).
 

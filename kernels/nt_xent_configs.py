@@ -1,11 +1,10 @@
-"""Launch configurations of the NT-Xent kernels (:mod:`ecgfast.kernels.ntxent`) and how
+"""Launch configurations of the NT-Xent kernels (:mod:`ecgfast.kernels.nt_xent`) and how
 one is chosen per shape: dtype family, D range, 2N, and the column splits that fill the GPU."""
 
 from __future__ import annotations
 
 import torch
 import triton
-
 from ecgfast.kernels._common import interpreting
 
 LN2 = 0.6931471805599453
@@ -70,12 +69,9 @@ def block_d(d: int, fam: str) -> int:
     return triton.next_power_of_2(max(d, 16))
 
 
-def pick(configs, fam: str, d: int, n_rows: int, override: dict | None) -> dict:
+def pick(configs, fam: str, d: int, n_rows: int) -> dict:
     """Fixed production choice per family and D range: the second (bigger) config only
-    when there are rows to fill it. ``override`` (tests): its tiles, 4 warps, 1 stage."""
-    if override is not None:
-        return {"BLOCK_M": override["BLOCK_M"], "BLOCK_N": override["BLOCK_N"],
-                "num_warps": 4, "num_stages": 1}
+    when there are rows to fill it; the smallest legal tiles under the interpreter."""
     if interpreting():
         return dict(INTERPRET_CONFIG, num_warps=4, num_stages=1)
     cfg = configs[fam, d_range(d)][1 if n_rows >= 8192 else 0]
@@ -89,20 +85,23 @@ def sm_count(x: torch.Tensor) -> int | None:
     return torch.cuda.get_device_properties(x.device).multi_processor_count
 
 
-def column_splits(row_programs: int, n_cols: int, block_n: int, override: dict | None,
+def column_splits(row_programs: int, n_cols: int, block_n: int,
                   sms: int | None) -> tuple[int, int]:
     """(splits, columns per split): split the columns when the row tiles give fewer than
     PROGRAMS_PER_SM programs per SM (``sms`` of them; None: no split), keeping at least
-    MIN_TILES_PER_SPLIT column tiles per split. ``override`` (tests) may name ``SPLITS``."""
-    tiles = triton.cdiv(n_cols, block_n)
-    if override is not None and "SPLITS" in override:
-        want = override["SPLITS"]
-    elif sms is None:
+    MIN_TILES_PER_SPLIT column tiles per split."""
+    if sms is None:
         want = 1
     else:
         want = min(triton.cdiv(PROGRAMS_PER_SM * sms, row_programs),
-                   max(1, tiles // MIN_TILES_PER_SPLIT))
-    per_split = triton.cdiv(tiles, max(1, want)) * block_n
+                   max(1, triton.cdiv(n_cols, block_n) // MIN_TILES_PER_SPLIT))
+    return split_columns(n_cols, block_n, want)
+
+
+def split_columns(n_cols: int, block_n: int, want: int) -> tuple[int, int]:
+    """(splits, columns per split) for about ``want`` splits of whole BLOCK_N tiles (never
+    more splits than tiles)."""
+    per_split = triton.cdiv(triton.cdiv(n_cols, block_n), max(1, want)) * block_n
     return triton.cdiv(n_cols, per_split), per_split
 
 

@@ -1,7 +1,7 @@
 """Conv1d (stride 1, 'same' padding) with bias, activation, dropout and the SE squeeze fused.
 
 ``y = dropout(act(conv1d_same(x, W) + b))`` for x (B, C_in, L), W (C_out, C_in, K) and
-y (B, C_out, L), the reference being :func:`ecgfast.ops.encoder.conv_act_dropout`. 'Same'
+y (B, C_out, L), the reference being :func:`ecgfast.ops.encoder_block.conv_act_dropout`. 'Same'
 padding puts (K - 1) // 2 zeros on the left and the rest (one more for even K) on the right.
 
 Kernels, in launch order:
@@ -53,19 +53,18 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from ecgfast.kernels._common import (
-    buffer_dtype,
-    check_kernel_dtype,
-    dot_input_precision,
     MAX_INT32_OFFSET,
+    buffer_dtype,
+    dot_input_precision,
     interpreting,
     launch_device,
     mix32,
     partial_sums,
 )
-from ecgfast.keyed import KeyedRandom, keep_threshold
-from ecgfast.ops.encoder import grad_like
+
+from ecgfast.keyed import keep_threshold
+from ecgfast.ops.encoder_block import grad_like
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 #: Flat indices into y (and the dropout's per-sample index j) are int32, and the
@@ -193,36 +192,6 @@ def slope_supported(act: str, negative_slope: float) -> bool:
     return act != "leaky_relu" or negative_slope >= 0
 
 
-def _check(x, weight, bias, act, negative_slope, p):
-    """Arguments of the public :func:`conv1d_act_dropout` (the encoder block's backend is
-    checked once by dispatch instead)."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise ValueError(f"x must be a (batch, C_in, length) tensor, got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
-    check_kernel_dtype(x, "x (the Triton conv's input)")
-    if weight.dim() != 3 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight must be (C_out, C_in={x.shape[1]}, K), got "
-                         f"{tuple(weight.shape)}")
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise ValueError(f"weight and bias dtypes ({weight.dtype}, "
-                         f"{None if bias is None else bias.dtype}) must match x ({x.dtype})")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"bias must be (C_out={weight.shape[0]},), got {tuple(bias.shape)}")
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError("x, weight and bias must be on the same device")
-    if act not in ACT_CODES:
-        raise ValueError(f"act must be one of {tuple(ACT_CODES)}, got {act!r}")
-    if not slope_supported(act, negative_slope):
-        raise ValueError(f"negative_slope must be >= 0 for the Triton conv (its backward reads "
-                         f"the activation's slope off the output's sign), got {negative_slope}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p must be in [0, 1), got {p}")
-    numel = x.shape[0] * weight.shape[0] * x.shape[2]
-    if numel > MAX_NUMEL:
-        raise ValueError(f"output has {numel} elements; the Triton conv supports at most "
-                         f"{MAX_NUMEL} (split the batch)")
-
-
 def _fwd(x, weight, bias, act, negative_slope, p, keys, write_sums):
     bsz, c_in, length = x.shape
     c_out, _, k = weight.shape
@@ -280,7 +249,8 @@ class Conv1dActDropout(torch.autograd.Function):
 
     forward(x, weight, bias, act, negative_slope, p, keys, write_sums); ``keys``: the
     samples' dropout keys, a contiguous int32 (B,) tensor on x's device, or None for no
-    dropout (pass None when p == 0). Not checked here (the callers check them once).
+    dropout (pass None when p == 0). Not checked here: the encoder block's backend
+    (:mod:`ecgfast.kernels.encoder_block`) launches it with arguments dispatch accepted.
     ``sums`` is None unless ``write_sums``.
     """
 
@@ -315,34 +285,3 @@ class Conv1dActDropout(torch.autograd.Function):
         if need_w:
             gw = grad_like(gw, weight)
         return gx, gw, gb, None, None, None, None, None
-
-
-def check_keys(keys, x: torch.Tensor, name: str = "keys") -> None:
-    """ValueError naming ``name`` unless ``keys`` is an int32 (B,) tensor on x's device."""
-    if (not isinstance(keys, torch.Tensor) or keys.dtype != torch.int32
-            or keys.shape != (x.shape[0],) or keys.device != x.device):
-        got = (f"{keys.dtype} {tuple(keys.shape)} on {keys.device}"
-               if isinstance(keys, torch.Tensor) else type(keys).__name__)
-        raise ValueError(f"{name} must be an int32 ({x.shape[0]},) tensor on {x.device} "
-                         f"(one dropout key per sample), got {got}")
-
-
-def conv1d_act_dropout(x, weight, bias, *, act="relu", negative_slope=0.2, p=0.0,
-                       keys=None, write_sums=False):
-    """Fused Conv1d('same') -> act -> dropout; see the module docstring.
-
-    x: (B, C_in, L); weight: (C_out, C_in, K); bias: (C_out,) or None. Returns
-    ``(y, sums)``: y (B, C_out, L) in x's dtype and, with ``write_sums``, ``sums`` (B, C_out)
-    fp32 = y.sum(-1) (else None). ``keys`` (int32 (B,) on x's device, e.g. one row of
-    :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`) fixes the dropout mask, which is then
-    ``ecgfast.keyed.dropout_keep(keys, (C_out, L), p)``; None with p > 0 draws them with
-    ``KeyedRandom.from_default_generator(B)`` (so ``torch.manual_seed`` reproduces the
-    mask). Keys given with p == 0 are checked and drop nothing.
-    """
-    _check(x, weight, bias, act, negative_slope, p)
-    if keys is not None:
-        check_keys(keys, x)
-    elif p > 0:
-        keys = KeyedRandom.from_default_generator(x.shape[0]).dropout_keys(1, x.device)[0]
-    return Conv1dActDropout.apply(x, weight, bias, act, float(negative_slope), float(p),
-                                  keys.contiguous() if p > 0 else None, bool(write_sums))
