@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -29,3 +34,24 @@ def cuda_provider_options(conv_algo_search: str = "EXHAUSTIVE", device_id: int =
                          f"{conv_algo_search!r}")
     return {"device_id": str(int(device_id)), "cudnn_conv_algo_search": conv_algo_search,
             "cudnn_conv_use_max_workspace": "1", "cudnn_conv1d_pad_to_nc1d": "1"}
+
+
+def nvidia_device_may_exist() -> bool:
+    """False when this is Linux and no NVIDIA GPU can be visible to the process.
+
+    That is: ``CUDA_VISIBLE_DEVICES`` hides every device, or the NVIDIA driver exposes no
+    GPU (neither ``/dev/nvidia<N>`` nor an entry under ``/proc/driver/nvidia/gpus``, nor
+    WSL's GPU device ``/dev/dxg``).
+    Elsewhere it cannot tell and answers True, leaving the question to PyTorch. It lets a
+    CPU-only host skip importing PyTorch (hundreds of MB, seconds) just to learn that.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    with contextlib.suppress(OSError):
+        if any(os.scandir("/proc/driver/nvidia/gpus")):
+            return True
+    with contextlib.suppress(OSError):
+        return any(re.fullmatch(r"nvidia\d+|dxg", e.name) for e in os.scandir("/dev"))
+    return False

@@ -29,7 +29,7 @@ from ecgfast.export.errors import OnnxModelError
 from ecgfast.export.interface import contract_of, lead_names_of, load_and_check
 from ecgfast.export.metadata import min_length_of, read_metadata
 from ecgfast.export.passes import fold_rows
-from ecgfast.export.providers import CPU, CUDA, cuda_provider_options
+from ecgfast.export.providers import CPU, CUDA, cuda_provider_options, nvidia_device_may_exist
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
@@ -44,11 +44,13 @@ def cuda_usable() -> bool:
     """True when onnxruntime's CUDA provider is installed and a CUDA GPU is visible.
 
     Checks, in this order and without printing anything: onnxruntime lists
-    CUDAExecutionProvider; PyTorch (whose pip wheels carry the CUDA and cuDNN libraries)
-    sees a GPU; ``onnxruntime.preload_dlls()`` (when present) loads the libraries.
+    CUDAExecutionProvider; the operating system can show an NVIDIA GPU to this process
+    (:func:`~ecgfast.export.providers.nvidia_device_may_exist`: on a CPU-only Linux host this answers without
+    importing PyTorch); PyTorch (whose pip wheels carry the CUDA and cuDNN libraries) sees
+    a GPU; ``onnxruntime.preload_dlls()`` (when present) loads the libraries.
     """
     ort = _ort()
-    if CUDA not in ort.get_available_providers():
+    if CUDA not in ort.get_available_providers() or not nvidia_device_may_exist():
         return False
     try:
         import torch

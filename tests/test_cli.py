@@ -236,6 +236,7 @@ def test_evaluate_tasks_multiclass(fake_dataset, tmp_path, capsys):
     (["evaluate", "random", "--data", "nosuch:/tmp"], "unknown dataset 'nosuch'"),
     (["evaluate", "random", "--data", "nosuch:/tmp"], "wesad"),  # the known names are listed
     (["evaluate", "random", "--threshold", "3", *TINY], "--threshold"),
+    (["evaluate", "random", "--lead", "II", *TINY], "--lead applies to --data NAME:ROOT"),
     (["evaluate", "random", "--data", "wesad:/no/such/root"], "/no/such/root"),
     (["datasets", "nosuch"], "nosuch"),
 ])

@@ -5,7 +5,9 @@ A seeded loop (reproducible): for each format, one valid small file, then trunca
 random bit flips (half of them in the first 4 KiB, where headers live) and files that
 are valid containers holding the wrong types. A mutated file that still parses is fine;
 only the kind of failure is checked. Each read runs under a 10 s alarm. FUZZ_FLIPS=150
-in the environment fuzzes deeper (about a minute).
+in the environment fuzzes deeper (about a minute). The readers whose files are cheap to
+read (npy, cohort npz, EDF, BDF, Poly5, manifests) also take FUZZ_ROUNDS (default 1,000)
+deeper mutations each (:func:`deep_mutations`), enough to meet a 1-in-1,000 escape.
 """
 
 from __future__ import annotations
@@ -22,20 +24,27 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from ecgfast.data import Cohort, ECGDataError, read_recording
+from ecgfast.data import Cohort, ECGDataError, read_recording, read_segments
 from ecgfast.datasets import load_dataset
 from ecgfast.training import checkpoint as ckpt
 
-_spec = importlib.util.spec_from_file_location(
-    "ecgfast_test_dataset_files", Path(__file__).parent / "datasets" / "dataset_files.py")
-files = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = files
-_spec.loader.exec_module(files)
+
+def _helpers(name: str, relative: str):
+    """The test helper module at ``relative`` (beside the tests that use it)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+files = _helpers("ecgfast_test_dataset_files", "datasets/dataset_files.py")
+edf_files = _helpers("ecgfast_test_edf_files", "data/edf_files.py")
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")]
 
-N_FLIPS = int(os.environ.get("FUZZ_FLIPS", 14))
+N_FLIPS = int(os.environ.get("FUZZ_FLIPS", "14"))
 
 
 class Hang(Exception):
@@ -193,6 +202,22 @@ def test_fuzz_case_csv(tmp_path):
                          ("text cells", b"daqtime,ecg\nx,y\n")])
 
 
+def test_fuzz_eegmat_subject_info(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "eegmat"
+    root.mkdir()
+    for part in (1, 2):
+        edf_files.write_edf(root / f"Subject04_{part}.edf", [
+            ("EEG Fz", 100, rng.normal(0, 20, 1100), "uV"),
+            ("ECG ECG", 100, files.toy_ecg(100, 11, 10.0 * part), "mV")])
+    info = root / "subject-info.csv"
+    info.write_text("Subject,Age,Gender,Recording year,Number of subtractions,Count quality\n"
+                    "Subject04,18,F,2011,9.7,1\n")
+    fuzz_file(info, lambda: load_dataset("eegmat", root, progress=False), 8,
+              extra=[("no rows", info.read_bytes().splitlines(True)[0]),
+                     ("text count", info.read_text().replace("9.7", "many").encode())])
+
+
 # --------------------------------------------------------------------- existing readers
 
 
@@ -202,6 +227,7 @@ def test_fuzz_npy_csv_and_wfdb(tmp_path):
     x = np.round(files.toy_ecg(256, 12, 1.0), 4)
     npy = tmp_path / "rec.npy"
     np.save(npy, x)
+    _fuzz_deep(npy, lambda: read_recording(npy, fs=256), 10, head=128)
     fuzz_file(npy, lambda: read_recording(npy, fs=256), 10, extra=[
         ("strings", _npy_bytes(tmp_path, np.array(["a", "b"]))),
         ("3-D", _npy_bytes(tmp_path, np.zeros((2, 2, 2)))),
@@ -230,18 +256,73 @@ def test_fuzz_cohort_npz(tmp_path):
              arousal=c.labels["arousal"], valence=c.labels["arousal"], fs=np.float64(256))
     strings = tmp_path / "_s.npz"
     np.savez(strings, windows=np.array(["a"]), meta=np.float64(3))
+    _fuzz_deep(path, lambda: Cohort.load(path), 13, head=4096)
     fuzz_file(path, lambda: Cohort.load(path), 13,
               extra=[("no meta", no_meta.read_bytes()), ("mis-typed", strings.read_bytes())])
 
 
 def files_cohort() -> Cohort:
+    """Four real-length windows: the windows member is larger than zipfile reads ahead
+    (4 KiB), so a mutated array header is parsed before the member's CRC is checked."""
     rng = np.random.default_rng(0)
     n = 4
-    return Cohort(windows=rng.normal(size=(n, 64)).astype(np.float32),
+    return Cohort(windows=rng.normal(size=(n, 2560)).astype(np.float32),
                   subject=np.arange(n, dtype=np.int64), session=np.arange(n, dtype=np.int64),
                   fs=256.0, labels={"arousal": np.array([0, 1, 1, 0])},
                   classes={"arousal": ("low", "high")}, scores={"arousal": np.linspace(1, 5, n)},
                   provenance={"dataset": "fuzz"})
+
+
+def test_npy_header_that_numpy_cannot_tokenize(tmp_path):
+    """Found by seeded fuzzing (:func:`mutations` of the npy test file, seed 10, flip 552,
+    FUZZ_FLIPS=600): a space before 'shape' flipped to '(' leaves a bracket open, and
+    numpy's header parser raised tokenize.TokenError."""
+    path = tmp_path / "rec.npy"
+    np.save(path, np.zeros(3072))
+    data = bytearray(path.read_bytes())
+    assert data[36:57] == b"order': False, 'shape"
+    data[50] ^= 0x08
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGDataError, match=r"rec\.npy: not a \.npy array: TokenError"):
+        read_recording(path, fs=256)
+
+
+def test_cohort_npz_header_that_numpy_cannot_tokenize(tmp_path):
+    """Found by seeded fuzzing (:func:`mutations` of this cohort, seed 13, flip 48,
+    FUZZ_FLIPS=60): the same kind of flip in the windows member's header (and two in its
+    data) raised tokenize.TokenError."""
+    path = files_cohort().save(tmp_path / "c.npz")
+    data = bytearray(path.read_bytes())
+    assert data[121:177] == b"(4, 2560), }" + b" " * 44
+    for at, mask in ((176, 0x08), (1082, 0x08), (3046, 0x40)):
+        data[at] ^= mask
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGDataError, match=r"c\.npz: member 'windows\.npy': not a \.npy "
+                                           r"array: TokenError"):
+        Cohort.load(path)
+
+
+# ----------------------------------------------------------------------------- EDF, BDF
+
+
+def test_fuzz_edf_and_bdf(tmp_path):
+    t = np.arange(800) / 100.0
+    ecg, eeg = np.sin(2 * np.pi * 1.1 * t) ** 9, 20 * np.cos(2 * np.pi * 3.0 * t[::2])
+    signals = [("EEG Fz", 50, eeg, "uV"), ("ECG ECG", 100, ecg, "mV")]
+    notes = [(0.5, None, "rest"), (4.0, 2.5, "task")]
+    edf = edf_files.write_edf(tmp_path / "r.edf", signals, annotations=notes)
+    edf_files.make_discontinuous(edf, {4: 3.0})
+    bdf = edf_files.write_edf(tmp_path / "r.bdf", signals, annotations=notes, bdf=True)
+    for k, path in enumerate((edf, bdf)):
+        data = path.read_bytes()
+        extra = [(f"field {a}:{b} = {text}", data[:a] + text.ljust(b - a) + data[b:])
+                 for a, b in ((236, 244), (244, 252), (252, 256), (184, 192))
+                 for text in (b"-1", b"0", b"99999999", b"1e308", b"nan", b"-7")]
+        def read(p=path):
+            read_segments(p, leads=["ECG"])
+
+        _fuzz_deep(path, read, 42 + k, head=256 * 4)  # the header: 256 x (1 + 3 signals)
+        fuzz_file(path, read, 40 + k, extra=extra)
 
 
 def test_fuzz_checkpoints(tmp_path):
@@ -276,7 +357,7 @@ def test_fuzz_checkpoints(tmp_path):
 # Deeper than the loop above: FUZZ_ROUNDS (default 1,000) seeded mutations per format, so
 # that a failure one mutation in a thousand meets is met.
 
-N_ROUNDS = int(os.environ.get("FUZZ_ROUNDS", 1000))
+N_ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "1000"))
 
 
 def deep_mutations(data: bytes, seed: int, n: int, head: int, cells=()):

@@ -246,4 +246,4 @@ def test_the_serving_distribution_ships_the_packages_of_the_full_one():
     assert lean["project"]["scripts"] == full["project"]["scripts"]
     names = {d.split(">")[0].split(";")[0].split("=")[0].strip()
              for d in lean["project"]["dependencies"]}
-    assert names == {"numpy", "scipy", "onnx", "onnxruntime", "tqdm", "wfdb"}
+    assert names == {"numpy", "scipy", "onnx", "onnxruntime", "tqdm", "wfdb", "edfio"}

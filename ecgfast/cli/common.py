@@ -1,10 +1,11 @@
 """What the ``ecgfast`` commands share: errors, data and encoder options, JSON output.
 
 ``--data`` takes ``synthetic`` (the built-in ECGSYN cohort), a cohort ``.npz``, a
-recording (``.npy``, ``.csv``, WFDB), a window store folder (``ecgfast prepare``), or
-``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets`` lists the
-names), cached pre-processed under :func:`default_cache_dir` unless ``--no-cache``, or a
-manifest ``.csv``/``.tsv`` of your own recordings and labels (``docs/manifests.md``).
+recording (``.npy``, ``.csv``, WFDB, EDF/BDF, Poly5), a window store folder (``ecgfast
+prepare``), or ``NAME:ROOT`` for a dataset in its official layout (``ecgfast datasets``
+lists the names), cached pre-processed under :func:`default_cache_dir` unless
+``--no-cache``, or a manifest ``.csv``/``.tsv`` of your own recordings and labels
+(``docs/manifests.md``).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
                    help="'synthetic' (the built-in ECGSYN cohort), NAME:ROOT for a dataset in its "
                         "official layout (see `ecgfast datasets`), a cohort .npz written by "
                         "Cohort.save, a manifest .csv/.tsv of your own recordings and labels "
-                        "(docs/manifests.md), or recordings (.npy, .csv, WFDB .hea, Poly5 .S00) "
-                        "or a window store folder (`ecgfast prepare`) for pretraining")
+                        "(docs/manifests.md), or recordings (.npy, .csv, WFDB .hea, .edf, .bdf, "
+                        "Poly5 .S00) or a window store folder (`ecgfast prepare`) for pretraining")
     g.add_argument("--fs", type=float, default=d["fs"],
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB and Poly5 headers "
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB, EDF and Poly5 headers "
                         "carry theirs; a manifest's rows without an fs cell)")
     g.add_argument("--subjects", type=int, default=d["subjects"], help="synthetic cohort: subjects")
     g.add_argument("--sessions", type=int, default=d["sessions"],
@@ -78,7 +79,8 @@ def add_data_args(p: argparse.ArgumentParser, *, suppress: bool = False) -> None
     g.add_argument("--threshold", type=float, default=d["threshold"],
                    help="NAME:ROOT: rating above which a window is 'high' (default: the dataset's)")
     g.add_argument("--lead", default=d["lead"],
-                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first)")
+                   help="NAME:ROOT: which lead of a two-lead dataset (default: the first); a "
+                        "recording: the lead's name or index (EDF labels also by part, e.g. ECG)")
     g.add_argument("--skip-bad", action="store_true", default=d["skip_bad"],
                    help="NAME:ROOT: skip (and list) subjects whose files are unreadable")
     g.add_argument("--cache-dir", default=d["cache_dir"], metavar="DIR",
@@ -121,9 +123,13 @@ def load_data(args, *, need_labels: bool):
     if spec is not None:
         cohort = _load_named_dataset(*spec, args)
         return cohort.windows, cohort
-    for option in ("threshold", "lead"):
-        if getattr(args, option, None) is not None:
-            raise UsageError(f"--{option} applies to --data NAME:ROOT only, not to {source!r}")
+    if getattr(args, "threshold", None) is not None:
+        raise UsageError(f"--threshold applies to --data NAME:ROOT only, not to {source!r}")
+    lead = getattr(args, "lead", None)
+    if lead is not None and (source == "synthetic" or Path(source).is_dir()
+                             or Path(source).suffix == ".npz"):
+        raise UsageError(f"--lead applies to --data NAME:ROOT and recordings only, not to "
+                         f"{source!r}")
     if source == "synthetic":
         if is_rank_zero():
             print(f"generating the synthetic ECGSYN cohort: {args.subjects} subjects x "
@@ -137,6 +143,9 @@ def load_data(args, *, need_labels: bool):
     from ecgfast.data.manifest import is_manifest
 
     if is_manifest(path):
+        if lead is not None:
+            raise UsageError(f"--lead does not apply to the manifest {source}: its lead column "
+                             "names each row's lead")
         return _load_manifest(path, args, need_labels)
     if path.is_dir():  # a window store (`ecgfast prepare`)
         if need_labels:
@@ -154,7 +163,8 @@ def load_data(args, *, need_labels: bool):
             f"--data {source}: probing needs labelled windows (a cohort .npz, NAME:ROOT or "
             "'synthetic'); a bare recording has no labels"
         )
-    rec = read_recording(path, fs=args.fs)
+    column = int(lead) if lead is not None and str(lead).isdigit() else lead
+    rec = read_recording(path, fs=args.fs, column=column)
     win = preprocess(rec.signal, rec.fs, source=str(path), preprocessing=RECORDING_CHAIN)
     if win.n_skipped_flat:
         print(f"{path}: skipped {win.n_skipped_flat} flat-line window(s)", file=sys.stderr)

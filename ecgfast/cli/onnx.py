@@ -74,7 +74,7 @@ def _calibration(args, model: Path):
     if path.suffix == ".npz" or not (path.exists() or path.with_suffix(".hea").exists()):
         raise UsageError(f"--calibration {args.calibration}: {model.name} takes "
                          f"{encoder.in_channels} leads; calibrate it on a recording that has "
-                         "them (WFDB record, .csv or .npy)")
+                         "them (WFDB record, EDF/BDF, .csv or .npy)")
     signal, fs = _read_for(encoder, path, args.fs, None)
     batches = recording_batches(encoder, signal, fs, serving_chain(encoder), source=str(path))
     return np.concatenate([b.windows for b in batches]), None
@@ -123,12 +123,14 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("embed", help="embed a recording with an ONNX encoder, window by window")
     p.add_argument("model", help="the .onnx encoder")
-    p.add_argument("recording", help=".npy, .csv or WFDB record")
+    p.add_argument("recording", help=".npy, .csv, WFDB record, EDF/BDF or Poly5 file")
     p.add_argument("--fs", type=float, default=None,
-                   help="sampling rate in Hz of .npy/.csv recordings (WFDB headers carry theirs)")
+                   help="sampling rate in Hz of .npy/.csv recordings (WFDB, EDF and Poly5 "
+                        "headers carry theirs)")
     p.add_argument("--leads", default=None, metavar="NAMES",
                    help="the recording's leads to embed, in the model's input order: "
-                        "comma-separated names (I,II,V1: WFDB signal names, CSV header; "
+                        "comma-separated names (I,II,V1: WFDB signal names, EDF labels, CSV "
+                        "header; "
                         "0,1,2 for unnamed columns) or 'all' (default: the leads named in the "
                         "model's metadata, else its first C)")
     p.add_argument("--out", required=True,

@@ -51,9 +51,10 @@ def cmd_prepare(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("prepare", help="pre-process recordings into a window store on disk")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="folders searched for WFDB records (PTB-XL, MIMIC-IV-ECG layouts), "
-                        "recordings (.hea, .npy, .csv, .S00), manifests (.csv/.tsv with a "
-                        "path column, docs/manifests.md) or datasets NAME:ROOT")
+                   help="folders searched for WFDB records (PTB-XL, MIMIC-IV-ECG layouts) and "
+                        "EDF/BDF/Poly5 files, recordings (.hea, .edf, .bdf, .S00, .npy, .csv), "
+                        "manifests (.csv/.tsv with a path column, docs/manifests.md) or datasets "
+                        "NAME:ROOT")
     p.add_argument("--out", default=None, metavar="STORE", help="the store folder to write")
     p.add_argument("--info", default=None, metavar="STORE", help="summarise a store and exit")
     p.add_argument("--leads", default=None, metavar="I,II,...|all",

@@ -5,8 +5,10 @@
   names, raw scores, provenance) and its ``.npz`` file format (see :mod:`.cohort`).
 - :func:`make_cohort`: a synthetic arousal/valence-labelled cohort of z-scored 10 s
   windows at 256 Hz (NOT real affect data; see :mod:`.synthetic`).
-- :func:`read_recording` / :class:`Recording`: one lead of a ``.npy``, ``.csv`` or WFDB
-  file; :func:`read_leads` / :class:`MultiLeadRecording`: several leads of one.
+- :func:`read_recording` / :class:`Recording`: one lead of a ``.npy``, ``.csv``, WFDB or
+  EDF/BDF file; :func:`read_leads` / :class:`MultiLeadRecording`: several leads of one;
+  :func:`read_segments`: every contiguous segment of one (EDF+D); :class:`Annotation`:
+  an EDF+/BDF+ annotation (see :mod:`.readers`).
 - :func:`preprocess` / :func:`iter_windows` / :func:`preprocess_subject` /
   :class:`Windows` (settings: :class:`Preprocessing`): high-pass 0.8 Hz ->
   resample to 256 Hz -> robust z-score -> 10 s windows, and the single steps
@@ -37,8 +39,8 @@ _WHERE = {
                      "window"), "ecgfast.data.windowing"),
     "iter_lead_windows": "ecgfast.data.multilead",
     "preprocess_leads": "ecgfast.data.multilead",
-    **dict.fromkeys(("MultiLeadRecording", "Recording", "read_leads", "read_recording"),
-                    "ecgfast.data.readers"),
+    **dict.fromkeys(("Annotation", "MultiLeadRecording", "Recording", "read_leads",
+                     "read_recording", "read_segments"), "ecgfast.data.readers"),
     "Cohort": "ecgfast.data.cohort",
     "make_cohort": "ecgfast.data.synthetic",
     "WindowStore": "ecgfast.data.store",  # a torch Dataset: torch only when asked for

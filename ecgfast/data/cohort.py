@@ -256,7 +256,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ECGDataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            KeyError, NotImplementedError, OverflowError, MemoryError) as exc:
+            KeyError, NotImplementedError, OverflowError, MemoryError,
+            RuntimeError) as exc:  # RuntimeError: a member flagged as encrypted
         raise ECGDataError(f"{path}: cannot read as .npz: {type(exc).__name__}: {exc}") from None
 
 

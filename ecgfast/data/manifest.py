@@ -3,11 +3,11 @@
 One row per recording or segment. Columns (names case-insensitive, any order):
 
 - ``path`` (required): a recording in any format :func:`ecgfast.data.read_recording`
-  reads (``.npy``, ``.csv``, WFDB ``.hea`` or record name, Poly5 ``.S00``/``.Poly5``),
-  relative to the manifest's folder (or absolute). It may lead anywhere, above the
-  manifest's folder too, but must name an existing file (for WFDB, its ``.hea``);
-  nothing but the files listed is opened, and only through ecgfast's readers (no pickle,
-  no code runs).
+  reads (``.npy``, ``.csv``, WFDB ``.hea`` or record name, EDF/BDF, Poly5
+  ``.S00``/``.Poly5``), relative to the manifest's folder (or absolute). It may lead
+  anywhere, above the manifest's folder too, but must name an existing file (for WFDB,
+  its ``.hea``); nothing but the files listed is opened, and only through ecgfast's
+  readers (no pickle, no code runs).
 - ``subject`` (required): who was recorded; windows are z-scored per subject.
 - ``start``, ``end`` (optional): the segment in seconds from the recording's start
   (empty: from the beginning, to the end).

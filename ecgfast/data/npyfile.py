@@ -9,6 +9,7 @@ header's size against the bytes the file actually holds first, refuses object ar
 from __future__ import annotations
 
 import math
+import tokenize
 
 import numpy as np
 
@@ -31,8 +32,9 @@ def read_npy_header(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
             return fmt.read_array_header_1_0(f)
         if version in ((2, 0), (3, 0)):
             return fmt.read_array_header_2_0(f)
-    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as exc:
-        raise ECGDataError(f"{where}: not a .npy array: {exc}") from None
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError,
+            tokenize.TokenError, RecursionError) as exc:  # numpy tokenizes old headers
+        raise ECGDataError(f"{where}: not a .npy array: {type(exc).__name__}: {exc}") from None
     raise ECGDataError(f"{where}: unsupported .npy version {version}")
 
 

@@ -275,11 +275,12 @@ def ecg_channels(names) -> list[int]:
 
 
 def read_leads(path: Path, fs, wanted):
-    """The Poly5 reader behind :func:`ecgfast.data.read_leads` / ``read_recording``:
-    leads by name or index; with no choice, the only channel, else the one channel whose
-    description names an ECG; a given ``fs`` must agree with the header."""
+    """The Poly5 reader behind :func:`ecgfast.data.read_leads` / ``read_recording``
+    (one segment): leads by name or index; with no choice, the only channel, else the one
+    channel whose description names an ECG; a given ``fs`` must agree with the header;
+    voltages (``µVolt``, ...) in mV."""
     from ecgfast.data.filters import check_fs
-    from ecgfast.data.readers import _check_samples, _Leads, _select
+    from ecgfast.data.leads import Leads, check_samples, mv_scale, select
 
     header = read_poly5_header(path)
     names = header.names
@@ -292,7 +293,14 @@ def read_leads(path: Path, fs, wanted):
             raise ECGDataError(f"{path}: {found} named ECG among {names}; choose one by name "
                                "(column=..., a manifest's lead)")
         wanted = [ecg[0]]
-    rows = _select(wanted, names, "channel", path, None)
+    rows = select(wanted, names, "channel", path, None)
     _, signal = read_poly5(path, rows)
     picked = [names[r] for r in rows]
-    return _Leads(_check_samples(signal, path, picked), header.fs, str(path), picked, True)
+    units = []
+    for row, r in zip(signal, rows):
+        factor, unit = mv_scale(header.signals[r].unit)
+        if factor != 1.0:
+            row *= factor
+        units.append(unit)
+    return [Leads(check_samples(signal, path, picked), header.fs, str(path), picked, True,
+                  units)]

@@ -29,16 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import poly5
 from ecgfast.data.contract import Preprocessing
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.multilead import preprocess_leads
-from ecgfast.data.readers import read_leads
+from ecgfast.data.readers import SELF_DESCRIBING, read_segments
 from ecgfast.data.sources import _Item, find_records
 
-#: The chain ``preprocess_leads`` runs on every record (statistics per record and lead; a
-#: window is dropped when any of its leads is a flat line), and its record, which the
-#: store's manifest keeps (:mod:`ecgfast.data.contract`).
+#: The chain ``preprocess_leads`` runs on every record (statistics per record and lead, per
+#: segment of an EDF+D file; a window is dropped when any of its leads is a flat line), and
+#: its record, which the store's manifest keeps (:mod:`ecgfast.data.contract`).
 CHAIN = Preprocessing()
 PREPROCESSING = CHAIN.to_record()
 WINDOW_LENGTH = CHAIN.window_length
@@ -47,24 +46,48 @@ STATE, PARTS = "prepare.json", "parts"
 
 
 def _read(path: str, fs, leads="all"):
-    """``read_leads`` of one record file; ``fs`` only for files that do not store it."""
-    stores_fs = path.endswith(".hea") or Path(path).suffix.lower() in poly5.SUFFIXES
-    return read_leads(path, fs=None if stores_fs else fs, leads=leads)
+    """The segments (``read_segments``) of one record file; ``fs`` only for files that do
+    not store it."""
+    stores = path.endswith(".hea") or Path(path).suffix.lower() in SELF_DESCRIBING
+    return read_segments(path, fs=None if stores else fs, leads=leads)
+
+
+def _windows(segments, path: str):
+    """(windows, starts in s, flat windows, segments too short for a window) of a
+    record's segments, each pre-processed on its own (an EDF+D file's segments are never
+    joined); a segment shorter than one window is counted, and an error only when no
+    segment is long enough."""
+    parts, short = [], 0
+    for seg in segments:
+        try:
+            win = preprocess_leads(seg.signal, seg.fs, source=path, preprocessing=CHAIN)
+        except ECGDataError:
+            if len(segments) == 1 or seg.duration_s >= CHAIN.window_seconds:
+                raise
+            short += 1
+            continue
+        parts.append((win.windows, win.starts_s + seg.start_s, win.n_skipped_flat))
+    if not parts:
+        raise ECGDataError(f"{path}: none of its {len(segments)} segments is as long as one "
+                           f"window ({CHAIN.window_seconds:g} s)")
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            sum(p[2] for p in parts), short)
 
 
 def _work(task):
     """Worker: read and pre-process one record file; never raises for bad data."""
     item, want, store_leads, dtype, fs = task
     try:
-        rec = _read(item.path, fs, "all" if want is None else list(want))
-        names = list(rec.leads)
+        segments = _read(item.path, fs, "all" if want is None else list(want))
+        names = list(segments[0].leads)
         if want is None and store_leads is not None:
             if sorted(names) != sorted(store_leads):
                 return {"fatal": names}
             order = [names.index(n) for n in store_leads]
-            rec.signal, names = rec.signal[order], list(store_leads)
-        win = preprocess_leads(rec.signal, rec.fs, source=item.path, preprocessing=CHAIN)
-        windows, starts, n_flat = win.windows, win.starts_s, win.n_skipped_flat
+            for seg in segments:
+                seg.signal = seg.signal[order]
+            names = list(store_leads)
+        windows, starts, n_flat, short = _windows(segments, item.path)
         if len(windows) == 0:
             raise ECGDataError(f"{item.path}: all {n_flat} windows have a flat lead")
         out = windows.astype(dtype)
@@ -73,8 +96,9 @@ def _work(task):
                                "prepare with --dtype float32")
     except (ECGDataError, ValueError) as exc:  # ECGDataError is a ValueError
         return {"reason": str(exc)}
-    return {"windows": out, "starts": starts.tolist(), "fs": rec.fs, "leads": names,
-            "n_flat": n_flat}
+    extra = {"segments": len(segments), "short_segments": short} if len(segments) > 1 else {}
+    return {"windows": out, "starts": starts.tolist(), "fs": segments[0].fs, "leads": names,
+            "n_flat": n_flat, **extra}
 
 
 def _cohort_result(cohorts: dict, item: _Item, dtype: str) -> dict:
@@ -92,7 +116,7 @@ def _probe_leads(items: list[_Item], cohorts: dict, fs) -> tuple[list[str], str]
         if item.rows is not None:
             return [cohorts[item.source][1]], item.path
         try:
-            return list(_read(item.path, fs).leads), item.path
+            return list(_read(item.path, fs)[0].leads), item.path
         except (ECGDataError, ValueError) as exc:
             reasons.append(str(exc))
     raise ECGDataError(f"none of the {len(items)} records could be read; the first: {reasons[0]}")
@@ -166,10 +190,12 @@ def prepare(sources, out, *, leads=None, dtype: str = "float16", fs: float | Non
     """Build (or finish building) the window store ``out`` from ``sources``.
 
     Args:
-        sources: folders (searched recursively for WFDB ``.hea`` records; PTB-XL's
-            ``records100`` is skipped beside ``records500``; MIMIC-IV-ECG subjects are
-            taken from the ``pXXXXXXXX`` folders), recording files (``.hea``, ``.npy``,
-            ``.csv``; the last two need ``fs``) or datasets ``NAME:ROOT``.
+        sources: folders (searched recursively for WFDB ``.hea`` records and EDF/BDF and
+            Poly5 files; PTB-XL's ``records100`` is skipped beside ``records500``;
+            MIMIC-IV-ECG subjects are taken from the ``pXXXXXXXX`` folders), recording
+            files (``.hea``, ``.edf``, ``.bdf``, ``.S00``, ``.npy``, ``.csv``; the last two
+            need ``fs``), manifests or datasets ``NAME:ROOT``. An EDF+D file's segments are
+            windowed one by one.
         leads: the lead names every record must have (others are dropped; a record
             lacking one is rejected), or None / "all": every record's leads, which must
             be the same set in every record (else an error says to pass ``leads``).

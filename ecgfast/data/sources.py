@@ -1,11 +1,13 @@
 """The records a window store is prepared from, in the order the store holds them.
 
 :func:`find_records` turns each source into records: a folder (searched recursively for
-WFDB ``.hea`` records, folders and files sorted by name; PTB-XL's ``records100`` tree is
-skipped where a ``records500`` sits beside it, since both hold the same ECGs; MIMIC-IV-ECG
-subjects come from the ``files/pNNNN/pXXXXXXXX/sYYYYYYYY/`` folders), a recording file
-(``.hea``/``.dat``, ``.npy``, ``.csv``, Poly5 ``.S00``/``.Poly5``), a dataset ``NAME:ROOT``
-read through :func:`ecgfast.datasets.load_dataset`, or a manifest ``.csv``/``.tsv``
+WFDB ``.hea`` records and files that store their own rate: EDF/BDF, Poly5
+(:data:`ecgfast.data.readers.SELF_DESCRIBING`); folders and files sorted by name;
+PTB-XL's ``records100`` tree is skipped where a ``records500`` sits beside it, since both
+hold the same ECGs; MIMIC-IV-ECG subjects come from the ``files/pNNNN/pXXXXXXXX/
+sYYYYYYYY/`` folders), a recording file (``.hea``/``.dat``, ``.edf``, ``.bdf``, Poly5
+``.S00``/``.Poly5``, ``.npy``, ``.csv``), a dataset ``NAME:ROOT`` read through
+:func:`ecgfast.datasets.load_dataset`, or a manifest ``.csv``/``.tsv``
 (:mod:`ecgfast.data.manifest`); the last two give one record per subject and session, with
 their labels (-1 where a manifest row is unlabelled for a task).
 """
@@ -20,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.data import poly5
 from ecgfast.data.errors import ECGDataError
+from ecgfast.data.readers import READERS, SELF_DESCRIBING
 
 _MIMIC_SESSION, _MIMIC_SUBJECT = re.compile(r"^s\d+$"), re.compile(r"^p\d+$")
 
@@ -53,12 +55,15 @@ def _folder_records(root: Path, source: int, notes: list[str]) -> list[_Item]:
             notes.append(f"{Path(dirpath) / 'records100'}: skipped, the same ECGs as records500")
         dirnames.sort()
         for name in sorted(filenames):
+            path = Path(dirpath) / name
             if name.endswith(".hea"):
-                path = Path(dirpath) / name
                 rel = path.relative_to(root).with_suffix("").as_posix()
                 items.append(_Item(rel, str(path), source, _subject(path)))
+            elif path.suffix.lower() in SELF_DESCRIBING:
+                items.append(_Item(path.relative_to(root).as_posix(), str(path), source))
     if not items:
-        raise ECGDataError(f"{root}: no WFDB records (.hea files) in this folder or below")
+        raise ECGDataError(f"{root}: no WFDB records (.hea files) or "
+                           f"{'/'.join(SELF_DESCRIBING)} files in this folder or below")
     return items
 
 
@@ -117,10 +122,11 @@ def find_records(sources, want=None, cohorts: dict | None = None, notes: list | 
                                                           and path.with_suffix(".hea").exists()):
             hea = path.with_suffix(".hea")
             items.append(_Item(hea.with_suffix("").as_posix(), str(hea), i, _subject(hea)))
-        elif path.suffix.lower() in (".npy", ".csv", *poly5.SUFFIXES) and path.is_file():
+        elif path.suffix.lower() in READERS and path.is_file():
             items.append(_Item(path.as_posix(), str(path), i))
         else:
-            raise ECGDataError(f"{src}: not a folder, a recording (.hea, .npy, .csv, .S00), a "
-                               f"manifest (.csv, .tsv) or a dataset NAME:ROOT "
+            raise ECGDataError(f"{src}: not a folder, a recording (.hea, "
+                               f"{', '.join(READERS)}), a manifest (.csv, .tsv) or a dataset "
+                               f"NAME:ROOT "
                                f"({', '.join(DATASETS)})")
     return items

@@ -1,11 +1,12 @@
 """Affective ECG datasets read from their official files into labelled cohorts.
 
-``load_dataset(name, root)`` reads WESAD, DREAMER, AMIGOS, SWELL-KW or CASE exactly as
-the release delivers them (no conversion step), applies the training pre-processing
-(0.8 Hz zero-phase high-pass, polyphase resampling to 256 Hz, robust z-score per
-subject, 10 s windows) one subject at a time, and returns a :class:`~ecgfast.data.Cohort`
-whose provenance states the dataset, root, thresholds and labelling rules, the
-pre-processing, the ecgfast version, the windows dropped and the subjects skipped.
+``load_dataset(name, root)`` reads WESAD, DREAMER, AMIGOS, SWELL-KW, CASE or PhysioNet's
+eegmat exactly as the release delivers them (no conversion step), applies the training
+pre-processing (0.8 Hz zero-phase high-pass, polyphase resampling to 256 Hz, robust
+z-score per subject, 10 s windows) one subject at a time, and returns a
+:class:`~ecgfast.data.Cohort` whose provenance states the dataset, root, thresholds and
+labelling rules, the pre-processing, the ecgfast version, the windows per class, the
+windows dropped and the subjects skipped.
 :data:`DATASETS` describes each dataset: the layout it expects, its tasks and leads.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ecgfast.data import Cohort
-from ecgfast.datasets import amigos, case, dreamer, swell, wesad
+from ecgfast.datasets import amigos, case, dreamer, eegmat, swell, wesad
 from ecgfast.datasets._common import (
     DatasetInfo,
     LoadRequest,
@@ -26,7 +27,7 @@ from ecgfast.datasets.cache import cache_key, cache_path, read_cached, write_cac
 
 #: name -> :class:`DatasetInfo`, in the order ``ecgfast datasets`` lists them.
 DATASETS: dict[str, DatasetInfo] = {
-    m.INFO.name: m.INFO for m in (wesad, dreamer, amigos, swell, case)
+    m.INFO.name: m.INFO for m in (wesad, dreamer, amigos, swell, case, eegmat)
 }
 
 __all__ = ["DATASETS", "DatasetInfo", "load_dataset"]
@@ -45,7 +46,8 @@ def load_dataset(
     """Read dataset ``name`` from its official files under ``root`` into a Cohort.
 
     Args:
-        name: one of ``DATASETS`` (``wesad``, ``dreamer``, ``amigos``, ``swell``, ``case``).
+        name: one of ``DATASETS`` (``wesad``, ``dreamer``, ``amigos``, ``swell``, ``case``,
+            ``eegmat``).
         root: the dataset's folder as released (``DATASETS[name].layout`` shows it).
         threshold: ratings strictly above it are "high" (1); default
             ``DATASETS[name].default_threshold`` (the scale's midpoint). Not allowed for

@@ -186,7 +186,8 @@ def build_cohort(
     ``request.skip_bad`` is skipped, warned about and listed in
     ``provenance["skipped_subjects"]``. The cohort's provenance holds the dataset, the
     request's threshold and lead (index and name, plus any ``provenance["lead"]`` extras),
-    ``provenance``, the pre-processing, the version and the counts.
+    ``provenance``, the pre-processing, the version and the counts (windows, subjects,
+    sessions, windows per class of every task, dropped windows).
     """
     parts: dict[str, list] = {"windows": [], "subject": [], "session": []}
     labels = {t: [] for t in classes}
@@ -238,6 +239,7 @@ def build_cohort(
         raise dataset_error(root, f"no usable windows in {len(subjects)} subject(s)"
                             + (f"; skipped: {skipped}" if skipped else ""))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    task_labels = {t: np.concatenate(v) for t, v in labels.items()}
     prov = {
         "dataset": info.name,
         "title": info.title,
@@ -252,6 +254,8 @@ def build_cohort(
             "windows": int(cat["windows"].shape[0]),
             "subjects": int(np.unique(cat["subject"]).size),
             "sessions": session,
+            "windows_per_class": {t: {c: int((task_labels[t] == i).sum())
+                                      for i, c in enumerate(classes[t])} for t in classes},
             "dropped": dropped,
         },
         "skipped_subjects": skipped,
@@ -262,7 +266,7 @@ def build_cohort(
         subject=cat["subject"],
         session=cat["session"],
         fs=target_fs,
-        labels={t: np.concatenate(v) for t, v in labels.items()},
+        labels=task_labels,
         classes=classes,
         scores={s: np.concatenate(v) for s, v in scores.items()},
         provenance=prov,

@@ -101,3 +101,13 @@ def test_header_alone_is_cheap_and_checked(tmp_path):
     h = read_poly5_header(path)
     assert (h.n_blocks, h.block_samples, h.whole_last_block) == (3, 700, False)
     assert h.duration_s == pytest.approx(3.0)
+
+
+def test_voltages_come_out_in_millivolts(tmp_path):
+    path = files.write_poly5(tmp_path / "r.S00", CHANNELS, fs=512)
+    rec = read_recording(path)
+    assert rec.unit == "mV"  # the description says µVolt
+    np.testing.assert_allclose(rec.signal, X.astype(np.float32) / 1000, rtol=1e-6)
+    resp = read_recording(path, column="Resp")
+    assert resp.unit == "mV"
+    np.testing.assert_allclose(resp.signal, (RAW + 1000) / 2000 * 4.0 - 2.0, atol=1e-6)

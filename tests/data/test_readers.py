@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecgfast.data import ECGDataError, Recording, read_recording
+from ecgfast.data import ECGDataError, Recording, read_leads, read_recording
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -233,12 +233,71 @@ def test_missing_file(tmp_path):
 
 
 def test_unknown_suffix(tmp_path):
-    path = tmp_path / "rec.edf"
+    path = tmp_path / "rec.xyz"
     path.write_bytes(b"0")
-    with pytest.raises(ECGDataError, match=r"rec\.edf.*unknown file type '\.edf'"):
+    with pytest.raises(ECGDataError, match=r"rec\.xyz.*unknown file type '\.xyz'.*\.edf"):
         read_recording(path, fs=100)
 
 
 def test_bad_path_type():
     with pytest.raises(TypeError, match="path"):
         read_recording(123, fs=100)
+
+
+# ------------------------------------------------------------------ wfdb, several rates
+
+
+def _write_multirate(tmp_path, name="drive"):
+    """A drivedb-like record: 15.5 Hz frames, ECG at 32 samples per frame (496 Hz), GSR
+    at 2 (31 Hz) and HR at 1 (15.5 Hz); 40 s."""
+    frames = 620
+    t = np.arange(frames * 32) / 496.0
+    ecg = np.round(np.sin(2 * np.pi * 1.1 * t) ** 15, 3)
+    gsr = np.round(np.linspace(1.0, 2.0, frames * 2), 3)
+    hr = np.round(np.full(frames, 66.0), 1)
+    wfdb.wrsamp(name, fs=15.5, units=["mV", "mV", "bpm"], sig_name=["ECG", "GSR", "HR"],
+                e_p_signal=[ecg, gsr, hr], samps_per_frame=[32, 2, 1], fmt=["16"] * 3,
+                write_dir=str(tmp_path))
+    return tmp_path / name, ecg, gsr
+
+
+def test_wfdb_each_signal_at_its_own_rate(tmp_path):
+    record, ecg, gsr = _write_multirate(tmp_path)
+    rec = read_recording(record, column="ECG")
+    assert rec.fs == 496.0 and len(rec) == ecg.size and rec.unit == "mV"
+    np.testing.assert_allclose(rec.signal, ecg, atol=2e-3)  # every sample, none averaged
+    gsr_rec = read_recording(record, column=1, fs=31)
+    assert gsr_rec.fs == 31.0 and len(gsr_rec) == gsr.size
+    hr = read_recording(record, column="HR")
+    assert hr.fs == 15.5 and hr.unit == "bpm"
+    with pytest.raises(ECGDataError, match=r"drive\.hea: fs=15\.5 Hz.*496 Hz for ECG"):
+        read_recording(record, column="ECG", fs=15.5)
+    with pytest.raises(ECGDataError, match=r"different rates \('ECG' 496 Hz, 'GSR' 31 Hz, "
+                                           r"'HR' 15\.5 Hz\)"):
+        read_leads(record)
+    assert read_leads(record, leads=["GSR"]).fs == 31.0
+
+
+def test_wfdb_microvolts_come_out_in_millivolts(tmp_path, ecg):
+    wfdb.wrsamp("uv", fs=250, units=["uV"], sig_name=["ECG"], p_signal=1000 * ecg[:, None],
+                fmt=["16"], write_dir=str(tmp_path))
+    rec = read_recording(tmp_path / "uv")
+    assert rec.unit == "mV"
+    np.testing.assert_allclose(rec.signal, ecg, atol=2e-3)
+
+
+def test_prepare_reads_each_signal_at_its_own_rate(tmp_path):
+    import json
+
+    from ecgfast.data import storefile
+    from ecgfast.data.prepare import prepare
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    _write_multirate(folder)
+    out = prepare([folder], tmp_path / "store", leads=["ECG"], workers=1, progress=False)
+    manifest = storefile.read_manifest(out)
+    (record,) = [json.loads(x) for x in (out / storefile.RECORDS).read_text().splitlines()]
+    assert record["fs"] == 496.0 and manifest["n_windows"] == 4  # 40 s, not 40 s / 32
+    with pytest.raises(ECGDataError, match=r"different rates \('ECG' 496 Hz, 'GSR' 31 Hz"):
+        prepare([folder], tmp_path / "all", workers=1, progress=False)

@@ -101,13 +101,14 @@ def test_unreadable_cache_is_rebuilt_with_a_warning(wesad_root, tmp_path):
 
 
 def test_registry_describes_every_dataset():
-    assert list(DATASETS) == ["wesad", "dreamer", "amigos", "swell", "case"]
+    assert list(DATASETS) == ["wesad", "dreamer", "amigos", "swell", "case", "eegmat"]
     expected = {
         "wesad": (("affect", "stress"), None, 1, 700.0),
         "dreamer": (("arousal", "valence", "dominance"), 3.0, 2, 256.0),
         "amigos": (("arousal", "valence", "dominance"), 5.0, 2, 128.0),
         "swell": (("condition", "arousal", "valence"), 5.0, 1, 2048.0),
         "case": (("arousal", "valence"), 5.0, 1, 1000.0),
+        "eegmat": (("arithmetic", "count_quality"), None, 1, 500.0),
     }
     for name, info in DATASETS.items():
         assert isinstance(info, DatasetInfo) and info.name == name

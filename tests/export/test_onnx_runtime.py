@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -224,14 +225,15 @@ def test_cuda_io_binding_matches_cpu(runtime, exported):  # pragma: no cover - G
 
 def test_cuda_usable_checks_each_requirement_quietly(monkeypatch, capsys):
     """cuda_usable's decisions with stand-ins for onnxruntime and torch.cuda: the CUDA
-    provider must be listed, PyTorch must see a GPU and initialise it, and the CUDA
-    libraries must preload; what preloading prints is swallowed."""
+    provider must be listed, the system must be able to show a GPU, PyTorch must see one
+    and initialise it, and the CUDA libraries must preload; what preloading prints is
+    swallowed."""
     import types
 
     from ecgfast.export import runtime
 
-    state = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "gpu": True,
-             "init_fails": False, "preload_fails": False, "preloaded": 0}
+    state = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "device": True,
+             "gpu": True, "init_fails": False, "preload_fails": False, "preloaded": 0}
 
     def preload_dlls():
         print("loading libcudnn... (a message onnxruntime would print)")
@@ -243,6 +245,7 @@ def test_cuda_usable_checks_each_requirement_quietly(monkeypatch, capsys):
     fake_ort = types.SimpleNamespace(get_available_providers=lambda: state["providers"],
                                      preload_dlls=preload_dlls)
     monkeypatch.setattr(runtime, "_ort", lambda: fake_ort)
+    monkeypatch.setattr(runtime, "nvidia_device_may_exist", lambda: state["device"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: state["gpu"])
 
     def init():
@@ -251,7 +254,7 @@ def test_cuda_usable_checks_each_requirement_quietly(monkeypatch, capsys):
 
     monkeypatch.setattr(torch.cuda, "init", init)
     assert cuda_usable() is True and state["preloaded"] == 1
-    for key, value in (("providers", ["CPUExecutionProvider"]), ("gpu", False),
+    for key, value in (("providers", ["CPUExecutionProvider"]), ("device", False), ("gpu", False),
                        ("init_fails", True), ("preload_fails", True)):
         saved = state[key]
         state[key] = value
@@ -260,3 +263,38 @@ def test_cuda_usable_checks_each_requirement_quietly(monkeypatch, capsys):
     assert cuda_usable() is True
     out = capsys.readouterr()
     assert out.out == "" and out.err == "", out
+
+
+def test_no_visible_gpu_is_known_without_importing_torch(monkeypatch, tmp_path):
+    """Where the system shows no NVIDIA GPU, cuda_usable answers False without importing
+    PyTorch (so OnnxEncoder(providers="auto") on a CPU-only host of the full install stays
+    light); nvidia_device_may_exist reads CUDA_VISIBLE_DEVICES and the driver's entries."""
+    from ecgfast.export import providers
+
+    code = ("import sys; from ecgfast.export import cuda_usable; "
+            "print(cuda_usable(), 'torch' in sys.modules)")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["False", "False"], out
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert providers.nvidia_device_may_exist() is False
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    if sys.platform.startswith("linux"):
+        real_scandir = os.scandir
+        for present in ((), ("nvidia0",), ("dxg",), ("nvidiactl", "nvidia-uvm")):
+            (tmp_path / "dev").mkdir(exist_ok=True)
+            for entry in (tmp_path / "dev").iterdir():
+                entry.unlink()
+            for name in present:
+                (tmp_path / "dev" / name).touch()
+
+            def scandir(path, dev=tmp_path / "dev"):
+                if str(path) == "/dev":
+                    return real_scandir(dev)
+                raise FileNotFoundError(path)
+
+            monkeypatch.setattr(providers.os, "scandir", scandir)
+            expected = present in (("nvidia0",), ("dxg",))
+            assert providers.nvidia_device_may_exist() is expected, present
