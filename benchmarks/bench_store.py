@@ -76,8 +76,8 @@ def _long_store(root: Path, name: str, n_files: int, seconds: float, dtype: str)
 
 def bench_loader(store_dir: Path, batch: int) -> dict:
     from ecgfast.data import WindowStore
-    from ecgfast.data.batches import epoch_batches, iter_batches
     from ecgfast.training import PretrainConfig
+    from ecgfast.training.batches import epoch_batches, iter_batches
 
     store = WindowStore(store_dir)
     cfg = PretrainConfig(batch_size=batch, seed=0)

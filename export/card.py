@@ -60,7 +60,7 @@ _PROBE_KEYS = ("accuracy_mean", "accuracy_std", "f1_mean", "f1_std", "split", "n
 def _checkpoint_config(model_or_checkpoint) -> tuple[dict, Path | None]:
     if not isinstance(model_or_checkpoint, (str, os.PathLike)):
         return {}, None
-    from ecgfast.checkpoint import CONFIG, resolve_checkpoint
+    from ecgfast.training.checkpoint import CONFIG, resolve_checkpoint
 
     ckpt_dir = resolve_checkpoint(model_or_checkpoint)
     return json.loads((ckpt_dir / CONFIG).read_text()), ckpt_dir

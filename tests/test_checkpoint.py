@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.training import checkpoint as ckpt
 
 CFG = EncoderConfig(residual="first", attention=True, dropout=0.0)
 

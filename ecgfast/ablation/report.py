@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.ablation.config import AblationConfig
-from ecgfast.checkpoint import atomic_write_text
+from ecgfast.atomic import atomic_write_text
 
 CONFIG_TITLES = {
     "none": "No skip connections",

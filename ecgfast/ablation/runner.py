@@ -26,7 +26,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ecgfast.ablation.config import AblationConfig
-from ecgfast.checkpoint import LATEST, atomic_write_text
+from ecgfast.atomic import atomic_write_text
+from ecgfast.training.checkpoint import LATEST
 
 CONFIG_JSON = "ablation.json"
 CONFIG_TOML = "ablation.toml"
@@ -98,10 +99,9 @@ def _epoch_times(history: list[dict], best_epoch: int | None) -> tuple[float, fl
 def run_cell(cohort, tasks: list[str], config: AblationConfig, residual: str, attention: bool,
              seed: int, cell_dir: Path, *, progress: bool = False) -> dict:
     """Pretrain (or resume) one cell, probe its best checkpoint, return its result record."""
-    from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import extract_features, probe_features
     from ecgfast.provenance import describe_data
-    from ecgfast.training import pretrain, resolve_device
+    from ecgfast.training import load_encoder, pretrain, resolve_device
 
     held_out = validation_subjects(cohort.subject, config.validation_fraction, seed)
     is_val = np.isin(cohort.subject, held_out)

@@ -32,9 +32,11 @@ from ecgfast.lazy import lazy_names
 
 _WHERE = {
     "ECGDataError": "ecgfast.data.errors",
-    **dict.fromkeys(("FLAT_STD_THRESHOLD", "Preprocessing", "Windows", "highpass", "is_flat",
-                     "iter_windows", "preprocess", "preprocess_subject", "resample",
-                     "robust_zscore", "window", "zscore_stats"), "ecgfast.data.preprocessing"),
+    **dict.fromkeys(("FLAT_STD_THRESHOLD", "Preprocessing"), "ecgfast.data.contract"),
+    **dict.fromkeys(("highpass", "resample", "robust_zscore", "zscore_stats"),
+                    "ecgfast.data.filters"),
+    **dict.fromkeys(("Windows", "is_flat", "iter_windows", "preprocess", "preprocess_subject",
+                     "window"), "ecgfast.data.windowing"),
     "iter_lead_windows": "ecgfast.data.multilead",
     "preprocess_leads": "ecgfast.data.multilead",
     **dict.fromkeys(("Annotation", "MultiLeadRecording", "Recording", "read_leads",

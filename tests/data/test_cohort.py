@@ -53,16 +53,6 @@ def test_fields_tasks_and_properties():
         c.valence
 
 
-def test_old_keyword_construction_folds_into_labels():
-    n = 4
-    c = Cohort(windows=np.zeros((n, 8), np.float32), subject=np.zeros(n, np.int64),
-               session=np.zeros(n, np.int64), arousal=np.array([0, 1, 0, 1]),
-               valence=np.array([1, 1, 0, 0]), fs=128.0)
-    assert c.tasks == ("arousal", "valence")
-    assert c.classes == {"arousal": ("low", "high"), "valence": ("low", "high")}
-    assert c.valence.tolist() == [1, 1, 0, 0] and c.scores == {} and c.provenance == {}
-
-
 def test_round_trip_every_field(tmp_path):
     c = _cohort()
     path = c.save(tmp_path / "c")
@@ -81,30 +71,6 @@ def test_round_trip_of_the_synthetic_cohort(tmp_path):
     assert c.classes["arousal"] == ("low", "high")
     _assert_same(c, Cohort.load(c.save(tmp_path / "s.npz")))
     assert synthetic.Cohort is Cohort
-
-
-@pytest.mark.parametrize("with_description", [True, False])
-def test_first_format_files_still_load(tmp_path, with_description):
-    # The file the first Cohort.save wrote: these keys, np.savez, float64 fs.
-    rng = np.random.default_rng(1)
-    n = 5
-    keys = dict(
-        windows=rng.normal(size=(n, 16)).astype(np.float32),
-        subject=np.arange(n, dtype=np.int64),
-        session=np.arange(n, dtype=np.int64) + 10,
-        arousal=np.array([0, 1, 1, 0, 1], dtype=np.int64),
-        valence=np.array([1, 0, 1, 0, 0], dtype=np.int64),
-        fs=np.float64(256.0),
-    )
-    if with_description:
-        keys["description"] = np.str_(synthetic.DESCRIPTION)
-    np.savez(tmp_path / "old.npz", **keys)
-    c = Cohort.load(tmp_path / "old.npz")
-    np.testing.assert_array_equal(c.windows, keys["windows"])
-    np.testing.assert_array_equal(c.session, keys["session"])
-    assert c.arousal.tolist() == [0, 1, 1, 0, 1] and c.valence.tolist() == [1, 0, 1, 0, 0]
-    assert c.fs == 256.0 and c.classes["valence"] == ("low", "high")
-    assert ("description" in c.provenance) == with_description
 
 
 def test_subset_keeps_labels_scores_and_provenance():

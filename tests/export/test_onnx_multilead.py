@@ -325,7 +325,7 @@ def test_embed_unnamed_model_reads_the_first_c_leads(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
 def test_cli_export_int8_calibrates_on_a_multilead_record(tmp_path, capsys):
-    from ecgfast.checkpoint import save_checkpoint
+    from ecgfast.training.checkpoint import save_checkpoint
 
     torch.manual_seed(5)
     config = EncoderConfig(in_channels=12, leads=LEADS12, **SMALL)
