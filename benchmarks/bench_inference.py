@@ -91,10 +91,9 @@ def _real_windows():
 def models(tmp_path_factory):
     """The encoder, its fp32 exports (2-D and 1-D layout), the INT8 model and the INT8
     accuracy measurements."""
-    from ecgfast.export import OnnxEncoder, cuda_usable, export_onnx, quantize_onnx
-
     from ecgfast.data import make_cohort
     from ecgfast.evaluation import compare_probe_accuracy
+    from ecgfast.export import OnnxEncoder, cuda_usable, export_onnx, quantize_onnx
     from ecgfast.training import PretrainConfig, pretrain
 
     folder = tmp_path_factory.mktemp("bench-onnx")

@@ -29,8 +29,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "data"))
-from common import STORE_RSS_SCRIPT, device_info  # noqa: E402
-from store_files import LEADS12, write_record  # noqa: E402
+from common import STORE_RSS_SCRIPT, device_info
+from store_files import LEADS12, write_record
 
 
 def bench_build(root: Path, n_records: int) -> dict:

@@ -20,15 +20,15 @@ import warnings
 from pathlib import Path
 
 import onnx
+
+from ecgfast.atomic import atomic_write_text
+from ecgfast.data.contract import Preprocessing
 from ecgfast.export.metadata import (
     META_CARD,
     META_PREPROCESSING,
     META_QUANTIZATION,
     read_metadata,
 )
-
-from ecgfast.atomic import atomic_write_text
-from ecgfast.data.contract import Preprocessing
 from ecgfast.provenance import contract_of_checkpoint, provenance_of, software_versions
 
 CARD_FORMAT = "ecgfast.model_card"

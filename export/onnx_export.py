@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import onnx
+
 from ecgfast.export.card import export_metadata
 from ecgfast.export.metadata import (
     META_CONFIG,
@@ -36,7 +37,6 @@ from ecgfast.export.verify import (
     require_parity,
     verify_onnx,
 )
-
 from ecgfast.models import ECGEncoder
 
 #: Node metadata the exporter writes that records the exporting machine's source files.

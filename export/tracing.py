@@ -37,10 +37,10 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+
 from ecgfast.export.errors import OnnxExportError
 from ecgfast.export.metadata import INPUT_NAME, OUTPUT_NAME
 from ecgfast.export.passes._graph import opset_of
-
 from ecgfast.models import ECGEncoder
 from ecgfast.ops.encoder_block import BlockParams, BlockSpec, activation, se_excite
 

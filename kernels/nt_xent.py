@@ -46,6 +46,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ecgfast.dispatch import Backend, Capabilities, dtype_names
 from ecgfast.kernels._common import (
     KERNEL_DTYPES,
     MAX_INT32_OFFSET,
@@ -67,8 +69,6 @@ from ecgfast.kernels.nt_xent_configs import (
     pick,
     sm_count,
 )
-
-from ecgfast.dispatch import Backend, Capabilities, dtype_names
 from ecgfast.ops.nt_xent_distributed import RowShard
 
 LOG2E = 1.4426950408889634

@@ -82,8 +82,8 @@ def test_end_to_end_writes_every_table(reference):
     assert payload["environment"]["torch"] and payload["data"]["n_subjects"] == 4
     md = (out / "table1.md").read_text()
     assert md in printed
-    for text in ("| Configuration | Training time | Arousal Acc. | Arousal F1 | Valence Acc. "
-                 "| Valence F1 | Epochs to convergence |", "No skip connections",
+    for text in (("| Configuration | Training time | Arousal Acc. | Arousal F1 | Valence Acc. "
+                  "| Valence F1 | Epochs to convergence |"), "No skip connections",
                  "Skip connections in all blocks", "Subject-wise folds", "Window-level 3-fold",
                  "Difference to no skip connections", "t-interval"):
         assert text in md

@@ -35,10 +35,9 @@ def test_export_writes_the_model_card_beside_the_file(onnx_model):
     same JSON beside the file as in its metadata."""
     import json
 
+    from ecgfast.data.contract import SUBJECT_CHAIN
     from ecgfast.export import OnnxEncoder
     from ecgfast.export.metadata import META_CARD
-
-    from ecgfast.data.contract import SUBJECT_CHAIN
 
     card = json.loads((onnx_model.parent / "enc.card.json").read_text())
     assert card == json.loads(OnnxEncoder(onnx_model).metadata[META_CARD])
@@ -63,10 +62,9 @@ def test_the_card_takes_probe_results(onnx_model, tmp_path):
     """Probe results of `ecgfast evaluate --out` (or the run's demo) go into the card."""
     import json
 
+    from ecgfast.evaluation import probe_features
     from ecgfast.export.card import export_metadata, render_markdown
     from ecgfast.export.metadata import META_CARD
-
-    from ecgfast.evaluation import probe_features
     from ecgfast.training import load_encoder
 
     rng = np.random.default_rng(0)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ecgfast.export import OnnxEncoder, OnnxModelError
-from ecgfast.export.metadata import META_LEADS, META_PREPROCESSING
 from tiny_onnx import tiny_encoder
 
 from ecgfast.data import ecgsyn, iter_windows
@@ -29,6 +27,8 @@ from ecgfast.data.contract import (
     Preprocessing,
     read_contract,
 )
+from ecgfast.export import OnnxEncoder, OnnxModelError
+from ecgfast.export.metadata import META_LEADS, META_PREPROCESSING
 
 pytestmark = pytest.mark.inference
 

@@ -142,13 +142,14 @@ def markdown(payload: dict, config: AblationConfig, tasks: list[str]) -> str:
     synthetic = " **SYNTHETIC data: the labels are not real affect.**" if data["synthetic"] else ""
     lines = [
         "# Table 1: skip connections (ecgfast ablation)", "",
-        f"Data: `{config.data}` ({data['n_windows']} windows, {data['n_subjects']} subjects)."
-        f"{synthetic} Pretext task: {config.objective}. Each configuration pretrained until its "
-        f"pretext loss on held-out subjects ({config.validation_fraction:g} of them) had not "
-        f"improved for {config.patience} epochs (at most {config.max_epochs}); the encoder of "
-        f"the best epoch is frozen and probed. Mean ± sd over {config.seeds} seed(s); scores in %.",
-        "Training time: wall time to the best epoch (training and validation); the total "
-        "pretraining time of every cell is in table1.json and table1.csv.", "",
+        (f"Data: `{config.data}` ({data['n_windows']} windows, {data['n_subjects']} subjects)."
+         f"{synthetic} Pretext task: {config.objective}. Each configuration pretrained until its "
+         f"pretext loss on held-out subjects ({config.validation_fraction:g} of them) had not "
+         f"improved for {config.patience} epochs (at most {config.max_epochs}); the encoder of "
+         f"the best epoch is frozen and probed. Mean ± sd over {config.seeds} seed(s); scores in "
+         "%."),
+        ("Training time: wall time to the best epoch (training and validation); the total "
+         "pretraining time of every cell is in table1.json and table1.csv."), "",
     ]
     titles = {"subject": f"Subject-wise folds ({config.subject_folds} folds; the headline)",
               "window": f"Window-level {config.window_folds}-fold (the paper's protocol; optimistic)"}

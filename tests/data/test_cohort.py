@@ -6,8 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ecgfast.data import Cohort, ECGDataError, make_cohort
-from ecgfast.data import synthetic
+from ecgfast.data import Cohort, ECGDataError, make_cohort, synthetic
 
 
 def _cohort(n=6, length=32):
@@ -50,7 +49,7 @@ def test_fields_tasks_and_properties():
     assert c.tasks == ("affect", "arousal")
     np.testing.assert_array_equal(c.arousal, c.labels["arousal"])
     with pytest.raises(AttributeError, match=r"no 'valence' labels.*\['affect', 'arousal'\]"):
-        c.valence
+        _ = c.valence
 
 
 def test_round_trip_every_field(tmp_path):
@@ -84,21 +83,21 @@ def test_subset_keeps_labels_scores_and_provenance():
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        (dict(subject=np.zeros(5, np.int64)), r"'subject'.*shape \(6,\)"),
-        (dict(labels={"affect": np.full(6, 4, np.int64)}), r"'affect' labels must be in 0..3"),
-        (dict(labels={"affect": np.zeros(6, np.int32)}), r"'affect'.*int64"),
-        (dict(classes={"arousal": ("low", "high")}), r"classes\['affect'\]"),
-        (dict(scores={"arousal": np.full(6, np.nan)}), r"scores\['arousal'\].*NaN"),
-        (dict(scores={"arousal": np.zeros(6, np.float32)}), r"scores\['arousal'\].*float64"),
-        (dict(fs=0.0), r"'fs'"),
-        (dict(provenance={"x": object()}), r"'provenance'.*JSON"),
-        (dict(windows=np.zeros((6, 4), np.float64)), r"'windows'.*float32"),
+        ({"subject": np.zeros(5, np.int64)}, r"'subject'.*shape \(6,\)"),
+        ({"labels": {"affect": np.full(6, 4, np.int64)}}, r"'affect' labels must be in 0..3"),
+        ({"labels": {"affect": np.zeros(6, np.int32)}}, r"'affect'.*int64"),
+        ({"classes": {"arousal": ("low", "high")}}, r"classes\['affect'\]"),
+        ({"scores": {"arousal": np.full(6, np.nan)}}, r"scores\['arousal'\].*NaN"),
+        ({"scores": {"arousal": np.zeros(6, np.float32)}}, r"scores\['arousal'\].*float64"),
+        ({"fs": 0.0}, r"'fs'"),
+        ({"provenance": {"x": object()}}, r"'provenance'.*JSON"),
+        ({"windows": np.zeros((6, 4), np.float64)}, r"'windows'.*float32"),
     ],
 )
 def test_validation_names_the_field(change, pattern):
     c = _cohort()
-    kwargs = dict(windows=c.windows, subject=c.subject, session=c.session, fs=c.fs,
-                  labels=c.labels, classes=c.classes, scores=c.scores, provenance=c.provenance)
+    kwargs = {"windows": c.windows, "subject": c.subject, "session": c.session, "fs": c.fs,
+                  "labels": c.labels, "classes": c.classes, "scores": c.scores, "provenance": c.provenance}
     kwargs.update(change)
     with pytest.raises(ECGDataError, match=pattern):
         Cohort(**kwargs)

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
 from ecgfast.export import (
     OnnxEncoder,
     OnnxExportError,
@@ -17,7 +18,6 @@ from ecgfast.export import (
     export_onnx,
     verify_onnx,
 )
-
 from ecgfast.models import RESIDUAL_PRESETS, ECGEncoder, EncoderConfig
 
 STANDARD_OPS = {

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
-from ecgfast.export import runtime as runtime_module
-from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
 
 from ecgfast.cli import main
 from ecgfast.data.multilead import iter_lead_windows
+from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
+from ecgfast.export import runtime as runtime_module
+from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
