@@ -79,8 +79,8 @@ def export_metadata(model_or_checkpoint, encoder, *, preprocessing: Preprocessin
         contract = contract_of_checkpoint(config, str(ckpt_dir))
         chain = None if contract is None else contract.preprocessing
         if chain is None:
-            warnings.warn(f"{ckpt_dir} records no pre-processing (trained before checkpoints "
-                          "recorded it, or on windows given to pretrain without provenance=): "
+            warnings.warn(f"{ckpt_dir} records no pre-processing (trained on windows given to "
+                          "pretrain without provenance=): "
                           "the exported file carries none, and serving it uses the default "
                           "chain, with a warning", stacklevel=3)
     leads = encoder.config.leads
