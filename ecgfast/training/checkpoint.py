@@ -60,7 +60,7 @@ class Checkpoint:
 
     @property
     def epoch(self) -> int:
-        return int(self.config.get("epoch", 0))
+        return self.config["epoch"]
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         prefix = "encoder."
@@ -161,6 +161,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         EncoderConfig.from_dict(config["encoder"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{config_path}: invalid encoder config ({err})") from err
+    epoch = config.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        raise CheckpointError(f"{config_path}: 'epoch' must be a non-negative integer, got "
+                              f"{epoch!r}")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: missing")
     try:
