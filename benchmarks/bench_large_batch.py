@@ -1,9 +1,9 @@
 """Large-batch contrastive steps: peak memory and windows/s against batch size, chunked or not.
 
-One full training step of the contrastive objective (:class:`ecgfast.chunked.TrainStep`:
+One full training step of the contrastive objective (:class:`ecgfast.training.TrainStep`:
 two augmented views, encoder, projection, NT-Xent with the dispatch's "auto" backend,
 backward, Adam) for each batch size, with the whole batch in one encoder pass
-(``chunk_size=None``) and in chunks (:mod:`ecgfast.chunked`).
+(``chunk_size=None``) and in chunks (:mod:`ecgfast.training.chunked`).
 
 - CPU (small scale): the default encoder (32/64/128 filters, residual + SE, dropout 0.1)
   on L = 256 windows, batches 64..512, chunks of 32, fp32.
@@ -30,11 +30,11 @@ import pytest
 import torch
 from common import PeakMemory, device_info, encoder_flops, same_run_gemm_rate, sync
 
-from ecgfast.chunked import TrainStep
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
-from ecgfast.training import PretrainConfig
+from ecgfast.precision import Precision
+from ecgfast.training import PretrainConfig, TrainStep
 
 SETTINGS = {
     "cpu": {"length": 256, "batches": (64, 128, 256, 512), "chunk": 32, "precision": "fp32"},
@@ -50,7 +50,8 @@ def _stepper(device: str, batch: int, chunked: bool):
     objective = build_objective("contrastive", ECGEncoder(EncoderConfig())).to(device).train()
     cfg = PretrainConfig(objective="contrastive", batch_size=batch, precision=s["precision"],
                          chunk_size=min(s["chunk"], batch) if chunked else None)
-    stepper = TrainStep.build(cfg, objective, objective, 1, torch.device(device))
+    stepper = TrainStep.build(cfg, objective, objective,
+                              Precision(cfg.precision, torch.device(device)), cfg.chunk_size)
     x = torch.randn(batch, s["length"], device=device)
     def step():
         out = stepper(x, KeyedRandom.for_batch(0, batch, device), 0, 0, 1)

@@ -21,7 +21,7 @@ forward+backward after the timing (``accuracy.nt_xent_check``: against the float
 up to 2N = 65536, against the other backend on the same inputs, and against the loss and
 gradient size expected for random unit vectors).
 
-    python -m pytest benchmarks/bench_nt_xent.py --benchmark-json benchmarks/results/ntxent-cpu.json
+    python -m pytest benchmarks/bench_nt_xent.py --benchmark-json benchmarks/results/nt_xent-cpu.json
 """
 
 from __future__ import annotations
@@ -144,11 +144,11 @@ def _run(benchmark, device, backend, two_n, dtype, d=D, strict=False, check=Fals
 
 @pytest.mark.parametrize("two_n", CPU_SIZES)
 @pytest.mark.parametrize("backend", ["eager", "streaming"])
-def test_ntxent_cpu(benchmark, backend, two_n):
+def test_nt_xent_cpu(benchmark, backend, two_n):
     _run(benchmark, "cpu", backend, two_n, torch.float32)
 
 
-def test_ntxent_cpu_streaming_large(benchmark):
+def test_nt_xent_cpu_streaming_large(benchmark):
     _run(benchmark, "cpu", "streaming", CPU_LARGE, torch.float32)
 
 
@@ -157,7 +157,7 @@ def test_cpu_targets():
     eager = _RESULTS.get(("cpu", "eager", 16384))
     streaming = _RESULTS.get(("cpu", "streaming", 16384))
     if eager is None or streaming is None:
-        pytest.skip("needs test_ntxent_cpu at 2N = 16384 in the same run")
+        pytest.skip("needs test_nt_xent_cpu at 2N = 16384 in the same run")
     memory_ratio = streaming["peak_memory_bytes"] / eager["peak_memory_bytes"]
     time_ratio = streaming["median_s"] / eager["median_s"]
     print(f"\n2N=16384 streaming/eager: peak memory {memory_ratio:.3f}, time {time_ratio:.2f}")
@@ -167,7 +167,7 @@ def test_cpu_targets():
 
 @pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
 @pytest.mark.parametrize("backend,dtype,two_n", GPU_CASES)
-def test_ntxent_cuda(benchmark, backend, dtype, two_n):
+def test_nt_xent_cuda(benchmark, backend, dtype, two_n):
     logits_bytes = 4 * two_n * two_n
     if (backend == "eager" and not dry_run()
             and logits_bytes > torch.cuda.get_device_properties(0).total_memory / 2):
@@ -177,6 +177,6 @@ def test_ntxent_cuda(benchmark, backend, dtype, two_n):
 
 
 @pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
-def test_ntxent_cuda_triton_largest(benchmark):
+def test_nt_xent_cuda_triton_largest(benchmark):
     """2N = 2^20 (bf16, D = 128) on one GPU: triton alone (eager's logits would be 4 TiB)."""
     _run(benchmark, gpu_device(), "triton", GPU_LARGE, torch.bfloat16, GPU_D, check=True)

@@ -88,7 +88,7 @@ def _worker(rank, port, backend, two_n, rounds, out_dir):
 
 
 @pytest.mark.parametrize("backend,two_n,rounds", CASES)
-def test_distributed_ntxent(benchmark, tmp_path, backend, two_n, rounds):
+def test_distributed_nt_xent(benchmark, tmp_path, backend, two_n, rounds):
     mp.spawn(_worker, args=(free_port(), backend, two_n, rounds, str(tmp_path)),
              nprocs=WORLD, join=True)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]

@@ -29,8 +29,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "data"))
-from common import STORE_RSS_SCRIPT, device_info  # noqa: E402
-from store_files import LEADS12, write_record  # noqa: E402
+from common import STORE_RSS_SCRIPT, device_info
+from store_files import LEADS12, write_record
 
 
 def bench_build(root: Path, n_records: int) -> dict:
@@ -76,8 +76,8 @@ def _long_store(root: Path, name: str, n_files: int, seconds: float, dtype: str)
 
 def bench_loader(store_dir: Path, batch: int) -> dict:
     from ecgfast.data import WindowStore
-    from ecgfast.data.batches import epoch_batches, iter_batches
     from ecgfast.training import PretrainConfig
+    from ecgfast.training.batches import epoch_batches, iter_batches
 
     store = WindowStore(store_dir)
     cfg = PretrainConfig(batch_size=batch, seed=0)

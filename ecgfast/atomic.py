@@ -1,7 +1,7 @@
 """Files written all at once: a crash leaves the old file or the new one, never a mix.
 
 No PyTorch here: the inference path (``ecgfast embed``, the data readers' caches) writes
-through these as well as the training side (:mod:`ecgfast.checkpoint` re-exports them).
+through these as well as the training side (checkpoints, run logs, ablation tables).
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@ how a batch is cut.
 
 A torch generator hands out numbers in order, so the draws a window gets depend on where
 in the batch it sits and on how much was drawn before it: a batch embedded in chunks
-(:mod:`ecgfast.chunked`) would see other augmentations and dropout masks than the same
-batch in one pass. Here every random number is a pure function of
+(:mod:`ecgfast.training.chunked`) would see other augmentations and dropout masks than
+the same batch in one pass. Here every random number is a pure function of
 
 - ``seed``: a 64-bit integer for the batch (the training step derives it from the run's
-  seed, the epoch, the step and the rank, :func:`ecgfast.data.batches.derived_seed`);
+  seed, the epoch, the step and the rank, :mod:`ecgfast.training.seeds`);
 - ``stream``: which draw of the forward pass it is (the k-th call to a draw method of a
   :class:`KeyedRandom`, a path of such numbers for derived objects);
 - ``row``: the window's index in the batch (a view's, a lead's, a pretext version's: an

@@ -15,7 +15,7 @@ from torch import nn
 from ecgfast import dispatch
 from ecgfast.keyed import KeyedRandom
 from ecgfast.ops.encoder_block import BlockParams, BlockSpec, check_dropout_keys
-from ecgfast.precision import autocast_dtype, autocast_off
+from ecgfast.precision import op_precision
 
 
 class SqueezeExcitation(nn.Module):
@@ -57,8 +57,9 @@ class EncoderBlock(nn.Module):
     ``dropout_keys`` (int32 (2, B), the samples' keys of the two dropouts, e.g.
     :meth:`ecgfast.keyed.KeyedRandom.dropout_keys`) fixes the masks; None draws a seed
     from torch's default generator (``torch.manual_seed`` reproduces the masks). Under
-    ``torch.autocast`` the block runs in the autocast dtype (input and parameters cast
-    here; gradients flow back to the fp32 parameters).
+    ``torch.autocast`` the block runs in the autocast dtype (input and parameters cast at
+    the dispatch boundary by :func:`ecgfast.precision.op_precision`; gradients flow back to the
+    fp32 parameters).
     """
 
     def __init__(
@@ -116,14 +117,8 @@ class EncoderBlock(nn.Module):
                     2, x.device)
             check_dropout_keys(dropout_keys, x)
             keys = dropout_keys
-        params, dtype = self.block_params(), autocast_dtype(x.device.type)
-        if dtype is None:
-            return dispatch.encoder_block(x, params, self.spec, keys, self.backend)
-        # under autocast: the block in its dtype with autocast off, since autocast does not
-        # see the Triton autograd Functions and the eager CPU conv backward needs one dtype
-        params = BlockParams(*(None if t is None else t.to(dtype) for t in params))
-        with autocast_off(x.device.type):
-            return dispatch.encoder_block(x.to(dtype), params, self.spec, keys, self.backend)
+        with op_precision("encoder_block", x, self.block_params()) as (inp, params):
+            return dispatch.encoder_block(inp, params, self.spec, keys, self.backend)
 
     def extra_repr(self) -> str:
         pool = "global max" if self.pool_size is None else f"maxpool({self.pool_size}, {self.pool_stride})"

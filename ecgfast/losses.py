@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgfast import dispatch
-from ecgfast.precision import autocast_off
+from ecgfast.precision import op_precision
 
 #: Loss weight of each SSL-ECG head, in the order of ``ecgfast.transforms.TRANSFORM_NAMES``
 #: (original, noise, scale, negate, flip, permute, time_warp), as in the original code.
@@ -64,8 +64,8 @@ def _nt_xent(z1, z2, temperature: float, backend: str, gather_distributed: bool,
 
         if is_distributed():
             shard = RowShard.of_process_group(z1.shape[0], z1.device)
-    with autocast_off(z1.device.type):  # every backend accumulates in fp32 by itself
-        return dispatch.nt_xent(z1, z2, temperature, backend, shard)
+    with op_precision("nt_xent", z1, z2) as (a, b):
+        return dispatch.nt_xent(a, b, temperature, backend, shard)
 
 
 def nt_xent(
@@ -158,11 +158,9 @@ def transformation_recognition_loss(
         raise ValueError(f"weights has {len(weights)} entries but logits has {k} heads")
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"labels must be ({logits.shape[0]},), got shape {tuple(labels.shape)}")
-    if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in fp32 (mixed precision)
-        logits = logits.float()
-    targets = F.one_hot(labels.long(), k).to(logits.dtype)
-    with autocast_off(logits.device.type):
-        per_head = F.binary_cross_entropy_with_logits(logits, targets,
+    with op_precision("transformation_recognition_loss", logits) as (scores,):
+        targets = F.one_hot(labels.long(), k).to(scores.dtype)
+        per_head = F.binary_cross_entropy_with_logits(scores, targets,
                                                       reduction="none").mean(dim=0)
     if isinstance(weights, torch.Tensor):
         w = torch.as_tensor(weights, dtype=per_head.dtype, device=per_head.device)

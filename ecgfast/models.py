@@ -153,16 +153,21 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
-        """The inverse of :meth:`to_dict`; a dict without ``in_channels`` / ``leads`` (an
-        older checkpoint) gets the defaults (1 lead, no names)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        """The inverse of :meth:`to_dict`: every field, and nothing else."""
+        return cls(**exact_fields(cls, d))
 
     def replace(self, **changes) -> EncoderConfig:
         return dataclasses.replace(self, **changes)
+
+
+def exact_fields(cls, d: dict) -> dict:
+    """``d`` as the keyword arguments of the dataclass ``cls`` (a config read back from
+    JSON): ValueError unless it holds every field and no other."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if set(d) != known:
+        raise ValueError(f"a {cls.__name__} dict needs exactly its fields: missing "
+                         f"{sorted(known - set(d))}, unknown {sorted(set(d) - known)}")
+    return d
 
 
 def lead_names(leads: tuple[str, ...] | None) -> str:

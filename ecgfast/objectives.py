@@ -14,8 +14,8 @@ They are conveniences on top of the standalone pieces in :mod:`ecgfast.transform
 - :class:`Contrastive`: SimCLR; two augmented views, projection head, NT-Xent.
 - :class:`Combined`: ``w_t * transformation + w_c * contrastive``.
 
-The contrastive objectives split a step in two, so that :mod:`ecgfast.chunked` can run
-the first part chunk by chunk: :meth:`Contrastive.embed` (views, encoder, projection and
+The contrastive objectives split a step in two, so that :mod:`ecgfast.training.chunked`
+can run the first part chunk by chunk: :meth:`Contrastive.embed` (views, encoder, projection and
 any per-window loss of a slice of the batch, an :class:`Embedded`) and
 :meth:`Contrastive.join` (the NT-Xent over all the batch's embeddings). ``forward`` is
 ``join(embed(windows))``: the same functions, in the same order of random draws.

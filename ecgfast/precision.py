@@ -1,23 +1,28 @@
-"""Mixed precision for training: which dtype autocast uses, and the fp16 gradient scaler.
+"""Mixed precision, decided here: the run's dtype and gradient scaler, and how the ops
+that autocast cannot see run under it.
 
-``--precision`` / :attr:`ecgfast.training.PretrainConfig.precision`:
+``--precision`` / :attr:`ecgfast.training.PretrainConfig.precision`, resolved once per run
+by :class:`Precision`:
 
 - "fp32": no autocast.
 - "bf16": ``torch.autocast(device, bfloat16)``; on CUDA it needs a GPU that supports
-  bf16 (``torch.cuda.is_bf16_supported()``); on the CPU it runs everywhere (natively fast
-  with AVX-512 BF16 / AMX, emulated and slow without).
+  bf16 (``torch.cuda.is_bf16_supported()``); on the CPU it runs everywhere (with native
+  instructions on CPUs with AVX-512 BF16 / AMX, converted through fp32 elsewhere).
 - "fp16": autocast in float16 with a :class:`torch.amp.GradScaler` (the scaled loss keeps
   small fp16 gradients from flushing to zero); CUDA only, refused on the CPU.
 - "auto": bf16 on CUDA GPUs that support it and on CPUs that compute it natively (AMX-BF16
-  or AVX512-BF16, :func:`cpu_has_native_bf16`: measured several times faster than fp32 on
-  such a CPU, with the same loss curve, benchmarks/README.md), fp32 elsewhere (emulated
-  bf16 on an older CPU is slower than fp32).
+  or AVX512-BF16, :func:`cpu_has_native_bf16`: measured 2.1x faster than fp32 on such a
+  CPU, with the same loss curve, benchmarks/README.md), fp32 elsewhere (bf16 without those
+  instructions was not measured faster, so it is not chosen for the user).
 
-Parameters, the loss and the optimizer state stay fp32: autocast casts the inputs of its
-listed ops, :class:`ecgfast.layers.EncoderBlock` casts its input and parameters to the
-autocast dtype at the dispatch boundary (the Triton autograd Functions are not seen by
-autocast, and the eager CPU conv backward needs one dtype), and :mod:`ecgfast.losses`
-runs both losses with autocast off on fp32-accumulating backends.
+The training step runs every forward pass under :meth:`Precision.autocast`. Parameters,
+the loss and the optimizer state stay fp32: autocast casts the inputs of its listed ops,
+and the ops it cannot see (the dispatched backends, the losses) run through
+:func:`op_precision` by the rule :data:`OP_PRECISION` gives each: the encoder block in the
+autocast dtype (its input and parameters cast at the dispatch boundary: the Triton
+autograd Functions are not seen by autocast, and the eager CPU conv backward needs one
+dtype), the losses in fp32. The rule holds under any ``torch.autocast``, ours or the
+caller's own training loop's.
 
 A non-finite loss under fp16 skips the step and halves the scale (what the scaler does
 for non-finite gradients); :data:`MAX_CONSECUTIVE_SKIPS` skipped steps in a row stop the
@@ -78,6 +83,19 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+#: How each op that autocast does not see runs while autocast is on (autocast is off
+#: inside each): "autocast": in the autocast dtype, its floating-point tensors (input and
+#: parameters) cast to it; "as given": on its inputs as they come (NT-Xent: every backend
+#: accumulates in fp32 by itself); "fp32": half-precision inputs cast to fp32, whether
+#: autocast is on or not (the pretext loss's binary cross entropies).
+OP_PRECISION = {
+    "encoder_block": "autocast",
+    "nt_xent": "as given",
+    "transformation_recognition_loss": "fp32",
+}
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs in on ``device_type`` now, or None when it is off (or the
     device type has no autocast, e.g. "meta")."""
@@ -89,11 +107,48 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def autocast_off(device_type: str):
-    """A context that turns autocast off on ``device_type`` when it is on (else a no-op)."""
-    if autocast_dtype(device_type) is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, enabled=False)
+@contextlib.contextmanager
+def op_precision(op: str, *inputs):
+    """The op ``op`` by its rule in :data:`OP_PRECISION`: yields ``inputs`` cast as the
+    rule says (tensors, also inside tuples such as a block's parameters), and turns
+    autocast off until the block ends when it is on for the first tensor's device::
+
+        with op_precision("nt_xent", z1, z2) as (a, b):
+            loss = dispatch.nt_xent(a, b, ...)
+    """
+    rule = OP_PRECISION[op]
+    device_type = next(_tensors(inputs)).device.type
+    dtype = autocast_dtype(device_type)
+    if rule == "fp32":
+        inputs = _cast(inputs, lambda t: t.float() if t.dtype in _HALF else t)
+    elif rule == "autocast" and dtype is not None:
+        inputs = _cast(inputs, lambda t: t.to(dtype) if t.is_floating_point() else t)
+    if dtype is None:
+        yield inputs
+        return
+    with torch.autocast(device_type, enabled=False):
+        yield inputs
+
+
+def _tensors(args):
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, tuple):
+            yield from _tensors(a)
+
+
+def _cast(args: tuple, cast) -> tuple:
+    """``args`` with ``cast`` applied to every tensor, inside tuples (named ones too)."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            a = cast(a)
+        elif isinstance(a, tuple):
+            parts = _cast(a, cast)
+            a = type(a)(*parts) if hasattr(a, "_fields") else type(a)(parts)
+        out.append(a)
+    return tuple(out)
 
 
 class Precision:

@@ -88,8 +88,8 @@ def checkpoint_provenance(provenance: dict | None, windows) -> dict:
 
 
 def provenance_of(config: dict) -> dict:
-    """The provenance a checkpoint's ``config`` recorded; ``{}`` for a checkpoint written
-    before it was recorded."""
+    """The provenance a checkpoint's ``config`` recorded; ``{}`` for the empty config of an
+    encoder exported without a checkpoint."""
     found = config.get(KEY)
     return found if isinstance(found, dict) else {}
 

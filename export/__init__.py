@@ -19,7 +19,7 @@ pre-processing). The probe statistics live in :mod:`ecgfast.evaluation`.
 
 # Every name is imported on first use (PEP 562), so that ``from ecgfast.export import
 # OnnxEncoder`` loads onnxruntime and numpy but never PyTorch: the torch-using modules
-# (onnx_export, verify, quantize, the probe statistics) load only when their names are.
+# (onnx_export, verify, quantize) load only when their names are.
 from ecgfast.lazy import lazy_names
 
 _WHERE = {
@@ -36,8 +36,6 @@ _WHERE = {
     "ParityRow": "ecgfast.export.verify",
     "VerificationReport": "ecgfast.export.verify",
     "verify_onnx": "ecgfast.export.verify",
-    "compare_probe_accuracy": "ecgfast.evaluation",
-    "linear_probe_accuracy": "ecgfast.evaluation",
 }
 
 __all__ = list(_WHERE)

@@ -20,15 +20,15 @@ import warnings
 from pathlib import Path
 
 import onnx
+
+from ecgfast.atomic import atomic_write_text
+from ecgfast.data.contract import Preprocessing
 from ecgfast.export.metadata import (
     META_CARD,
     META_PREPROCESSING,
     META_QUANTIZATION,
     read_metadata,
 )
-
-from ecgfast.atomic import atomic_write_text
-from ecgfast.data.contract import Preprocessing
 from ecgfast.provenance import contract_of_checkpoint, provenance_of, software_versions
 
 CARD_FORMAT = "ecgfast.model_card"
@@ -60,7 +60,7 @@ _PROBE_KEYS = ("accuracy_mean", "accuracy_std", "f1_mean", "f1_std", "split", "n
 def _checkpoint_config(model_or_checkpoint) -> tuple[dict, Path | None]:
     if not isinstance(model_or_checkpoint, (str, os.PathLike)):
         return {}, None
-    from ecgfast.checkpoint import CONFIG, resolve_checkpoint
+    from ecgfast.training.checkpoint import CONFIG, resolve_checkpoint
 
     ckpt_dir = resolve_checkpoint(model_or_checkpoint)
     return json.loads((ckpt_dir / CONFIG).read_text()), ckpt_dir
@@ -79,8 +79,8 @@ def export_metadata(model_or_checkpoint, encoder, *, preprocessing: Preprocessin
         contract = contract_of_checkpoint(config, str(ckpt_dir))
         chain = None if contract is None else contract.preprocessing
         if chain is None:
-            warnings.warn(f"{ckpt_dir} records no pre-processing (trained before checkpoints "
-                          "recorded it, or on windows given to pretrain without provenance=): "
+            warnings.warn(f"{ckpt_dir} records no pre-processing (trained on windows given to "
+                          "pretrain without provenance=): "
                           "the exported file carries none, and serving it uses the default "
                           "chain, with a warning", stacklevel=3)
     leads = encoder.config.leads

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import onnx
-from ecgfast.export.errors import OnnxModelError
-from ecgfast.export.metadata import META_CONFIG, META_LEADS, META_PREPROCESSING
 
 from ecgfast.data.contract import Contract, ContractError, read_contract
+from ecgfast.export.errors import OnnxModelError
+from ecgfast.export.metadata import META_CONFIG, META_LEADS, META_PREPROCESSING
 
 #: Nodes between the input and the first convolution that keep its channel axis.
 _PASS_THROUGH = {"Unsqueeze", "QuantizeLinear", "DequantizeLinear", "Identity", "Cast"}

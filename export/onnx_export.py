@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import onnx
+
 from ecgfast.export.card import export_metadata
 from ecgfast.export.metadata import (
     META_CONFIG,
@@ -36,7 +37,6 @@ from ecgfast.export.verify import (
     require_parity,
     verify_onnx,
 )
-
 from ecgfast.models import ECGEncoder
 
 #: Node metadata the exporter writes that records the exporting machine's source files.
@@ -130,7 +130,7 @@ def export_onnx(
     Args:
         model_or_checkpoint: an :class:`~ecgfast.models.ECGEncoder` (any backend, any
             mode) or a checkpoint directory (read with
-            :func:`ecgfast.checkpoint.load_encoder`). An eval-mode ``backend="eager"``
+            :func:`ecgfast.training.load_encoder`). An eval-mode ``backend="eager"``
             copy on the CPU in float32 is traced; the argument is not modified.
         path: the .onnx file to write (parent folders are created).
         opset: ONNX opset, 18 to 23 (default 18).

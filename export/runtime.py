@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from ecgfast.export.errors import OnnxModelError
 from ecgfast.export.interface import contract_of, lead_names_of, load_and_check
 from ecgfast.export.metadata import min_length_of, read_metadata

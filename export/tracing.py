@@ -37,10 +37,10 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+
 from ecgfast.export.errors import OnnxExportError
 from ecgfast.export.metadata import INPUT_NAME, OUTPUT_NAME
 from ecgfast.export.passes._graph import opset_of
-
 from ecgfast.models import ECGEncoder
 from ecgfast.ops.encoder_block import BlockParams, BlockSpec, activation, se_excite
 
@@ -50,13 +50,14 @@ _STATE_KEYS = tuple(f.replace("se_fc", "se.fc").replace("_weight", ".weight")
                     .replace("_bias", ".bias") for f in BlockParams._fields)
 
 
+
 def eager_copy(model_or_checkpoint) -> ECGEncoder:
     """An eval-mode, CPU, float32, backend="eager" copy of the encoder."""
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
         path = Path(model_or_checkpoint)
         if not path.exists():
             raise FileNotFoundError(f"export_onnx: checkpoint {path} does not exist")
-        from ecgfast.checkpoint import load_encoder
+        from ecgfast.training import load_encoder
 
         model = load_encoder(path)
     elif isinstance(model_or_checkpoint, ECGEncoder):

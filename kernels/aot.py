@@ -74,7 +74,7 @@ class KernelSpec:
     divisible: tuple = ()
 
 
-def _ntxent_specs() -> list[KernelSpec]:
+def _nt_xent_specs() -> list[KernelSpec]:
     from ecgfast.kernels import nt_xent as k
     from ecgfast.kernels import nt_xent_configs as nc
 
@@ -94,7 +94,7 @@ def _ntxent_specs() -> list[KernelSpec]:
         return [c for i, c in enumerate(out) if c not in out[:i]]
 
     specs = [
-        KernelSpec("ntxent_rnorm", k._rnorm_kernel,
+        KernelSpec("nt_xent_rnorm", k._rnorm_kernel,
                    {"X": "*{dtype}", "RNORM": "*fp32", "n_rows": "i32", "D": "i32",
                     "stride_xm": "i32"},
                    {"BLOCK_K": 128}, [AOTConfig(str(rows), {"BLOCK_M": rows}, 4, 1)],
@@ -108,15 +108,15 @@ def _ntxent_specs() -> list[KernelSpec]:
             blocks = {"BLOCK_D": nc.block_d(d, family), "ONE_TILE": one_tile, "UPCAST": False}
             dout = blocks["BLOCK_D"] if one_tile else nc.CHUNK_DOUT
             specs += [
-                KernelSpec(f"ntxent_fwd_{d_range}", k._ntxent_fwd_kernel, fwd_sig, blocks,
+                KernelSpec(f"nt_xent_fwd_{d_range}", k._nt_xent_fwd_kernel, fwd_sig, blocks,
                            configs(nc.FWD_CONFIGS[family, d_range]), dtypes, True, divisible),
-                KernelSpec(f"ntxent_bwd_{d_range}", k._ntxent_bwd_kernel, bwd_sig,
+                KernelSpec(f"nt_xent_bwd_{d_range}", k._nt_xent_bwd_kernel, bwd_sig,
                            dict(blocks, BLOCK_DOUT=dout),
                            configs(nc.BWD_CONFIGS[family, d_range]), dtypes, True,
                            (*divisible, "stride_dzm", "stride_dzs")),
             ]
     specs.append(
-        KernelSpec("ntxent_normalize_bwd", k._normalize_bwd_kernel,
+        KernelSpec("nt_xent_normalize_bwd", k._normalize_bwd_kernel,
                    {"X": "*{dtype}", "RNORM": "*fp32", "DZ": "*fp32", "DX": "*{dtype}",
                     "n_rows": "i32", "D": "i32", "stride_xm": "i32", "stride_dzm": "i32",
                     "stride_dxm": "i32"},
@@ -196,7 +196,7 @@ def _encoder_specs() -> list[KernelSpec]:
 
 
 #: Each factory returns KernelSpecs; called lazily so importing this module stays cheap.
-SPEC_FACTORIES: list[Callable[[], list[KernelSpec]]] = [_ntxent_specs, _encoder_specs]
+SPEC_FACTORIES: list[Callable[[], list[KernelSpec]]] = [_nt_xent_specs, _encoder_specs]
 
 
 def kernel_specs() -> list[KernelSpec]:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ecgfast.kernels._common import (
     MAX_INT32_OFFSET,
     buffer_dtype,
@@ -62,7 +63,6 @@ from ecgfast.kernels._common import (
     mix32,
     partial_sums,
 )
-
 from ecgfast.keyed import keep_threshold
 from ecgfast.ops.encoder_block import grad_like
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ecgfast.kernels._common import (
     buffer_dtype,
     dot_input_precision,
@@ -51,7 +52,6 @@ from ecgfast.kernels._common import (
     launch_device,
     partial_sums,
 )
-
 from ecgfast.ops.encoder_block import grad_like
 
 RES_NONE, RES_IDENTITY, RES_PROJECTION = 0, 1, 2

@@ -8,13 +8,13 @@ With ``x = cat(z1, z2)`` (2N x D), ``r_i = 1 / max(||x_i||, eps)``, ``z_i = r_i 
 Kernels, in launch order (built like Triton's fused-attention tutorial):
 
 - ``_rnorm_kernel``: r_i per row (2N floats).
-- ``_ntxent_fwd_kernel``: one program per (BLOCK_M anchor rows, view, column split). With
+- ``_nt_xent_fwd_kernel``: one program per (BLOCK_M anchor rows, view, column split). With
   D <= 256 (``ONE_TILE``) the row block is loaded once, D padded to ``BLOCK_D`` (a power of
   two), and each BLOCK_N-column tile of ``x x^T`` is one full-D ``tl.dot``, so the column
   loop is the long, software-pipelined loop; larger D loops over D in BLOCK_D chunks per
   tile. Online log-sum-exp (base 2), the diagonal masked. Writes each split's running max
   and sum and the positive logit; a merge in PyTorch (2N x splits floats) gives lse_i.
-- ``_ntxent_bwd_kernel``: recomputes the tiles from lse and accumulates, per row tile,
+- ``_nt_xent_bwd_kernel``: recomputes the tiles from lse and accumulates, per row tile,
   both the row term and the column term of ``dz = (G + G^T) z / tau`` (``s`` is symmetric,
   so tile (I, J) of ``G^T`` is ``exp(s_IJ - lse_J)``: one ``s`` tile gives both), minus the
   positive one-hot::
@@ -46,6 +46,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ecgfast.dispatch import Backend, Capabilities, dtype_names
 from ecgfast.kernels._common import (
     KERNEL_DTYPES,
     MAX_INT32_OFFSET,
@@ -67,8 +69,6 @@ from ecgfast.kernels.nt_xent_configs import (
     pick,
     sm_count,
 )
-
-from ecgfast.dispatch import Backend, Capabilities, dtype_names
 from ecgfast.ops.nt_xent_distributed import RowShard
 
 LOG2E = 1.4426950408889634
@@ -155,7 +155,7 @@ def _anchor_rows(X, RNORM, half, row_start, row_count, D, stride_xm, scale_log2,
 
 
 @triton.jit
-def _ntxent_fwd_kernel(X, RNORM, MAX2, SUM2, POS, n_rows, half, row_start, row_count, D,
+def _nt_xent_fwd_kernel(X, RNORM, MAX2, SUM2, POS, n_rows, half, row_start, row_count, D,
                        stride_xm, cols_per_split, scale_log2,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                        ONE_TILE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -189,7 +189,7 @@ def _ntxent_fwd_kernel(X, RNORM, MAX2, SUM2, POS, n_rows, half, row_start, row_c
 
 
 @triton.jit
-def _ntxent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_count, D,
+def _nt_xent_bwd_kernel(X, RNORM, LSE, DZ, GRAD, n_rows, half, row_start, row_count, D,
                        stride_xm, stride_dzm, stride_dzs, cols_per_split, scale_log2,
                        grad_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_DOUT: tl.constexpr,
@@ -292,7 +292,7 @@ class TritonNTXent(torch.autograd.Function):
             _rnorm_kernel[(triton.cdiv(two_n, ROWWISE_BLOCK_M),)](
                 x, rnorm, two_n, d, x.stride(0), BLOCK_M=ROWWISE_BLOCK_M,
                 BLOCK_K=min(bd, 128))
-            _ntxent_fwd_kernel[grid](
+            _nt_xent_fwd_kernel[grid](
                 x, rnorm, parts[0], parts[1], parts[2], two_n, two_n // 2, shard.start,
                 shard.count, d, x.stride(0), per_split, LOG2E / temperature, BLOCK_D=bd,
                 ONE_TILE=d <= ONE_TILE_MAX_D, INPUT_PRECISION=input_precision, UPCAST=upcast,
@@ -327,7 +327,7 @@ class TritonNTXent(torch.autograd.Function):
         own_x, own_rnorm = shard.own_rows(x), shard.own_rows(rnorm)
         dx = torch.empty((2 * shard.count, d), dtype=x.dtype, device=x.device)
         with launch_device(x):
-            _ntxent_bwd_kernel[grid](
+            _nt_xent_bwd_kernel[grid](
                 x, rnorm, lse, dz, grad, two_n, two_n // 2, shard.start, shard.count, d,
                 x.stride(0), dz.stride(1), dz.stride(0), per_split, LOG2E / ctx.temperature,
                 shard.grad_scale / (two_n * ctx.temperature), BLOCK_D=bd,

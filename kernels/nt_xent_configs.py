@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import triton
+
 from ecgfast.kernels._common import interpreting
 
 LN2 = 0.6931471805599453

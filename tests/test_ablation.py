@@ -34,7 +34,8 @@ def _cohort_file(path):
     t = np.arange(128) / 256.0
     w = np.sin(2 * np.pi * (4 + 2 * arousal[:, None]) * t) + 0.3 * rng.standard_normal((16, 128))
     Cohort(windows=w.astype(np.float32), subject=session // 2, session=session, fs=256.0,
-           arousal=arousal, valence=valence).save(path)
+           labels={"arousal": arousal, "valence": valence},
+           classes={"arousal": ("low", "high"), "valence": ("low", "high")}).save(path)
     return path
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.training import checkpoint as ckpt
 
 CFG = EncoderConfig(residual="first", attention=True, dropout=0.0)
 
@@ -67,12 +67,20 @@ def test_truncated_weights_name_the_file(tmp_path):
 
 def test_garbage_config_names_the_file(tmp_path):
     _, path = _save(tmp_path)
+    good = ckpt.load_checkpoint(tmp_path).config
     (path / ckpt.CONFIG).write_text("{not json")
     with pytest.raises(ckpt.CheckpointError, match="config.json.*JSON"):
         ckpt.load_checkpoint(tmp_path)
     (path / ckpt.CONFIG).write_text(json.dumps({"encoder": {"residual": "bogus"}}))
     with pytest.raises(ckpt.CheckpointError, match="config.json.*invalid encoder config"):
         ckpt.load_checkpoint(tmp_path)
+    for epoch in (None, -1, 1.5, "3", True):
+        config = {k: v for k, v in good.items() if k != "epoch" or epoch is not None}
+        if epoch is not None:
+            config["epoch"] = epoch
+        (path / ckpt.CONFIG).write_text(json.dumps(config))
+        with pytest.raises(ckpt.CheckpointError, match="config.json: 'epoch' must be a non"):
+            ckpt.load_checkpoint(tmp_path)
 
 
 def test_latest_pointing_nowhere(tmp_path):

@@ -1,4 +1,4 @@
-"""Chunked contrastive steps (ecgfast.chunked): the unchunked step's numbers, bounded memory.
+"""Chunked contrastive steps (ecgfast.training.chunked): the unchunked step's numbers, bounded memory.
 
 The reference is the objective's ordinary one-pass step on the whole batch with the same
 :class:`~ecgfast.keyed.KeyedRandom` (its views, dropout masks and heads' dropout are
@@ -18,22 +18,23 @@ import pytest
 import torch
 from large_batch_helpers import TINY, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
-from ecgfast.chunked import (
-    ChunkedStep,
-    TrainStep,
-    auto_chunk_size,
-    check_chunk_size,
-    chunk_bounds,
-    saved_bytes_per_window,
-)
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder
 from ecgfast.objectives import build_objective
-from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.precision import Precision
+from ecgfast.training import PretrainConfig, TrainStep, load_checkpoint, pretrain
+from ecgfast.training.chunked import (
+    ChunkedStep,
+    auto_chunk_size,
+    chunk_bounds,
+    resolve_chunk_size,
+    saved_bytes_per_window,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTH = 96
 TOL = {"rtol": 1e-4, "atol": 1e-6}
+CPU = torch.device("cpu")
 
 
 def _objective(name: str, seed: int = 0):
@@ -138,7 +139,7 @@ def test_chunked_and_one_pass_train_steps_end_with_the_same_weights(optimizer, a
         obj = _objective("both")
         cfg = PretrainConfig(objective="both", batch_size=7, chunk_size=chunk, epochs=1,
                              optimizer=optimizer, lr_schedule="cosine", precision="fp32")
-        stepper = TrainStep.build(cfg, obj, obj, 1, torch.device("cpu"))
+        stepper = TrainStep.build(cfg, obj, obj, Precision("fp32", CPU), chunk)
         for i, x in enumerate(xs):
             assert stepper(x, KeyedRandom.for_batch(i, 7), 0, i, 3).status == "ok"
         weights.append([p.detach().clone() for p in obj.parameters()])
@@ -152,8 +153,7 @@ def test_train_step_takes_the_one_pass_step_when_the_batch_fits_a_chunk():
     results = []
     for chunk in (None, 8):
         obj = _objective("contrastive")
-        stepper = TrainStep.build(PretrainConfig(**{**cfg.to_dict(), "chunk_size": chunk}),
-                                  obj, obj, 1, torch.device("cpu"))
+        stepper = TrainStep.build(cfg, obj, obj, Precision("fp32", CPU), chunk)
         out = stepper(x, KeyedRandom.for_batch(4, 5), 0, 0, 1)
         assert out.status == "ok"
         results.append([p.detach().clone() for p in obj.parameters()])
@@ -188,7 +188,7 @@ def test_pretrain_with_chunks_runs_and_resumes_bit_equal(tmp_path):
 
 
 def test_auto_chunk_size_follows_the_free_memory(monkeypatch):
-    from ecgfast import chunked
+    from ecgfast.training import chunked
 
     obj = _objective("contrastive").train()
     x = torch.randn(64, LENGTH)
@@ -211,14 +211,34 @@ def test_auto_chunk_size_follows_the_free_memory(monkeypatch):
 def test_bad_chunk_sizes_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PretrainConfig(**kwargs)
-    assert check_chunk_size("auto", 8, "both") == "auto"
+
+
+def test_chunk_size_is_read_once_and_auto_is_resolved_once(tmp_path, monkeypatch):
+    """The config reads the command line's text; "auto" is measured once, when the run
+    starts, saved in the checkpoint, and a resumed run takes the saved number."""
+    from ecgfast.training import chunked
+
+    assert PretrainConfig(objective="both", batch_size=8, chunk_size="6").chunk_size == 6
+    assert PretrainConfig(objective="both", batch_size=8, chunk_size="auto").chunk_size == "auto"
+    assert resolve_chunk_size(5, None, None, None, None) == 5
+    probes = []
+    monkeypatch.setattr(chunked, "auto_chunk_size", lambda obj, x, autocast: probes.append(x) or 3)
+    x = torch.randn(8, LENGTH).numpy()
+    cfg = PretrainConfig(objective="contrastive", epochs=1, batch_size=4, chunk_size="auto")
+    pretrain(x, tmp_path / "run", TINY, cfg, progress=False)
+    assert [p.shape for p in probes] == [(4, 1, LENGTH)]  # the first batch, once
+    saved = load_checkpoint(tmp_path / "run").config
+    assert saved["training"]["chunk_size"] == "auto" and saved["step_state"]["chunk_size"] == 3
+    pretrain(x, tmp_path / "run", TINY, PretrainConfig(**{**cfg.to_dict(), "epochs": 2}),
+             resume=True, progress=False)
+    assert len(probes) == 1
 
 
 _PEAK = textwrap.dedent("""
     import json, sys, torch
     sys.path.insert(0, {tests!r})
     from test_chunked import TINY, LENGTH
-    from ecgfast.chunked import ChunkedStep
+    from ecgfast.training.chunked import ChunkedStep
     from ecgfast.keyed import KeyedRandom
     from ecgfast.models import ECGEncoder
     from ecgfast.objectives import build_objective
@@ -289,5 +309,5 @@ def test_cli_large_batch_flags_reach_the_run(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "f"), "--objective", "both",
                  "--precision", "fp16", "--device", "cpu", *SYNTH]) == 2
     assert "fp16" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["pretrain", "--out", str(tmp_path / "x"), "--chunk-size", "many", *SYNTH])
+    assert main(["pretrain", "--out", str(tmp_path / "x"), "--chunk-size", "many", *SYNTH]) == 2
+    assert "chunk_size" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 Each rank holds 5 of the 10 windows of a global batch, cuts them into chunks of 3 (so the
 last chunk is smaller), gathers every rank's embeddings in the loss and averages its
-gradients over ranks in one all-reduce (ecgfast.chunked). One process then takes the
+gradients over ranks in one all-reduce (ecgfast.training.step). One process then takes the
 unchunked step on the same global batch in one autograd graph: each rank's 5 windows
 embedded in one pass with that rank's KeyedRandom of the step, and the same SGD steps.
 Loss, every gradient and the weights after three steps agree, for "contrastive" and "both".
@@ -17,13 +17,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
-from ecgfast.chunked import TrainStep
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env, wrap_ddp
 from ecgfast.keyed import KeyedRandom
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
-from ecgfast.optim import build_optimizer
-from ecgfast.training import PretrainConfig
+from ecgfast.precision import Precision
+from ecgfast.training import PretrainConfig, TrainStep
+from ecgfast.training.optim import build_optimizer
 
 WORLD, PER_RANK, CHUNK, STEPS, LENGTH = 2, 5, 3, 3, 96
 TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.2,
@@ -58,7 +58,8 @@ def _worker(rank, port, out_dir):
             objective = _objective(name, gather=True)
             cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK,
                                  **STEP)
-            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective, WORLD, ctx.device)
+            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective,
+                                      Precision(cfg.precision, ctx.device), CHUNK, WORLD)
             record = {"loss": [], "grads": []}
             for step, x in enumerate(_batches()):
                 out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], _random(rank, step), 0,

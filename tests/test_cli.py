@@ -81,9 +81,9 @@ def test_pretrain_on_a_recording(tmp_path, capsys):
                  "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 0
     assert (tmp_path / "r" / "checkpoints" / "latest").is_file()
     # the checkpoint records the data and the chain it went through
-    from ecgfast.checkpoint import load_checkpoint
     from ecgfast.data.contract import Preprocessing
     from ecgfast.provenance import contract_of_checkpoint, provenance_of
+    from ecgfast.training import load_checkpoint
 
     config = load_checkpoint(tmp_path / "r").config
     assert contract_of_checkpoint(config, "r").preprocessing == Preprocessing()
@@ -102,6 +102,22 @@ def test_bad_arguments_are_named(argv, match, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+def test_a_programming_error_is_not_swallowed(monkeypatch, capsys):
+    """Only the user's errors become one line and exit 2; a bug keeps its traceback."""
+    from ecgfast.cli import train
+
+    def bug(args):
+        return len(None)  # TypeError
+
+    monkeypatch.setattr(train, "cmd_datasets", bug)
+    with pytest.raises(TypeError):
+        main(["datasets"])
+    monkeypatch.setattr(train, "cmd_datasets", lambda args: {}["missing"])
+    with pytest.raises(KeyError):
+        main(["datasets"])
+    assert capsys.readouterr().err == ""
 
 
 def test_evaluate_needs_labels(tmp_path, capsys):

@@ -35,10 +35,9 @@ def test_export_writes_the_model_card_beside_the_file(onnx_model):
     same JSON beside the file as in its metadata."""
     import json
 
+    from ecgfast.data.contract import SUBJECT_CHAIN
     from ecgfast.export import OnnxEncoder
     from ecgfast.export.metadata import META_CARD
-
-    from ecgfast.data.contract import SUBJECT_CHAIN
 
     card = json.loads((onnx_model.parent / "enc.card.json").read_text())
     assert card == json.loads(OnnxEncoder(onnx_model).metadata[META_CARD])
@@ -63,11 +62,10 @@ def test_the_card_takes_probe_results(onnx_model, tmp_path):
     """Probe results of `ecgfast evaluate --out` (or the run's demo) go into the card."""
     import json
 
+    from ecgfast.evaluation import probe_features
     from ecgfast.export.card import export_metadata, render_markdown
     from ecgfast.export.metadata import META_CARD
-
-    from ecgfast.checkpoint import load_encoder
-    from ecgfast.evaluation import probe_features
+    from ecgfast.training import load_encoder
 
     rng = np.random.default_rng(0)
     scores = probe_features(rng.standard_normal((40, 8)).astype(np.float32),
@@ -123,9 +121,9 @@ def test_embed_a_recording(onnx_model, tmp_path, capsys):
     np.testing.assert_allclose(starts, np.arange(12) * 10.0)
     assert np.isfinite(emb).all()
     # the same windows through the training pre-processing and the PyTorch encoder
-    from ecgfast.checkpoint import load_encoder
     from ecgfast.data import preprocess, read_recording
     from ecgfast.evaluation import extract_features
+    from ecgfast.training.checkpoint import load_encoder
 
     rec = read_recording(tmp_path / "rec.npy", fs=360.0)
     win = preprocess(rec.signal, rec.fs)

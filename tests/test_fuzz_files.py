@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.data import Cohort, ECGDataError, read_recording, read_segments
 from ecgfast.datasets import load_dataset
+from ecgfast.training import checkpoint as ckpt
 
 
 def _helpers(name: str, relative: str):
@@ -251,15 +251,14 @@ def _npy_bytes(tmp_path, arr) -> bytes:
 def test_fuzz_cohort_npz(tmp_path):
     c = files_cohort()
     path = c.save(tmp_path / "c.npz")
-    legacy = tmp_path / "_legacy.npz"
-    np.savez(legacy, windows=c.windows, subject=c.subject, session=c.session,
+    no_meta = tmp_path / "_no_meta.npz"
+    np.savez(no_meta, windows=c.windows, subject=c.subject, session=c.session,
              arousal=c.labels["arousal"], valence=c.labels["arousal"], fs=np.float64(256))
     strings = tmp_path / "_s.npz"
     np.savez(strings, windows=np.array(["a"]), meta=np.float64(3))
     _fuzz_deep(path, lambda: Cohort.load(path), 13, head=4096)
     fuzz_file(path, lambda: Cohort.load(path), 13,
-              extra=[("legacy", legacy.read_bytes()), ("mis-typed", strings.read_bytes())])
-    fuzz_file(legacy, lambda: Cohort.load(legacy), 14)
+              extra=[("no meta", no_meta.read_bytes()), ("mis-typed", strings.read_bytes())])
 
 
 def files_cohort() -> Cohort:

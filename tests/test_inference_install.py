@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ecgfast.export import OnnxEncoder, OnnxModelError
-from ecgfast.export.metadata import META_LEADS, META_PREPROCESSING
 from tiny_onnx import tiny_encoder
 
 from ecgfast.data import ecgsyn, iter_windows
@@ -29,6 +27,8 @@ from ecgfast.data.contract import (
     Preprocessing,
     read_contract,
 )
+from ecgfast.export import OnnxEncoder, OnnxModelError
+from ecgfast.export.metadata import META_LEADS, META_PREPROCESSING
 
 pytestmark = pytest.mark.inference
 
@@ -39,7 +39,7 @@ HIGHPASS_05 = Preprocessing(highpass_hz=0.5, highpass_order=2, target_fs=128.0,
 #: What the training install has and the inference install lacks; hidden in subprocesses.
 TRAINING_ONLY = ("torch", "triton", "onnxscript", "safetensors")
 #: The modules of the serving packages that belong to training (they import torch).
-TORCH_MODULES = ("ecgfast.data.store", "ecgfast.data.batches", "ecgfast.export.onnx_export",
+TORCH_MODULES = ("ecgfast.data.store", "ecgfast.export.onnx_export",
                  "ecgfast.export.tracing", "ecgfast.export.verify", "ecgfast.export.quantize",
                  "ecgfast.export.quantize_report")
 

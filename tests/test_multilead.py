@@ -13,8 +13,13 @@ import pytest
 import torch
 
 from ecgfast import transforms as T
-from ecgfast.checkpoint import CheckpointError, load_checkpoint, load_encoder, save_checkpoint
 from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_encoder,
+    save_checkpoint,
+)
 
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -35,12 +40,13 @@ def test_config_in_channels_and_leads_round_trip():
     assert "in_channels=12" in repr(c) and "leads=" in repr(c)
 
 
-def test_config_without_the_new_keys_loads_as_one_unnamed_lead():
-    old = EncoderConfig().to_dict()
-    del old["in_channels"], old["leads"]
-    c = EncoderConfig.from_dict(old)
-    assert c.in_channels == 1 and c.leads is None
-    assert ECGEncoder(c).blocks[0].conv1.weight.shape == (32, 1, 32)
+def test_a_config_dict_needs_every_field_and_no_other():
+    partial = EncoderConfig().to_dict()
+    del partial["in_channels"], partial["leads"]
+    with pytest.raises(ValueError, match=r"missing \['in_channels', 'leads'\], unknown \[\]"):
+        EncoderConfig.from_dict(partial)
+    with pytest.raises(ValueError, match=r"unknown \['depth'\]"):
+        EncoderConfig.from_dict({**EncoderConfig().to_dict(), "depth": 4})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Optimizers and schedules for large batches (ecgfast.optim) and their place in pretrain."""
+"""Optimizers and schedules for large batches (ecgfast.training.optim) and their place in pretrain."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from large_batch_helpers import TINY, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
-from ecgfast import checkpoint as ckpt
-from ecgfast.optim import LARS, LRSchedule, build_optimizer, param_groups, scaled_lr
 from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.training import checkpoint as ckpt
+from ecgfast.training.optim import LARS, LRSchedule, build_optimizer, param_groups, scaled_lr
 
 
 def _norm(v):

@@ -3,7 +3,6 @@ CPU, the fp16 skip policy, and fp16 + scaler on CUDA."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,13 +14,12 @@ import torch
 from large_batch_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from ecgfast import precision
-from ecgfast.chunked import TrainStep
 from ecgfast.layers import EncoderBlock
 from ecgfast.losses import nt_xent, transformation_recognition_loss
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.objectives import build_objective
 from ecgfast.precision import MAX_CONSECUTIVE_SKIPS, Precision, resolve_precision
-from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.training import PretrainConfig, TrainStep, pretrain
 
 TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager", dropout=0.1,
                      residual="all", attention=True)
@@ -108,8 +106,7 @@ def test_fp16_skips_non_finite_losses_and_stops_only_when_they_persist(monkeypat
     torch.manual_seed(0)
     obj = build_objective("contrastive", ECGEncoder(TINY))
     cfg = PretrainConfig(objective="contrastive", batch_size=4, epochs=1)
-    stepper = TrainStep.build(cfg, obj, obj, 1, CPU)
-    stepper.precision = p = _cpu_fp16(monkeypatch)
+    stepper = TrainStep.build(cfg, obj, obj, p := _cpu_fp16(monkeypatch), None)
     bad = {"on": True}
     real = obj.loss.forward
     monkeypatch.setattr(obj.loss, "forward",
@@ -148,7 +145,7 @@ def test_fp16_with_scaler_on_a_large_logit_batch_has_no_nan():
         obj.projection.net[-1].weight.mul_(3e3)
     cfg = PretrainConfig(objective="contrastive", batch_size=64, epochs=1, precision="fp16",
                          device="cuda")
-    stepper = TrainStep.build(cfg, obj, obj, 1, device)
+    stepper = TrainStep.build(cfg, obj, obj, Precision("fp16", device), None)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(64, 256, device=device) * 30
     statuses = [stepper(x, g, 0, i, 8).status for i in range(8)]
@@ -188,33 +185,3 @@ def test_triton_encoder_block_under_bf16_autocast_matches_eager():
     proc = subprocess.run([sys.executable, "-c", _TRITON_BF16], capture_output=True, text=True,
                           timeout=600, env=env, check=False)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
-
-
-def test_a_run_saved_before_precision_existed_resumes_in_fp32(tmp_path, monkeypatch):
-    """An older checkpoint's training dict has no "precision": it ran in fp32, and a resume
-    keeps fp32 instead of today's default "auto" (bf16 on a GPU)."""
-    saved = PretrainConfig(objective="contrastive", precision="bf16").to_dict()
-    assert PretrainConfig.from_dict(saved).precision == "bf16"
-    del saved["precision"]
-    assert PretrainConfig.from_dict(saved).precision == "fp32"
-    assert PretrainConfig().precision == "auto"
-    # end to end: the resumed run reads the old dict and so resolves fp32
-    x = torch.randn(8, 96).numpy()
-    run = tmp_path / "old"
-    pretrain(x, run, TINY, PretrainConfig(objective="contrastive", epochs=1, batch_size=4),
-             progress=False)
-    cfg_file = next((run / "checkpoints").glob("epoch-*/config.json"))
-    data = json.loads(cfg_file.read_text())
-    del data["training"]["precision"]
-    cfg_file.write_text(json.dumps(data))
-    seen = []
-    real = precision.Precision.__init__
-
-    def spy(self, name, device):
-        seen.append(name)
-        real(self, name, device)
-
-    monkeypatch.setattr(precision.Precision, "__init__", spy)
-    pretrain(x, run, TINY, PretrainConfig(objective="contrastive", epochs=2, batch_size=4),
-             resume=True, progress=False)
-    assert seen == ["fp32"]

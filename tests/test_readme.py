@@ -18,11 +18,14 @@ def test_quick_start_has_exactly_two_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    """.ci/run is the README's test command, then the inference install's step."""
+    """.ci/run lints with the ruff the test extra pins, then runs the README's test command,
+    then the inference install's step."""
     test_command = _readme_commands()[1].strip()
     ci_lines = [line for line in ROOT.joinpath(".ci/run").read_text().splitlines()
                 if line.strip() and not line.startswith(("#", "set ", "cd "))]
-    assert ci_lines == [test_command, "bash .ci/inference"]
+    (pin,) = re.findall(r'"(ruff==[^"]+)"', ROOT.joinpath("pyproject.toml").read_text())
+    assert ci_lines == [f'pip install --quiet "{pin}" && ruff check .', test_command,
+                        "bash .ci/inference"]
 
 
 def test_ci_installs_the_readme_serving_command():

@@ -13,10 +13,10 @@ import torch.multiprocessing as mp
 from common import free_port, gloo_worker_env  # benchmarks/common.py, on pytest's pythonpath
 
 from ecgfast.data import WindowStore
-from ecgfast.data.batches import epoch_batches, iter_batches
 from ecgfast.data.prepare import prepare
 from ecgfast.distributed import destroy_process_group, init_process_group_from_env
 from ecgfast.training import PretrainConfig
+from ecgfast.training.batches import epoch_batches, iter_batches
 
 WORLD = 2
 CFG = PretrainConfig(batch_size=2, seed=5)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from common import STORE_RSS_SCRIPT  # benchmarks/common.py (pytest pythonpath)
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.data import WindowStore
 from ecgfast.data.prepare import prepare
 from ecgfast.models import EncoderConfig
 from ecgfast.training import PretrainConfig, pretrain
+from ecgfast.training import checkpoint as ckpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = EncoderConfig(filters=(4, 8, 8), kernel_sizes=(5, 3, 3), dropout=0.1)

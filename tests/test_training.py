@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecgfast import checkpoint as ckpt
 from ecgfast.models import EncoderConfig
 from ecgfast.training import PretrainConfig, TrainingDivergedError, pretrain
+from ecgfast.training import checkpoint as ckpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = EncoderConfig(residual="all", attention=True, dropout=0.1)
@@ -74,12 +74,26 @@ def test_existing_run_is_not_overwritten(tmp_path):
         pretrain(x, tmp_path / "run", SMALL, cfg, progress=False)
 
 
-def test_resume_on_other_data_is_refused(tmp_path):
+def test_resume_refuses_other_data_and_checkpoints_missing_a_part(tmp_path):
+    """A resume reads exactly what pretrain writes: no defaults stand in for a missing
+    part of the checkpoint."""
     cfg = PretrainConfig(epochs=1, batch_size=4)
     pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, cfg, progress=False)
+    again = PretrainConfig(epochs=2, batch_size=4)
     with pytest.raises(ValueError, match="other data"):
-        pretrain(_toy_windows(n=4, seed=9), tmp_path / "run", SMALL,
-                 PretrainConfig(epochs=2, batch_size=4), resume=True, progress=False)
+        pretrain(_toy_windows(n=4, seed=9), tmp_path / "run", SMALL, again, resume=True,
+                 progress=False)
+    config_file = tmp_path / "run" / "checkpoints" / "epoch-0001" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for key in ("history", "step_state"):
+        config_file.write_text(json.dumps({k: v for k, v in saved.items() if k != key}))
+        with pytest.raises(ckpt.CheckpointError, match=f"config.json: '{key}' is missing"):
+            pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, again, resume=True,
+                     progress=False)
+    del saved["training"]["precision"]
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(ckpt.CheckpointError, match=r"training options.*missing \['precision'\]"):
+        pretrain(_toy_windows(n=4), tmp_path / "run", SMALL, again, resume=True, progress=False)
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
@@ -88,7 +102,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     np.save(tmp_path / "x.npy", x)
     script = textwrap.dedent(f"""
         import os, signal, numpy as np, torch
-        import ecgfast.checkpoint as ck
+        import ecgfast.training.checkpoint as ck
         from ecgfast.models import EncoderConfig
         from ecgfast.training import PretrainConfig, pretrain
         real_save = torch.save
@@ -183,7 +197,7 @@ def test_validation_leaves_training_alone_and_keeps_the_best_epoch(tmp_path):
 
 
 def _scripted_validation(monkeypatch, losses):
-    from ecgfast import training
+    from ecgfast.training import loop as training
 
     calls = iter(losses)
     monkeypatch.setattr(training, "validation_loss", lambda *a, **k: next(calls))
@@ -230,3 +244,24 @@ def test_patience_needs_validation_windows(tmp_path):
     with pytest.raises(ValueError, match="validation"):
         pretrain(_toy_windows(n=4), tmp_path / "run", SMALL,
                  PretrainConfig(epochs=1, batch_size=4, patience=2), progress=False)
+
+
+def test_the_random_streams_of_a_run_are_pinned():
+    """Every draw of a run derives from these seeds (numpy's SeedSequence and torch's CPU
+    generators give the same numbers on every machine), so a change to a stream's number
+    or derivation, which would change every run's weights and break resuming, fails here."""
+    from ecgfast.training import seeds
+    from ecgfast.training.batches import epoch_batches
+
+    assert [seeds.INIT, seeds.ORDER, seeds.AUGMENT, seeds.GLOBAL, seeds.VALIDATION] == [0, 1, 2,
+                                                                                         3, 4]
+    seeds.seed_model_init(7)
+    assert torch.initial_seed() == 4625441644015172652
+    assert seeds.order_generator(7, 1).initial_seed() == 5936487953414559555
+    assert int(seeds.step_random(7, 1, 0, 2, 4, torch.device("cpu")).seed) == 1001807353889157566
+    seeds.seed_epoch(7, 1, 0)
+    assert torch.initial_seed() == 888946925548604815
+    assert seeds.validation_generator(7, 0, torch.device("cpu")).initial_seed() == \
+        5604238831533124356
+    assert [b.tolist() for b in epoch_batches(10, 1, PretrainConfig(batch_size=4, seed=7), 0,
+                                              1)] == [[9, 1, 0, 5], [2, 8, 6, 7], [4, 3]]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.checkpoint import LATEST, atomic_write, atomic_write_text
+from ecgfast.atomic import atomic_write, atomic_write_text
+from ecgfast.training.checkpoint import LATEST
 
 RESULT = "result.json"
 
@@ -78,11 +79,10 @@ def run_unit(ctx, unit, residual: str, attention: bool, seed: int,
              unit_dir: Path) -> tuple[dict, np.ndarray]:
     """Pretrain (or resume) one unit, embed the labelled windows with its best epoch. The
     run records its training windows' provenance (the source cohort's subjects)."""
-    from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import extract_features
     from ecgfast.precision import resolve_precision
     from ecgfast.provenance import describe_data
-    from ecgfast.training import pretrain, resolve_device
+    from ecgfast.training import load_encoder, pretrain, resolve_device
 
     config, source_windows = ctx.config, ctx.source_windows
     record_path, feats_path = unit_dir / "unit.json", unit_dir / "features.npy"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfast.checkpoint import atomic_write
+from ecgfast.atomic import atomic_write
 from ecgfast.evaluation.metrics import METRICS, NAMES
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ecgfast.ablation.config import AblationConfig
 from ecgfast.ablation.cost import hours
-from ecgfast.checkpoint import atomic_write_text
+from ecgfast.atomic import atomic_write_text
 from ecgfast.evaluation import markdown_tables
 from ecgfast.evaluation.metrics import METRICS, NAMES
 from ecgfast.evaluation.protocol import CALIBRATION_TEXT

@@ -32,7 +32,7 @@ from ecgfast.ablation.scope import (
     pretraining_units,
     validation_subjects,
 )
-from ecgfast.checkpoint import atomic_write_text
+from ecgfast.atomic import atomic_write_text
 
 CONFIG_JSON = "ablation.json"
 CONFIG_TOML = "ablation.toml"

@@ -2,9 +2,12 @@
 prepare.
 
 Run ``ecgfast COMMAND --help`` for the options of each command. Errors in what the user
-gave (files, arguments) are printed as one line naming the file or argument, exit code 2.
-The commands live in :mod:`.train`, :mod:`.ablation`, :mod:`.onnx` and :mod:`.prepare`;
-the options they share in :mod:`.common`.
+gave (:data:`USER_ERRORS`: files, arguments, data) are printed as one line naming the file
+or argument, exit code 2; a diverged run exits with 3, a failed export check with 3, an
+interrupt with 130. Any other exception is a bug and surfaces as a traceback (so does a
+user error with ``ECGFAST_DEBUG`` set). The commands live in :mod:`.train`,
+:mod:`.ablation`, :mod:`.onnx` and :mod:`.prepare`; the options they share in
+:mod:`.common`.
 
 Building the parser and running ``embed`` import no PyTorch, so that the inference install
 (``pip install ./serving``: onnxruntime, numpy, scipy, wfdb) runs them; there the
@@ -21,9 +24,17 @@ import sys
 
 from ecgfast.cli import ablation, onnx, prepare, train
 from ecgfast.cli.common import UsageError
+from ecgfast.data.errors import ECGDataError
 
-__all__ = ["TRAINING_COMMANDS", "UsageError", "build_parser", "main"]
+__all__ = ["TRAINING_COMMANDS", "USER_ERRORS", "UsageError", "build_parser", "main"]
 
+#: The errors of what the user gave, each naming the file or argument: a wrong argument
+#: (UsageError), an unreadable or unsuitable data file (ECGDataError), a missing or corrupt
+#: checkpoint (CheckpointError, a ValueError), any other value the library refuses
+#: (ValueError, how every ecgfast function reports a bad value it was given), a missing
+#: file, an output that would be overwritten. A TypeError, KeyError, AttributeError, ...
+#: is a programming error, never one of these.
+USER_ERRORS = (UsageError, ECGDataError, ValueError, FileNotFoundError, FileExistsError)
 #: Commands that need the training install (PyTorch; ``export`` also onnxscript).
 TRAINING_COMMANDS = {"pretrain": ("torch",), "evaluate": ("torch",), "demo": ("torch",),
                      "ablation": ("torch",), "export": ("torch", "onnxscript")}
@@ -70,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if (err.name or "").split(".")[0] not in TRAINING_MODULES:
             raise
         return _training_install_needed(args.command, err.name)
-    except (UsageError, FileNotFoundError, FileExistsError, ValueError, TypeError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("ECGFAST_DEBUG"):
             raise
         print(f"ecgfast {args.command}: error: {err}", file=sys.stderr)

@@ -66,7 +66,7 @@ def protocol_options(args) -> dict:
 
 
 def _augment_of(path) -> str | None:
-    from ecgfast.checkpoint import load_checkpoint
+    from ecgfast.training import load_checkpoint
 
     training = load_checkpoint(path).config.get("training", {})
     if training.get("objective") == "transform":
@@ -75,12 +75,11 @@ def _augment_of(path) -> str | None:
 
 
 def cmd_evaluate(args) -> int:
-    from ecgfast.checkpoint import load_encoder
     from ecgfast.evaluation import evaluate_suite, markdown_tables
     from ecgfast.evaluation.protocol import CALIBRATION_TEXT
     from ecgfast.evaluation.stats import INTERVAL
     from ecgfast.evaluation.tables import differences, summarise
-    from ecgfast.training import resolve_device
+    from ecgfast.training import load_encoder, resolve_device
 
     opts = protocol_options(args)
     if args.seeds < 1:

@@ -38,19 +38,10 @@ def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
     _add_large_batch_args(p)
 
 
-def _chunk_size(text: str):
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
-
-
 def _add_large_batch_args(p: argparse.ArgumentParser) -> None:
     """Step options for large batches: chunking, optimizer, schedule, precision."""
     g = p.add_argument_group("large batches")
-    g.add_argument("--chunk-size", type=_chunk_size, default=None, metavar="N|auto",
+    g.add_argument("--chunk-size", default=None, metavar="N|auto",
                    help="windows per encoder pass of a contrastive step (default: the whole "
                         "batch; auto: the largest that fits half the free memory)")
     g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "lars"))

@@ -10,9 +10,7 @@ File format (written by :meth:`Cohort.save`, an uncompressed ``.npz`` that numpy
 with ``allow_pickle=False``): arrays ``windows``, ``subject``, ``session``, ``fs``,
 ``label_<i>`` and ``score_<i>`` (numbered, so that any task name is a valid key), and
 ``meta``, a JSON string with the format version, the task names, their class names,
-the score names and the provenance. Files of the first format (keys ``windows``,
-``subject``, ``session``, ``arousal``, ``valence``, ``fs`` and an optional
-``description``) still load.
+the score names and the provenance.
 """
 
 from __future__ import annotations
@@ -27,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfast.atomic import atomic_write
 from ecgfast.data.errors import ECGDataError, check_format
 from ecgfast.data.npyfile import read_npy
 
 FORMAT = "ecgfast.cohort"
 FORMAT_VERSION = 2
 BINARY_CLASSES = ("low", "high")
-_LEGACY_KEYS = ("windows", "subject", "session", "arousal", "valence", "fs")
+_KEYS = ("windows", "subject", "session", "fs", "meta")
 #: Deflate expands by at most about 1032x: a member claiming more is corrupt.
 _MAX_DEFLATE_RATIO = 1100
 
@@ -51,10 +50,6 @@ class Cohort:
         classes: task name -> class names in index order (one entry per task in labels).
         scores: rating name -> (N,) float64 raw rating ({} when the dataset has none).
         provenance: JSON-serialisable record of where the windows came from.
-
-    ``Cohort(windows=, subject=, session=, arousal=, valence=, fs=)`` (the first
-    interface) still works: ``arousal`` and ``valence`` become tasks with classes
-    ("low", "high").
     """
 
     windows: np.ndarray
@@ -76,24 +71,13 @@ class Cohort:
         classes=None,
         scores=None,
         provenance=None,
-        *,
-        arousal=None,
-        valence=None,
     ):
-        labels = dict(labels or {})
-        classes = {k: tuple(v) for k, v in (classes or {}).items()}
-        for name, value in (("arousal", arousal), ("valence", valence)):
-            if value is not None:
-                if name in labels:
-                    raise ValueError(f"Cohort: {name!r} given both as a keyword and in labels")
-                labels[name] = value
-                classes.setdefault(name, BINARY_CLASSES)
         self.windows = windows
         self.subject = subject
         self.session = session
         self.fs = fs
-        self.labels = labels
-        self.classes = classes
+        self.labels = dict(labels or {})
+        self.classes = {k: tuple(v) for k, v in (classes or {}).items()}
         self.scores = dict(scores or {})
         self.provenance = dict(provenance or {})
         _validate(self, "Cohort")
@@ -144,8 +128,6 @@ class Cohort:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an uncompressed ``.npz`` (the suffix is added if missing), atomically:
         a crash leaves the old file or the complete new one."""
-        from ecgfast.atomic import atomic_write
-
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
@@ -171,7 +153,7 @@ class Cohort:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Cohort:
-        """Read a cohort written by :meth:`save` (this or the first file format).
+        """Read a cohort written by :meth:`save`.
 
         Raises:
             ECGDataError: the file is missing, not an ``.npz``, corrupt, lacks a key, or a
@@ -181,23 +163,12 @@ class Cohort:
         if not path.is_file():
             raise ECGDataError(f"{path}: file not found")
         arrays = _read_npz(path)
-        if "meta" in arrays:
-            return _from_v2(arrays, path)
-        missing = [k for k in _LEGACY_KEYS if k not in arrays]
+        missing = [k for k in _KEYS if k not in arrays]
         if missing:
             raise ECGDataError(
                 f"{path}: not a cohort file: missing key(s) {missing}; has {sorted(arrays)}"
             )
-        description = arrays.get("description")
-        provenance = {"format": "ecgfast.cohort v1 (arousal/valence)"}
-        if description is not None:
-            if description.dtype.kind != "U" or description.shape != ():
-                raise ECGDataError(f"{path}: 'description' must be a string, got {description!r}")
-            provenance["description"] = str(description)
-        return _construct(
-            str(path), arrays, arousal=arrays["arousal"], valence=arrays["valence"],
-            provenance=provenance,
-        )
+        return _from_arrays(arrays, path)
 
 
 def _construct(where: str, arrays: dict, **fields) -> Cohort:
@@ -219,7 +190,7 @@ def _scalar_fs(fs: np.ndarray, where: str) -> float:
     return float(fs)
 
 
-def _from_v2(arrays: dict, path: Path) -> Cohort:
+def _from_arrays(arrays: dict, path: Path) -> Cohort:
     where = str(path)
     meta_arr = arrays["meta"]
     if meta_arr.dtype.kind != "U" or meta_arr.shape != ():
@@ -228,8 +199,7 @@ def _from_v2(arrays: dict, path: Path) -> Cohort:
         meta = json.loads(str(meta_arr))
     except ValueError as exc:
         raise ECGDataError(f"{where}: 'meta' is not valid JSON: {exc}") from None
-    check_format(meta, FORMAT, FORMAT_VERSION, f"{where}: 'meta'", "cohort",
-                 " (and the first format)")
+    check_format(meta, FORMAT, FORMAT_VERSION, f"{where}: 'meta'", "cohort")
     tasks, classes, scores = meta.get("tasks"), meta.get("classes"), meta.get("scores")
     provenance = meta.get("provenance")
     if not (

@@ -1,8 +1,8 @@
 """The single steps of the SSL-ECG pre-processing: input checks, the zero-phase
 high-pass, polyphase resampling and the robust z-score (scipy.signal).
 
-:mod:`ecgfast.data.windowing` chains them and cuts windows; :mod:`ecgfast.data.preprocessing`
-re-exports both. Units: ``fs`` and ``target_fs`` in Hz, signal in any unit (mV for ECG).
+:mod:`ecgfast.data.windowing` chains them and cuts windows; :mod:`ecgfast.data` exports
+the public names of both. Units: ``fs`` and ``target_fs`` in Hz, signal in any unit (mV for ECG).
 """
 
 from __future__ import annotations

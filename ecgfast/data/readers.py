@@ -39,8 +39,7 @@ from ecgfast.data import poly5
 from ecgfast.data.edf import read_edf
 from ecgfast.data.errors import ECGDataError
 from ecgfast.data.filters import check_fs
-from ecgfast.data.leads import (  # noqa: F401 (the public types live here since ever)
-    Annotation,
+from ecgfast.data.leads import (
     Leads,
     MultiLeadRecording,
     Recording,

@@ -30,7 +30,7 @@ LF/HF x exp(N(0, 0.15)), a_T x exp(N(0, 0.05)).
 
 Every subject gets the four (arousal, valence) combinations once per four sessions, in
 a random order. The raw sessions go through
-:func:`ecgfast.data.preprocessing.preprocess_subject` (the same chain as real recordings:
+:func:`ecgfast.data.windowing.preprocess_subject` (the same chain as real recordings:
 0.8 Hz high-pass, resample, robust z-score, 10 s windows), with the z-score statistics
 taken per subject over all of that subject's sessions (the papers' per-person
 normalisation).
@@ -47,7 +47,7 @@ from ecgfast import __version__
 from ecgfast.data.cohort import BINARY_CLASSES, Cohort
 from ecgfast.data.contract import SUBJECT_CHAIN
 from ecgfast.data.ecgsyn import DEFAULT_MORPHOLOGY, ecgsyn
-from ecgfast.data.preprocessing import preprocess_subject
+from ecgfast.data.windowing import preprocess_subject
 
 __all__ = ["DESCRIPTION", "Cohort", "make_cohort", "session_labels"]
 

@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data import Cohort, ECGDataError
-from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, Trial, build_cohort,
-                                      check_range, check_root, dataset_error, rated_tasks)
+from ecgfast.datasets._common import (
+    DatasetInfo,
+    LoadRequest,
+    SubjectData,
+    Trial,
+    build_cohort,
+    check_range,
+    check_root,
+    dataset_error,
+    rated_tasks,
+)
 from ecgfast.datasets.tables import read_numeric
 
 FS = 1000.0

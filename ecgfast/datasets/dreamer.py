@@ -21,9 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data import Cohort, ECGDataError
-from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, build_cohort,
-                                      check_range, check_root, dataset_error, rated_tasks,
-                                      rated_trial)
+from ecgfast.datasets._common import (
+    DatasetInfo,
+    LoadRequest,
+    SubjectData,
+    build_cohort,
+    check_range,
+    check_root,
+    dataset_error,
+    rated_tasks,
+    rated_trial,
+)
 from ecgfast.datasets.matfile import cells, field, loadmat, numeric
 
 FS = 256.0

@@ -17,6 +17,7 @@ import math
 import pickle
 import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class _SafeUnpickler(pickle._Unpickler):
     """The pure-Python unpickler (its opcodes can be specialised; array pickles have few
     opcodes, so it is as fast as the C one here) with ``find_class`` restricted."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
 
     def load_binstring(self):
         (n,) = struct.unpack("<i", self.read(4))
@@ -180,7 +181,7 @@ def load_pickle(path: str | Path):
     """
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - a missing file is told apart; closed below
     except FileNotFoundError:
         raise ECGDataError(f"{path}: file not found") from None
     except OSError as exc:

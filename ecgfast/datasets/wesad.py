@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from ecgfast.data import Cohort, ECGDataError
-from ecgfast.datasets._common import (DatasetInfo, LoadRequest, SubjectData, Trial, build_cohort,
-                                      check_root, dataset_error)
+from ecgfast.datasets._common import (
+    DatasetInfo,
+    LoadRequest,
+    SubjectData,
+    Trial,
+    build_cohort,
+    check_root,
+    dataset_error,
+)
 from ecgfast.datasets.safe_pickle import load_pickle
 
 FS = 700.0

@@ -59,10 +59,10 @@ def hrv_matrix(windows, fs: float, *, progress: bool = False):
 
 def random_encoder(encoder_config, seed: int):
     """The encoder that :func:`ecgfast.training.pretrain` with ``seed`` starts from."""
-    from ecgfast.data.batches import INIT, derived_seed
     from ecgfast.models import ECGEncoder
+    from ecgfast.training.seeds import seed_model_init
 
-    torch.manual_seed(derived_seed(INIT, seed))
+    seed_model_init(seed)
     return ECGEncoder(encoder_config).eval()
 
 
@@ -78,8 +78,8 @@ def train_supervised(windows: np.ndarray, labels: np.ndarray, *, encoder_config,
     """The encoder and a Linear(embedding, n_classes) head trained end to end with Adam on
     class-weighted cross-entropy (weights n / (C n_c): the classes count equally), in
     shuffled mini-batches; returns ``nn.Sequential(encoder, head)`` in eval mode."""
-    from ecgfast.data.batches import GLOBAL, derived_seed
     from ecgfast.precision import Precision
+    from ecgfast.training.seeds import GLOBAL, derived_seed
 
     device = torch.device(device)
     encoder = random_encoder(encoder_config, seed)

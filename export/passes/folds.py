@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from ecgfast.export.passes._graph import (
     attrs,
     constant_values,
@@ -14,7 +16,6 @@ from ecgfast.export.passes._graph import (
     remove_unused,
     set_attrs,
 )
-from onnx import TensorProto, helper, numpy_helper
 
 
 def fold_pad_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -6,8 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ecgfast.data import Cohort, ECGDataError, make_cohort
-from ecgfast.data import synthetic
+from ecgfast.data import Cohort, ECGDataError, make_cohort, synthetic
 
 
 def _cohort(n=6, length=32):
@@ -50,17 +49,7 @@ def test_fields_tasks_and_properties():
     assert c.tasks == ("affect", "arousal")
     np.testing.assert_array_equal(c.arousal, c.labels["arousal"])
     with pytest.raises(AttributeError, match=r"no 'valence' labels.*\['affect', 'arousal'\]"):
-        c.valence
-
-
-def test_old_keyword_construction_folds_into_labels():
-    n = 4
-    c = Cohort(windows=np.zeros((n, 8), np.float32), subject=np.zeros(n, np.int64),
-               session=np.zeros(n, np.int64), arousal=np.array([0, 1, 0, 1]),
-               valence=np.array([1, 1, 0, 0]), fs=128.0)
-    assert c.tasks == ("arousal", "valence")
-    assert c.classes == {"arousal": ("low", "high"), "valence": ("low", "high")}
-    assert c.valence.tolist() == [1, 1, 0, 0] and c.scores == {} and c.provenance == {}
+        _ = c.valence
 
 
 def test_round_trip_every_field(tmp_path):
@@ -83,30 +72,6 @@ def test_round_trip_of_the_synthetic_cohort(tmp_path):
     assert synthetic.Cohort is Cohort
 
 
-@pytest.mark.parametrize("with_description", [True, False])
-def test_first_format_files_still_load(tmp_path, with_description):
-    # The file the first Cohort.save wrote: these keys, np.savez, float64 fs.
-    rng = np.random.default_rng(1)
-    n = 5
-    keys = dict(
-        windows=rng.normal(size=(n, 16)).astype(np.float32),
-        subject=np.arange(n, dtype=np.int64),
-        session=np.arange(n, dtype=np.int64) + 10,
-        arousal=np.array([0, 1, 1, 0, 1], dtype=np.int64),
-        valence=np.array([1, 0, 1, 0, 0], dtype=np.int64),
-        fs=np.float64(256.0),
-    )
-    if with_description:
-        keys["description"] = np.str_(synthetic.DESCRIPTION)
-    np.savez(tmp_path / "old.npz", **keys)
-    c = Cohort.load(tmp_path / "old.npz")
-    np.testing.assert_array_equal(c.windows, keys["windows"])
-    np.testing.assert_array_equal(c.session, keys["session"])
-    assert c.arousal.tolist() == [0, 1, 1, 0, 1] and c.valence.tolist() == [1, 0, 1, 0, 0]
-    assert c.fs == 256.0 and c.classes["valence"] == ("low", "high")
-    assert ("description" in c.provenance) == with_description
-
-
 def test_subset_keeps_labels_scores_and_provenance():
     c = _cohort()
     s = c.subset(c.subject == 1)
@@ -118,21 +83,21 @@ def test_subset_keeps_labels_scores_and_provenance():
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        (dict(subject=np.zeros(5, np.int64)), r"'subject'.*shape \(6,\)"),
-        (dict(labels={"affect": np.full(6, 4, np.int64)}), r"'affect' labels must be in 0..3"),
-        (dict(labels={"affect": np.zeros(6, np.int32)}), r"'affect'.*int64"),
-        (dict(classes={"arousal": ("low", "high")}), r"classes\['affect'\]"),
-        (dict(scores={"arousal": np.full(6, np.nan)}), r"scores\['arousal'\].*NaN"),
-        (dict(scores={"arousal": np.zeros(6, np.float32)}), r"scores\['arousal'\].*float64"),
-        (dict(fs=0.0), r"'fs'"),
-        (dict(provenance={"x": object()}), r"'provenance'.*JSON"),
-        (dict(windows=np.zeros((6, 4), np.float64)), r"'windows'.*float32"),
+        ({"subject": np.zeros(5, np.int64)}, r"'subject'.*shape \(6,\)"),
+        ({"labels": {"affect": np.full(6, 4, np.int64)}}, r"'affect' labels must be in 0..3"),
+        ({"labels": {"affect": np.zeros(6, np.int32)}}, r"'affect'.*int64"),
+        ({"classes": {"arousal": ("low", "high")}}, r"classes\['affect'\]"),
+        ({"scores": {"arousal": np.full(6, np.nan)}}, r"scores\['arousal'\].*NaN"),
+        ({"scores": {"arousal": np.zeros(6, np.float32)}}, r"scores\['arousal'\].*float64"),
+        ({"fs": 0.0}, r"'fs'"),
+        ({"provenance": {"x": object()}}, r"'provenance'.*JSON"),
+        ({"windows": np.zeros((6, 4), np.float64)}, r"'windows'.*float32"),
     ],
 )
 def test_validation_names_the_field(change, pattern):
     c = _cohort()
-    kwargs = dict(windows=c.windows, subject=c.subject, session=c.session, fs=c.fs,
-                  labels=c.labels, classes=c.classes, scores=c.scores, provenance=c.provenance)
+    kwargs = {"windows": c.windows, "subject": c.subject, "session": c.session, "fs": c.fs,
+                  "labels": c.labels, "classes": c.classes, "scores": c.scores, "provenance": c.provenance}
     kwargs.update(change)
     with pytest.raises(ECGDataError, match=pattern):
         Cohort(**kwargs)

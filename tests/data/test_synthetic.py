@@ -104,28 +104,16 @@ def test_load_missing_key_names_file(cohort, tmp_path):
 
 
 def test_load_wrong_dtype_and_shape(cohort, tmp_path):
-    arrays = {
-        "windows": cohort.windows,
-        "subject": cohort.subject,
-        "session": cohort.session,
-        "arousal": cohort.arousal.astype(np.float64),
-        "valence": cohort.valence,
-        "fs": np.float64(256.0),
-    }
-    path = tmp_path / "dtype.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(ECGDataError, match=r"dtype\.npz.*'arousal'.*int64"):
-        Cohort.load(path)
-    arrays["arousal"] = cohort.arousal[:-1]
-    path = tmp_path / "shape.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(ECGDataError, match=r"shape\.npz.*'arousal'"):
-        Cohort.load(path)
-    arrays["arousal"] = cohort.arousal + 1
-    path = tmp_path / "labels.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(ECGDataError, match=r"labels\.npz.*0 or 1"):
-        Cohort.load(path)
+    with np.load(cohort.save(tmp_path / "saved.npz"), allow_pickle=False) as saved:
+        arrays = dict(saved)
+    arousal = arrays["label_0"]  # the first task's labels
+    for name, labels, pattern in [("dtype", arousal.astype(np.float64), r"'arousal'.*int64"),
+                                  ("shape", arousal[:-1], r"'arousal'"),
+                                  ("labels", arousal + 1, r"'arousal' labels must be 0 or 1")]:
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **{**arrays, "label_0": labels})
+        with pytest.raises(ECGDataError, match=rf"{name}\.npz.*{pattern}"):
+            Cohort.load(path)
 
 
 def test_load_corrupt_and_missing_file(cohort, tmp_path):

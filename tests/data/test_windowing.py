@@ -4,14 +4,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from ecgfast.data import (
-    ECGDataError,
-    highpass,
-    preprocess,
-    preprocess_subject,
-    preprocessing,
-    zscore_stats,
-)
+from ecgfast.data import ECGDataError, highpass, preprocess, preprocess_subject, zscore_stats
 
 pytestmark = pytest.mark.inference  # runs in the inference install too: no torch here
 
@@ -47,11 +40,3 @@ def test_errors_name_the_recording(toy):
         preprocess_subject([x[: int(20 * fs)], bad], fs, sources=["rec 0", "rec 1"])
     with pytest.raises(ECGDataError, match=r"S9: recording is shorter than one window"):
         preprocess_subject([x[: int(5 * fs)]], fs, source="S9")
-
-
-def test_split_modules_keep_every_name():
-    for name in ("highpass", "resample", "robust_zscore", "zscore_stats", "window", "is_flat",
-                 "iter_windows", "preprocess", "Windows", "check_fs", "check_signal",
-                 "resample_ratio", "window_geometry", "FLAT_STD_THRESHOLD", "_Chain",
-                 "DEFAULT_TARGET_FS", "DEFAULT_HIGHPASS_HZ", "DEFAULT_WINDOW_SECONDS"):
-        assert hasattr(preprocessing, name), name

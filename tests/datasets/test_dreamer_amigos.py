@@ -47,7 +47,7 @@ def test_dreamer_windows_labels_scores(dreamer_file, threshold):
     exp = {t: [] for t in TASKS}
     lab = {t: [] for t in TASKS}
     sessions = []
-    for s, (lengths, scores) in DREAMER_CLIPS.items():
+    for lengths, scores in DREAMER_CLIPS.values():
         for k, (sec, row) in enumerate(zip(lengths, scores)):
             n = sec // 10  # 256 Hz stays 256 Hz: floor(sec * 256 / 2560) windows
             sessions += [len(set(sessions))] * n

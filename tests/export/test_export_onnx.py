@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
 from ecgfast.export import (
     OnnxEncoder,
     OnnxExportError,
@@ -17,7 +18,6 @@ from ecgfast.export import (
     export_onnx,
     verify_onnx,
 )
-
 from ecgfast.models import RESIDUAL_PRESETS, ECGEncoder, EncoderConfig
 
 STANDARD_OPS = {
@@ -59,7 +59,7 @@ def test_parity_every_variant(tmp_path, capsys, residual, attention):
     model.train()
     source = model
     if (residual, attention) == ("first_two", True):  # one variant goes through a checkpoint
-        from ecgfast.checkpoint import save_checkpoint
+        from ecgfast.training.checkpoint import save_checkpoint
 
         state = {f"encoder.{k}": v for k, v in model.state_dict().items()}
         source = save_checkpoint(

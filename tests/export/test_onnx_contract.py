@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ecgfast.checkpoint import save_checkpoint
 from ecgfast.data import ecgsyn, iter_windows
 from ecgfast.data.contract import CONTRACT_VERSION, ContractError, Preprocessing
 from ecgfast.models import ECGEncoder, EncoderConfig
 from ecgfast.provenance import checkpoint_provenance, describe_data
+from ecgfast.training.checkpoint import save_checkpoint
 
 HIGHPASS_05 = Preprocessing(highpass_hz=0.5)
 

@@ -10,10 +10,11 @@ import faulthandler
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from ecgfast.export import OnnxEncoder, OnnxModelError
 from ecgfast.export.metadata import INPUT_NAME, META_MIN_LENGTH, OUTPUT_NAME, write_metadata
 from ecgfast.export.passes import fold_rows
-from onnx import TensorProto, helper, numpy_helper
 
 CHANNELS = 4
 

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
-from ecgfast.export import runtime as runtime_module
-from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
 
 from ecgfast.cli import main
 from ecgfast.data.multilead import iter_lead_windows
+from ecgfast.export import OnnxEncoder, OnnxModelError, export_onnx, quantize_onnx, verify_onnx
+from ecgfast.export import runtime as runtime_module
+from ecgfast.export.metadata import META_CONFIG, META_LEADS, write_metadata
 from ecgfast.models import ECGEncoder, EncoderConfig
 
 LEADS12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -325,7 +325,7 @@ def test_embed_unnamed_model_reads_the_first_c_leads(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:The inplace keyword:Warning")
 def test_cli_export_int8_calibrates_on_a_multilead_record(tmp_path, capsys):
-    from ecgfast.checkpoint import save_checkpoint
+    from ecgfast.training.checkpoint import save_checkpoint
 
     torch.manual_seed(5)
     config = EncoderConfig(in_channels=12, leads=LEADS12, **SMALL)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from ecgfast.export import OnnxEncoder, OnnxModelError, compare_probe_accuracy, quantize_onnx
+
+from ecgfast.evaluation import compare_probe_accuracy
+from ecgfast.export import OnnxEncoder, OnnxModelError, quantize_onnx
 
 # The stated bound: on ECG windows the INT8 embeddings keep a cosine similarity of at
 # least 0.999 on average and 0.995 for every window against fp32.

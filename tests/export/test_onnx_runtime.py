@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from ecgfast.export import OnnxEncoder, OnnxModelError, cuda_usable
 from onnx import TensorProto, helper
+
+from ecgfast.export import OnnxEncoder, OnnxModelError, cuda_usable
 
 
 @pytest.fixture(scope="module")

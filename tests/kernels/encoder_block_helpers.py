@@ -26,7 +26,6 @@ if not torch.cuda.is_available():  # conftest.py does this too; harmless when al
 
 from ecgfast.kernels.encoder_block_conv1d import Conv1dActDropout
 from ecgfast.kernels.encoder_block_se_residual_pool import SEResidualPool
-
 from ecgfast.keyed import KeyedRandom
 from ecgfast.ops.encoder_block import se_residual_pool as se_residual_pool_ref
 

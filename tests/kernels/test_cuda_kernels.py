@@ -36,7 +36,7 @@ def _views(two_n, d, dtype, seed):
     return z[: two_n // 2].cuda(), z[two_n // 2:].cuda()
 
 
-def _check_ntxent(two_n, d, dtype, precision, loss_tol, grad_tol):
+def _check_nt_xent(two_n, d, dtype, precision, loss_tol, grad_tol):
     from ecgfast.losses import nt_xent
 
     z1, z2 = _views(two_n, d, dtype, seed=two_n * 1000 + d)
@@ -52,24 +52,24 @@ def _check_ntxent(two_n, d, dtype, precision, loss_tol, grad_tol):
 
 @pytest.mark.parametrize("d", [128, 200])
 @pytest.mark.parametrize("two_n", [8190, 16384])
-def test_ntxent_production_tiles_bf16(two_n, d):
+def test_nt_xent_production_tiles_bf16(two_n, d):
     """bf16 inputs: exact products in the first dot (loss 1e-5), bf16 P and z in the
     second (gradients 2e-2, as the interpreter tests)."""
-    _check_ntxent(two_n, d, torch.bfloat16, "ieee", 1e-5, 2e-2)
+    _check_nt_xent(two_n, d, torch.bfloat16, "ieee", 1e-5, 2e-2)
 
 
 @pytest.mark.parametrize("d", [128, 200])
 @pytest.mark.parametrize("two_n", [8190, 16384])
-def test_ntxent_production_tiles_tf32(two_n, d):
+def test_nt_xent_production_tiles_tf32(two_n, d):
     loss_tol = 4 * TF32_U / TAU + 1e-5
     grad_tol = 4 * (4 * TF32_U / TAU + 2 * TF32_U)
-    _check_ntxent(two_n, d, torch.float32, "tf32", loss_tol, grad_tol)
+    _check_nt_xent(two_n, d, torch.float32, "tf32", loss_tol, grad_tol)
 
 
 @pytest.mark.parametrize("two_n", [8190, 16384])
-def test_ntxent_production_tiles_fp32_ieee(two_n):
+def test_nt_xent_production_tiles_fp32_ieee(two_n):
     """TF32 off: fp32 all through, the interpreter tests' 1e-5."""
-    _check_ntxent(two_n, 128, torch.float32, "ieee", 1e-5, 1e-5)
+    _check_nt_xent(two_n, 128, torch.float32, "ieee", 1e-5, 1e-5)
 
 
 @pytest.mark.parametrize("c_in,c_out,k,length", [(1, 32, 32, 2560), (32, 64, 16, 1277)])
@@ -125,7 +125,7 @@ def test_conv_keyed_dropout_at_production_tiles(c_in, c_out, k, length):
     torch.testing.assert_close(b.grad, expect, rtol=1e-4, atol=1e-4)
 
 
-def test_ntxent_launches_on_the_tensors_device():
+def test_nt_xent_launches_on_the_tensors_device():
     """A tensor on a device other than the current one is computed there."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")

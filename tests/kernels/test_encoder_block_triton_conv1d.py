@@ -21,8 +21,6 @@ import torch
 
 triton = pytest.importorskip("triton")
 import triton.language as tl
-from ecgfast.kernels._common import mix32
-from ecgfast.kernels.encoder_block_conv1d import conv_config
 from encoder_block_helpers import (
     DEVICE,
     DTYPES,
@@ -35,6 +33,8 @@ from encoder_block_helpers import (
     rel_err,
 )
 
+from ecgfast.kernels._common import mix32
+from ecgfast.kernels.encoder_block_conv1d import conv_config
 from ecgfast.keyed import dropout_keep
 from ecgfast.keyed import mix32 as mix32_reference
 from ecgfast.ops.encoder_block import conv1d_same, conv_act_dropout

@@ -48,9 +48,8 @@ if not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
                 allow_module_level=True)
 
 import ecgfast.kernels.nt_xent as kernels
-from ecgfast.kernels.nt_xent_configs import column_splits, split_columns
-
 from ecgfast.dispatch import BackendUnavailable
+from ecgfast.kernels.nt_xent_configs import column_splits, split_columns
 from ecgfast.losses import nt_xent
 
 DEVICE = "cuda" if ON_GPU else "cpu"

@@ -119,8 +119,9 @@ def test_param_shapes_match_the_module():
             None if t is None else t.shape for t in params]
 
 
-#: ``state_dict`` of the default encoder as it was before the block got a spec (keys,
-#: order, shapes): checkpoints written by earlier versions keep loading.
+#: ``state_dict`` of the default encoder (keys, order, shapes), pinned: the same for every
+#: backend, so a checkpoint trained with the kernels loads in the eager model that ONNX
+#: export traces.
 DEFAULT_KEYS = [
     (f"blocks.{i}.{name}", shape)
     for i, (cin, c, k, h) in enumerate([(1, 32, 32, 4), (32, 64, 16, 8), (64, 128, 8, 16)])

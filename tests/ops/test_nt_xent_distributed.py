@@ -105,7 +105,7 @@ def _anchor_work(backend):
     else:
         import ecgfast.kernels.nt_xent as module
 
-        name = "_ntxent_fwd_kernel"
+        name = "_nt_xent_fwd_kernel"
     rec = _Recorder(getattr(module, name))
     setattr(module, name, rec)
 

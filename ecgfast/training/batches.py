@@ -1,6 +1,6 @@
 """Where pretraining batches come from: an in-memory tensor or a :class:`WindowStore`.
 
-:func:`pretrain <ecgfast.training.pretrain>` sees windows as (N, C, L) (single-lead is
+:func:`~ecgfast.training.pretrain` sees windows as (N, C, L) (single-lead is
 C = 1; (N, L) input is accepted and becomes (N, 1, L)). Every epoch's order is a
 permutation seeded from ``(seed, epoch)`` alone; rank ``r`` of ``K`` takes every K-th
 window of it (:func:`epoch_batches`), so each rank reads only its share and a resumed
@@ -20,16 +20,7 @@ import numpy as np
 import torch
 
 from ecgfast.data.store import WindowStore
-
-# random streams, each seeded from (stream, seed, epoch, rank): AUGMENT keys every step's
-# draws (augmentations and dropout, ecgfast.keyed), GLOBAL seeds torch's default generator
-# per epoch for anything else that draws from it
-INIT, ORDER, AUGMENT, GLOBAL, VALIDATION = range(5)
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed derived from the integers ``parts`` (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+from ecgfast.training.seeds import order_generator
 
 
 def as_windows(windows, name: str = "windows"):
@@ -62,13 +53,10 @@ def as_windows(windows, name: str = "windows"):
 
 
 def data_fingerprint(windows) -> str:
-    """A short hash of the windows: for a tensor, its shape and a strided sample of its
-    values (single-lead hashed as (N, L), as before multi-lead, so older runs resume);
-    for a store, :meth:`WindowStore.fingerprint`."""
+    """A short hash of the windows: for a (N, C, L) tensor, its shape and a strided sample
+    of its values; for a store, :meth:`WindowStore.fingerprint`."""
     if isinstance(windows, WindowStore):
         return windows.fingerprint()
-    if windows.dim() == 3 and windows.shape[1] == 1:
-        windows = windows[:, 0]
     flat = windows.reshape(-1)
     step = max(1, flat.numel() // 65536)
     h = hashlib.sha1(str(tuple(windows.shape)).encode())
@@ -101,8 +89,7 @@ def epoch_batches(n: int, epoch: int, cfg, rank: int, world: int) -> list[torch.
     """This rank's batches of window indices for ``epoch``: every ``world``-th index of
     the epoch's permutation (the same share size on every rank), in ``cfg.batch_size``
     chunks, at most ``cfg.max_steps_per_epoch`` of them."""
-    g = torch.Generator().manual_seed(derived_seed(ORDER, cfg.seed, epoch))
-    order = torch.randperm(n, generator=g)
+    order = torch.randperm(n, generator=order_generator(cfg.seed, epoch))
     per_rank = n // world if world > 1 else n
     mine = order[rank::world][:per_rank]
     batches = list(torch.split(mine, cfg.batch_size))
@@ -138,29 +125,3 @@ def iter_batches(windows, batches, device: torch.device, workers: int | None = N
         windows, batch_sampler=[idx.tolist() for idx in batches], num_workers=workers,
         collate_fn=_whole_batch, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0))
-
-
-@torch.no_grad()
-def validation_loss(objective: torch.nn.Module, windows, config, device: torch.device,
-                    rank: int = 0, world: int = 1) -> float:
-    """Mean pretext loss over ``windows`` (a tensor or a store) in eval mode, with
-    augmentations drawn from a generator seeded by ``config.seed`` alone, so that every
-    epoch sees the same views.
-
-    Under DDP each rank takes an equal share (the remainder is left out, so that every
-    rank runs the same number of batches) and the sums are all-reduced.
-    """
-    n = len(windows)
-    share = torch.arange(n)[rank::world][: n // world]
-    gen = torch.Generator(device=device).manual_seed(derived_seed(VALIDATION, config.seed, rank))
-    was_training = objective.training
-    objective.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for idx in torch.split(share, config.batch_size):
-        loss, _ = objective(take(windows, idx).to(device), gen)
-        total += loss.double() * len(idx)
-    sums = torch.stack([total, torch.tensor(float(len(share)), dtype=torch.float64, device=device)])
-    if world > 1:
-        torch.distributed.all_reduce(sums)
-    objective.train(was_training)
-    return float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")

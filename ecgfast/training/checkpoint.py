@@ -20,14 +20,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ecgfast.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported)
-from ecgfast.atomic import fsync_dir as _fsync_dir
-from ecgfast.atomic import fsync_file as _fsync_file
+from ecgfast.atomic import atomic_write_text, fsync_dir, fsync_file
 from ecgfast.models import ECGEncoder, EncoderConfig
+from ecgfast.training.config import PretrainConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -60,7 +60,7 @@ class Checkpoint:
 
     @property
     def epoch(self) -> int:
-        return int(self.config.get("epoch", 0))
+        return self.config["epoch"]
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         prefix = "encoder."
@@ -108,12 +108,12 @@ def save_checkpoint(
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / OPTIMIZER)
     for file in tmp.iterdir():
-        _fsync_file(file)
-    _fsync_dir(tmp)
+        fsync_file(file)
+    fsync_dir(tmp)
     if final.exists():  # a re-run of the same epoch replaces it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST, name + "\n")
     complete = sorted(p for p in root.glob("epoch-*") if p.is_dir())
     for old in complete[:-keep] if keep > 0 else []:
@@ -161,6 +161,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         EncoderConfig.from_dict(config["encoder"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{config_path}: invalid encoder config ({err})") from err
+    epoch = config.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        raise CheckpointError(f"{config_path}: 'epoch' must be a non-negative integer, got "
+                              f"{epoch!r}")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: missing")
     try:
@@ -187,3 +191,33 @@ def load_encoder(path: str | os.PathLike, *, backend: str | None = None) -> ECGE
             f"{ckpt.path / WEIGHTS}: weights do not match the encoder config ({err})"
         ) from err
     return encoder.eval()
+
+
+class RunState(NamedTuple):
+    """What a resumed :func:`~ecgfast.training.pretrain` reads from a checkpoint's
+    config.json besides the encoder: the training options,
+    the epoch records, the early-stopping state and the step state (schedule, gradient
+    scaler, chunk size)."""
+
+    training: PretrainConfig
+    history: list
+    early_stopping: dict
+    step_state: dict
+
+
+def run_state(ckpt: Checkpoint) -> RunState:
+    """The :class:`RunState` of a checkpoint written by pretrain; CheckpointError naming
+    config.json when a part is missing or of the wrong kind."""
+    kinds = {"training": dict, "history": list, "early_stopping": dict, "step_state": dict}
+    for key, kind in kinds.items():
+        if not isinstance(ckpt.config.get(key), kind):
+            raise CheckpointError(f"{ckpt.path / CONFIG}: {key!r} is missing or not a "
+                                  f"{kind.__name__}; not a checkpoint pretrain can resume")
+    stop = ckpt.config["early_stopping"]
+    if set(stop) != {"best_epoch", "best_loss", "bad_epochs"}:
+        raise CheckpointError(f"{ckpt.path / CONFIG}: invalid early_stopping state {stop!r}")
+    try:
+        training = PretrainConfig.from_dict(ckpt.config["training"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path / CONFIG}: invalid training options ({err})") from err
+    return RunState(training, *(ckpt.config[key] for key in list(kinds)[1:]))

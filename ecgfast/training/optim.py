@@ -36,34 +36,16 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 BASE_BATCH = 256
 
 
-def _choice(value, choices, name):
+def check_choice(value, choices, name):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
-def check_optimizer_options(cfg) -> None:
-    """Check the optimizer and schedule fields of a ``PretrainConfig`` (ValueError naming
-    the field)."""
-    _choice(cfg.optimizer, OPTIMIZERS, "optimizer")
-    _choice(cfg.lr_schedule, LR_SCHEDULES, "lr_schedule")
-    _choice(cfg.lr_scaling, LR_SCALINGS, "lr_scaling")
-    if not (isinstance(cfg.momentum, (int, float)) and 0.0 <= cfg.momentum < 1.0):
-        raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum!r}")
-    if not (isinstance(cfg.weight_decay, (int, float)) and math.isfinite(cfg.weight_decay)
-            and cfg.weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {cfg.weight_decay!r}")
-    if cfg.schedule_epochs is not None and not (
-            isinstance(cfg.schedule_epochs, int) and cfg.schedule_epochs >= 1):
-        raise ValueError(f"schedule_epochs must be an integer >= 1 or None, got "
-                         f"{cfg.schedule_epochs!r}")
-    LRSchedule(cfg.lr, cfg.lr_schedule, cfg.warmup_epochs, cfg.schedule_epochs or cfg.epochs)
-
-
 def scaled_lr(lr: float, global_batch: int, scaling: str) -> float:
     """``lr`` scaled for a global batch of ``global_batch`` windows relative to
     :data:`BASE_BATCH`."""
-    _choice(scaling, LR_SCALINGS, "lr_scaling")
+    check_choice(scaling, LR_SCALINGS, "lr_scaling")
     ratio = global_batch / BASE_BATCH
     return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
 
@@ -139,7 +121,7 @@ class LARS(torch.optim.Optimizer):
 def build_optimizer(name: str, module: nn.Module, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
     """The optimizer ``name`` ("adam" | "adamw" | "lars") over ``module``'s parameters."""
-    _choice(name, OPTIMIZERS, "optimizer")
+    check_choice(name, OPTIMIZERS, "optimizer")
     if name == "adam":
         return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     groups = param_groups(module, weight_decay)
@@ -164,7 +146,7 @@ class LRSchedule:
 
     def __init__(self, base_lr: float, schedule: str = "constant", warmup_epochs: float = 0.0,
                  horizon_epochs: float = 1.0):
-        _choice(schedule, LR_SCHEDULES, "lr_schedule")
+        check_choice(schedule, LR_SCHEDULES, "lr_schedule")
         if not (isinstance(warmup_epochs, (int, float)) and math.isfinite(warmup_epochs)
                 and warmup_epochs >= 0):
             raise ValueError(f"warmup_epochs must be a finite number >= 0, got {warmup_epochs!r}")

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ecgfast import checkpoint as ckpt
+from ecgfast.atomic import atomic_write, atomic_write_text
 
 METRICS = "metrics.jsonl"
 CURVE = "training_curve.png"
@@ -32,7 +32,7 @@ def truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
             continue  # a line cut short by a crash
         if rec.get("epoch", 0) <= last_epoch:
             kept.append(rec)
-    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 
@@ -63,6 +63,6 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

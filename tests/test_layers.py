@@ -1,0 +1,55 @@
+"""The layer list of docs/architecture.md holds for the training package and the modules
+beneath the model: each imports only what the list places below it (module-level and
+function-level imports alike), so following a training batch never returns upward there."""
+
+import ast
+from pathlib import Path
+
+from training_path import layer_entries, layer_of  # benchmarks/, on pytest's pythonpath
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "architecture.md"
+CHECKED = [*sorted(p.relative_to(ROOT / "ecgfast").as_posix()
+                   for p in (ROOT / "ecgfast" / "training").glob("*.py")),
+           "precision.py", "keyed.py", "distributed.py", "atomic.py"]
+
+
+def _imports(path: Path) -> set[str]:
+    """The ecgfast modules ``path`` imports, as paths under the package folders."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "ecgfast" or len(parts) < 2:
+                continue
+            for k in range(len(parts), 1, -1):  # the longest prefix that is a file or package
+                rel = "/".join(parts[1:k])
+                for place in (f"{rel}.py", f"{rel}/__init__.py"):
+                    top = place.split("/")[0]
+                    base = ROOT if top in ("kernels", "export") else ROOT / "ecgfast"
+                    if (base / place).is_file():
+                        found.add(place)
+                        break
+                else:
+                    continue
+                break
+    return found
+
+
+def test_each_checked_module_imports_only_what_lies_below_it():
+    entries = layer_entries(DOC)
+    upward = []
+    for module in CHECKED:
+        mine = layer_of(module, entries)
+        assert mine is not None, f"docs/architecture.md does not place {module}"
+        for target in _imports(ROOT / "ecgfast" / module):
+            theirs = layer_of(target, entries)
+            same_package = target == "training/__init__.py" and module.startswith("training/")
+            if theirs is not None and theirs < mine and not same_package:
+                upward.append(f"{module} -> {target}")
+    assert not upward, upward
