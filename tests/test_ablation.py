@@ -175,6 +175,9 @@ def test_sigkill_mid_cell_then_rerun_gives_the_same_table(reference, tmp_path):
     assert (out / "cells" / "none-plain-seed0" / "result.json").is_file()
     assert not (second.parent / "result.json").exists() and not (out / "table1.json").exists()
     first_mtime = (out / "cells" / "none-plain-seed0" / "result.json").stat().st_mtime_ns
+    first_estimate = (out / "estimate.json").read_text()
+    killed = json.loads((out / "invocations.json").read_text())
+    assert len(killed) == 1 and killed[0]["cells_run"] == 1 and not killed[0]["finished"]
 
     proc = _run(_args(data, out))
     _, err = proc.communicate(timeout=900)
@@ -182,6 +185,10 @@ def test_sigkill_mid_cell_then_rerun_gives_the_same_table(reference, tmp_path):
     assert (out / "cells" / "none-plain-seed0" / "result.json").stat().st_mtime_ns == first_mtime
     resumed = json.loads((out / "table1.json").read_text())
     assert _without_times(resumed) == _without_times(json.loads((ref / "table1.json").read_text()))
+    assert (out / "estimate.json").read_text() == first_estimate  # the run's first estimate
+    invocations = json.loads((out / "invocations.json").read_text())
+    assert invocations[0] == killed[0] and invocations[1]["finished"]
+    assert invocations[1]["estimate_remaining_s"] > 0 and resumed["invocations"] == invocations
     metrics = (second / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in metrics if '"kind": "epoch"' in r] == [1, 2]
 

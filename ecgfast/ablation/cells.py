@@ -118,6 +118,8 @@ def run_unit(ctx, unit, residual: str, attention: bool, seed: int,
     }
     _save_features(feats_path, features)
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    if ctx.on_unit_done is not None:
+        ctx.on_unit_done()
     return record, features
 
 

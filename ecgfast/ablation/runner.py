@@ -121,6 +121,7 @@ class Context:
     source_name: str | None = None
     hrv_x: np.ndarray | None = None
     progress: bool = False
+    on_unit_done: object = None  # called after each pretraining run that ran (not reused)
     _folds: dict = field(default_factory=dict)
 
     @property
@@ -188,7 +189,9 @@ def _estimate(ctx: Context, pending: int, total: int, progress: bool) -> dict:
 
 class Invocations:
     """``OUT/invocations.json``: the wall time of every invocation of one run, written after
-    each cell, so a killed invocation is counted up to its last complete cell."""
+    each pretraining run and each cell, so a killed invocation is counted up to its last
+    finished pretraining run. A resumed invocation with cells left records its own estimate
+    of the time still needed (``estimate_remaining_s``)."""
 
     def __init__(self, out: Path):
         self.path = out / INVOCATIONS
@@ -197,9 +200,9 @@ class Invocations:
         self.items.append({"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "seconds": 0.0, "cells_run": 0, "finished": False})
 
-    def update(self, cells_run: int = 0, finished: bool = False) -> None:
+    def update(self, cells_run: int = 0, finished: bool = False, **fields) -> None:
         self.items[-1].update(seconds=time.perf_counter() - self.t0, finished=finished,
-                              cells_run=self.items[-1]["cells_run"] + cells_run)
+                              cells_run=self.items[-1]["cells_run"] + cells_run, **fields)
         atomic_write_text(self.path, json.dumps(self.items, indent=2) + "\n")
 
     @property
@@ -243,11 +246,16 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
     cells = cells_of(config)
     pending = sum(not (out / "cells" / cell_name(r, a, s, k) / RESULT).is_file()
                   for k, r, a, s in cells)
-    if pending or not (out / "estimate.json").is_file():
+    est_path = out / "estimate.json"
+    if not est_path.is_file():  # the first invocation: the estimate the run started with
         est = _estimate(ctx, pending, len(cells), progress)
-        atomic_write_text(out / "estimate.json", json.dumps(est, indent=2) + "\n")
-    else:  # nothing left to run: the estimate made when the run started
-        est = json.loads((out / "estimate.json").read_text())
+        atomic_write_text(est_path, json.dumps(est, indent=2) + "\n")
+    else:  # a resumed run keeps its first estimate and records a new one for what is left
+        est = json.loads(est_path.read_text())
+        if pending:
+            again = _estimate(ctx, pending, len(cells), progress)
+            invocations.update(estimate_remaining_s=again["seconds_remaining"])
+    ctx.on_unit_done = invocations.update
     records = []
     bar = tqdm(cells, desc="ablation cells", unit="cell", disable=not progress, position=0,
                dynamic_ncols=True)
