@@ -15,6 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgfast.evaluation.baselines import FEATURE_MODES, parse_choices
+from ecgfast.evaluation.probes import PROBES
+from ecgfast.evaluation.protocol import CALIBRATIONS
 from ecgfast.models import RESIDUAL_PRESETS
 from ecgfast.objectives import OBJECTIVES
 
@@ -24,10 +27,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ATTENTION = ("off", "on", "both")
-SPLITS = ("subject", "window", "both")
-PROBE_CHOICES = ("linear", "mlp", "both")
-CALIBRATE_CHOICES = ("none", "subject", "both")
-FEATURE_CHOICES = ("encoder", "encoder+hrv", "both")
+SPLIT_NAMES = ("subject", "window")
+SPLITS = (*SPLIT_NAMES, "both")
+PROBE_CHOICES = (*PROBES, "both")
+CALIBRATE_CHOICES = (*CALIBRATIONS, "both")
+FEATURE_CHOICES = (*FEATURE_MODES, "both")
 
 #: Options that only say where things are or how they are shown: a rerun may change them.
 RUNTIME_KEYS = ("cache_dir", "no_cache", "quiet")
@@ -144,19 +148,19 @@ class AblationConfig:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("subject", "window") if self.split == "both" else (self.split,)
+        return parse_choices(self.split, SPLIT_NAMES, "split")
 
     @property
     def probes(self) -> tuple[str, ...]:
-        return ("linear", "mlp") if self.probe == "both" else (self.probe,)
+        return parse_choices(self.probe, PROBES, "probe")
 
     @property
     def calibrations(self) -> tuple[str, ...]:
-        return ("none", "subject") if self.calibrate == "both" else (self.calibrate,)
+        return parse_choices(self.calibrate, CALIBRATIONS, "calibrate")
 
     @property
     def features_modes(self) -> tuple[str, ...]:
-        return ("encoder", "encoder+hrv") if self.features == "both" else (self.features,)
+        return parse_choices(self.features, FEATURE_MODES, "features")
 
     @property
     def augmentation(self) -> str:
