@@ -23,21 +23,26 @@ def test_help_runs_as_a_module():
         assert command in out.stdout
 
 
-def test_residual_choices_are_the_encoders_presets():
-    """The parser spells --residual's choices out (it imports no torch); they must stay the
-    encoder's presets."""
-    from ecgfast.cli.common import RESIDUAL_CHOICES
+def test_spelled_out_choices_are_the_library_s():
+    """The parser spells --residual's and --augment's choices out (it imports no torch);
+    they must stay the encoder's and the augmentation's presets."""
+    from ecgfast.cli.common import AUGMENT_CHOICES, RESIDUAL_CHOICES
     from ecgfast.models import RESIDUAL_PRESETS
+    from ecgfast.transforms import AUGMENT_PRESETS
 
     assert RESIDUAL_CHOICES == tuple(RESIDUAL_PRESETS)
+    assert AUGMENT_CHOICES == tuple(AUGMENT_PRESETS)
 
 
 def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--out", str(run), "--epochs", "1", "--quiet", "--objective", "both",
-            *FAST, *TINY]
+            "--augment", "hr-preserving", *FAST, *TINY]
     assert main(args) == 0
     assert (run / "checkpoints" / "epoch-0001" / "model.safetensors").is_file()
+    from ecgfast.training import load_checkpoint
+
+    assert load_checkpoint(run).config["training"]["augment"] == "hr-preserving"
     assert main(args) == 2  # a second run into the same directory is refused
     assert "resume" in capsys.readouterr().err
     resume = [a if a != "1" else "2" for a in args] + ["--resume"]
@@ -64,7 +69,7 @@ def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     versus = {(d["name"], d["versus"]) for d in payload["differences"]}
     assert (str(run), "random init") in versus and (str(run), "HRV features") in versus
     protocol = payload["protocol"]
-    assert protocol["transductive"] and protocol["augmentation"] == {str(run): "report"}
+    assert protocol["transductive"] and protocol["augmentation"] == {str(run): "hr-preserving"}
     assert protocol["hrv"]["n_windows"] == 24 and "Nadeau" in protocol["interval"]
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ecgfast.cli.common import UsageError, add_data_args, load_data, select_tasks
+from ecgfast.cli.common import (
+    AUGMENT_CHOICES,
+    UsageError,
+    add_data_args,
+    load_data,
+    select_tasks,
+)
 from ecgfast.cli.evaluate import add_protocol_args
-from ecgfast.transforms import AUGMENT_PRESETS
 
 S = argparse.SUPPRESS  # unset flags stay out of the namespace, so --config can fill them
 
@@ -98,7 +103,7 @@ def add_commands(sub) -> None:
                    help="torch intra-op threads (default: torch's, one per core); on a CPU "
                         "shared with other jobs one thread can be several times faster "
                         "(benchmarks/README.md)")
-    g.add_argument("--augment", default=S, choices=tuple(AUGMENT_PRESETS),
+    g.add_argument("--augment", default=S, choices=AUGMENT_CHOICES,
                    help="contrastive augmentation set: report (time warp, circular shift, "
                         "scaling, noise; the default), no-warp, hr-preserving (scaling and "
                         "noise only: heart rate and RR intervals kept)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ecgfast.cli import evaluate
 from ecgfast.cli.common import (
+    AUGMENT_CHOICES,
     UsageError,
     add_data_args,
     add_encoder_args,
@@ -31,6 +32,10 @@ def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.5, help="NT-Xent tau")
+    g.add_argument("--augment", default="report", choices=AUGMENT_CHOICES,
+                   help="the contrastive augmentation set: report (time warp, circular "
+                        "shift, scaling, noise), no-warp, hr-preserving (scaling and noise: "
+                        "every RR interval kept); recorded in the checkpoint")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--max-steps-per-epoch", type=int, default=None)
     g.add_argument("--loader-workers", type=int, default=None,
@@ -53,7 +58,8 @@ def _add_large_batch_args(p: argparse.ArgumentParser) -> None:
                    help="not applied to biases with adamw and lars")
     g.add_argument("--momentum", type=float, default=0.9, help="LARS momentum")
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="autocast dtype (auto: bf16 on CUDA GPUs that support it, else fp32)")
+                   help="autocast dtype (auto: bf16 on CUDA GPUs that support it and on CPUs "
+                        "with AMX-BF16 or AVX512-BF16, else fp32)")
 
 
 def _pretrain_config(args):
@@ -62,7 +68,8 @@ def _pretrain_config(args):
     try:
         return PretrainConfig(objective=args.objective, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              temperature=args.temperature, device=args.device,
+                              temperature=args.temperature, augment=args.augment,
+                              device=args.device,
                               max_steps_per_epoch=args.max_steps_per_epoch,
                               chunk_size=args.chunk_size, optimizer=args.optimizer,
                               lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
