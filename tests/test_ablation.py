@@ -239,7 +239,11 @@ def test_a_separate_pretraining_source_is_checked(tmp_path, capsys):
         assert main([*args, "--pretrain-data", str(tmp_path / source), *extra]) == 0
         payload = json.loads((out / "table1.json").read_text())
         assert payload["scope"] == scope and [u["unit"] for u in payload["cells"][0]["units"]] == ["all"]
-        assert (scope == "transductive") == ("TRANSDUCTIVE" in (out / "table1.md").read_text())
+        md = (out / "table1.md").read_text()
+        assert (scope == "transductive") == ("TRANSDUCTIVE" in md)
+        # a recording names no subjects: early stopping holds out windows, and says so
+        assert payload["validation_by"] == ("windows" if scope == "separate" else "subjects")
+        assert (scope == "separate") == ("source names no subjects" in md)
     assert payload["cells"][0]["units"][0]["n_pretrain_windows"] == 12  # 16 less 1 held-out subject
     capsys.readouterr()
 

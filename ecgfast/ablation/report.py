@@ -173,9 +173,9 @@ def markdown(payload: dict, config: AblationConfig, tasks: list[str]) -> str:
         (f"Data: `{config.data}` ({data['n_windows']} windows, {data['n_subjects']} subjects)."
         f"{synthetic} Pretext task: {config.objective}; contrastive augmentation set: "
         f"{config.augmentation}. Pretraining: {payload['scope_text']}. Each pretraining run stops "
-        f"when the pretext loss of its held-out subjects ({config.validation_fraction:g} of its "
-        f"subjects) has not improved for {config.patience} epochs (at most {config.max_epochs}); "
-        "the encoder of the best epoch is frozen and probed."), "",
+        f"when the pretext loss of {_held_out(payload, config)} has not improved for "
+        f"{config.patience} epochs (at most {config.max_epochs}); the encoder of the best epoch "
+        "is frozen and probed."), "",
         (f"Headline: {split}-wise folds, {CALIBRATION_TEXT[cal]}, {probe} probe; mean ± sd over "
         f"{config.seeds} seed(s) x folds, %. Training time: wall time to the best epoch of one "
         "pretraining run (training and validation), mean over runs."), "",
@@ -255,10 +255,21 @@ def _compute(records: list[dict]) -> dict:
             "precision": ", ".join(sorted(precisions)) or "see estimate"}
 
 
+def _held_out(payload: dict, config: AblationConfig) -> str:
+    f = config.validation_fraction
+    if payload.get("validation_by") == "windows":
+        return (f"held-out windows ({f:g} of its windows, drawn at random: the pretraining "
+                "source names no subjects)")
+    return f"its held-out subjects ({f:g} of its subjects)"
+
+
 def write_report(out: Path, config: AblationConfig, records: list[dict], *, tasks: list[str],
                  cohort, environment: dict, wall_seconds: float, scope: str, scope_check: dict,
-                 estimate: dict, hrv: dict | None, invocations: list[dict] | None = None) -> dict:
-    """Write table1.{md,csv,json,png} into ``out``; return the JSON payload."""
+                 estimate: dict, hrv: dict | None, invocations: list[dict] | None = None,
+                 validation_by: str = "subjects") -> dict:
+    """Write table1.{md,csv,json,png} into ``out``; return the JSON payload.
+    ``validation_by``: what early stopping holds out of pretraining, "subjects" or (for a
+    pretraining source without subjects) "windows"."""
     from ecgfast.ablation.plot import plot_table
     from ecgfast.ablation.scope import SCOPE_TEXT
 
@@ -274,6 +285,7 @@ def write_report(out: Path, config: AblationConfig, records: list[dict], *, task
                  "synthetic": provenance.get("dataset") == "synthetic" or config.data == "synthetic",
                  "tasks": {t: list(cohort.classes[t]) for t in tasks}, "provenance": provenance},
         "scope": scope, "scope_text": SCOPE_TEXT[scope], "scope_check": scope_check,
+        "validation_by": validation_by,
         "augmentation": config.augmentation, "hrv": hrv, "interval": INTERVAL,
         "protocol": {
             "pretraining": SCOPE_TEXT[scope], "transductive_pretraining": scope == "transductive",

@@ -282,7 +282,8 @@ def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
                         environment=environment(config.device),
                         wall_seconds=time.perf_counter() - t0, scope=scope, scope_check=checked,
                         estimate=est, hrv=hrv.summary() if hrv is not None else None,
-                        invocations=invocations.items)
+                        invocations=invocations.items,
+                        validation_by="subjects" if ctx.source_subject is not None else "windows")
 
 
 def _hrv_records(ctx: Context) -> list[dict]:
