@@ -95,6 +95,22 @@ def test_bf16_autocast_on_the_cpu_lowers_the_loss(tmp_path):
     assert all(p.dtype == torch.float32 for p in result.encoder.parameters())
 
 
+def test_the_resolved_precision_is_recorded_and_a_resume_in_another_warns(tmp_path, monkeypatch):
+    """"auto" resolves per machine: the checkpoint records what it became, and a run resumed
+    where it becomes something else says so."""
+    from ecgfast.training import load_checkpoint
+
+    x = np.random.default_rng(2).standard_normal((8, 96)).astype(np.float32)
+    cfg = PretrainConfig(objective="transform", epochs=1, batch_size=8, device="cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    pretrain(x, tmp_path / "run", TINY, cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run").config["step_state"]["precision"] == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="trained in bf16 and resumes in fp32"):
+        pretrain(x, tmp_path / "run", TINY, PretrainConfig(**{**cfg.to_dict(), "epochs": 2}),
+                 progress=False, resume=True)
+
+
 def _cpu_fp16(monkeypatch):
     """A Precision with a real GradScaler on the CPU (fp16 is refused there for training; the
     skip policy itself does not depend on the device)."""
