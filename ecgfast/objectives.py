@@ -180,10 +180,13 @@ class Combined(Contrastive):
 
 def build_objective(name: str, encoder: ECGEncoder, *, temperature: float = 0.5,
                     nt_xent_backend: str = "auto", gather_distributed: bool = False,
-                    transform_weight: float = 1.0, contrastive_weight: float = 1.0) -> nn.Module:
+                    transform_weight: float = 1.0, contrastive_weight: float = 1.0,
+                    augment: str = "report") -> nn.Module:
     """The objective called ``name`` ("transform" | "contrastive" | "both") around ``encoder``
     (the contrastive ones with one ``NTXentLoss(temperature, backend=nt_xent_backend,
-    gather_distributed=gather_distributed)``)."""
+    gather_distributed=gather_distributed)`` and the augmentation set ``augment``, a
+    :data:`~ecgfast.transforms.AUGMENT_PRESETS` name; the transformation task has none)."""
+    augmenter = ContrastiveAugment.preset(augment)
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
     if name == "transform":
@@ -191,5 +194,5 @@ def build_objective(name: str, encoder: ECGEncoder, *, temperature: float = 0.5,
     loss = NTXentLoss(temperature, backend=nt_xent_backend,
                       gather_distributed=gather_distributed)
     if name == "contrastive":
-        return Contrastive(encoder, loss=loss)
-    return Combined(encoder, transform_weight, contrastive_weight, loss=loss)
+        return Contrastive(encoder, augment=augmenter, loss=loss)
+    return Combined(encoder, transform_weight, contrastive_weight, augment=augmenter, loss=loss)

@@ -23,21 +23,26 @@ def test_help_runs_as_a_module():
         assert command in out.stdout
 
 
-def test_residual_choices_are_the_encoders_presets():
-    """The parser spells --residual's choices out (it imports no torch); they must stay the
-    encoder's presets."""
-    from ecgfast.cli.common import RESIDUAL_CHOICES
+def test_spelled_out_choices_are_the_library_s():
+    """The parser spells --residual's and --augment's choices out (it imports no torch);
+    they must stay the encoder's and the augmentation's presets."""
+    from ecgfast.cli.common import AUGMENT_CHOICES, RESIDUAL_CHOICES
     from ecgfast.models import RESIDUAL_PRESETS
+    from ecgfast.transforms import AUGMENT_PRESETS
 
     assert RESIDUAL_CHOICES == tuple(RESIDUAL_PRESETS)
+    assert AUGMENT_CHOICES == tuple(AUGMENT_PRESETS)
 
 
 def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--out", str(run), "--epochs", "1", "--quiet", "--objective", "both",
-            *FAST, *TINY]
+            "--augment", "hr-preserving", *FAST, *TINY]
     assert main(args) == 0
     assert (run / "checkpoints" / "epoch-0001" / "model.safetensors").is_file()
+    from ecgfast.training import load_checkpoint
+
+    assert load_checkpoint(run).config["training"]["augment"] == "hr-preserving"
     assert main(args) == 2  # a second run into the same directory is refused
     assert "resume" in capsys.readouterr().err
     resume = [a if a != "1" else "2" for a in args] + ["--resume"]
@@ -46,15 +51,26 @@ def test_pretrain_resume_and_evaluate(tmp_path, capsys):
     capsys.readouterr()
 
     out_json = tmp_path / "eval.json"
-    assert main(["evaluate", str(run), "random", "--quiet", "--out", str(out_json),
-                 "--probe-epochs", "30", *TINY]) == 0
+    assert main(["evaluate", str(run), "--quiet", "--out", str(out_json), "--seeds", "2",
+                 "--probe-epochs", "30", "--calibrate", "both", *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "random init" in printed and "arousal acc" in printed
-    results = json.loads(out_json.read_text())["results"]
-    assert set(results) == {str(run), "random init"}
-    for model in results.values():
-        assert 0.0 <= model["arousal"]["accuracy_mean"] <= 1.0
-        assert model["valence"]["n_folds"] == 3
+    for text in ("random init", "HRV features", "arousal Acc.", "valence AUROC",
+                 "majority class (chance)", "Paired differences", "transductive"):
+        assert text in printed, text
+    payload = json.loads(out_json.read_text())
+    rows = payload["rows"]
+    assert {r["name"] for r in rows} == {str(run), "random init", "HRV features"}
+    assert {(r["probe"], r["calibration"]) for r in rows} == {
+        (p, c) for p in ("linear", "mlp") for c in ("none", "subject")}
+    for row in rows:
+        assert row["seeds"] == [0, 1]
+        assert len(row["scores"]["valence"]["accuracy"][1]) == 3  # 3 subject folds
+        assert 0.0 <= row["summary"]["arousal"]["auroc"]["mean"] <= 1.0
+    versus = {(d["name"], d["versus"]) for d in payload["differences"]}
+    assert (str(run), "random init") in versus and (str(run), "HRV features") in versus
+    protocol = payload["protocol"]
+    assert protocol["transductive"] and protocol["augmentation"] == {str(run): "hr-preserving"}
+    assert protocol["hrv"]["n_windows"] == 24 and "Nadeau" in protocol["interval"]
 
 
 def test_pretrain_on_a_recording(tmp_path, capsys):
@@ -196,7 +212,7 @@ def fake_dataset(monkeypatch, tmp_path):
 def test_data_name_root_loads_through_the_cache(fake_dataset, tmp_path, capsys):
     root, calls = fake_dataset
     args = ["evaluate", "random", "--data", f"fake:{root}", "--lead", "II", "--quiet",
-            "--probe-epochs", "5", "--folds", "3"]
+            "--probe-epochs", "5", "--folds", "3", "--seeds", "1", "--probe", "linear"]
     assert main(args) == 0
     assert calls == [{"threshold": None, "lead": 1, "skip_bad": False}]
     assert list((tmp_path / "xdg" / "ecgfast").rglob("*.npz"))  # default cache directory
@@ -206,7 +222,7 @@ def test_data_name_root_loads_through_the_cache(fake_dataset, tmp_path, capsys):
     assert main([*args, "--cache-dir", str(tmp_path / "elsewhere")]) == 0
     assert len(calls) == 3 and list((tmp_path / "elsewhere").rglob("*.npz"))
     out = capsys.readouterr().out
-    assert "affect acc" in out and "stress F1" in out and "arousal" not in out
+    assert "affect Acc." in out and "stress F1" in out and "arousal" not in out
 
 
 def test_pretrain_on_a_named_dataset(fake_dataset, tmp_path):
@@ -220,13 +236,15 @@ def test_evaluate_tasks_multiclass(fake_dataset, tmp_path, capsys):
     root, _ = fake_dataset
     out = tmp_path / "eval.json"
     assert main(["evaluate", "random", "--data", f"fake:{root}", "--tasks", "affect", "--quiet",
-                 "--probe-epochs", "20", "--folds", "3", "--out", str(out)]) == 0
+                 "--probe-epochs", "20", "--folds", "3", "--out", str(out), "--seeds", "1",
+                 "--baselines", "none", "--probe", "mlp"]) == 0
     printed = capsys.readouterr().out
-    assert "affect acc" in printed and "stress" not in printed
+    assert "affect Acc." in printed and "stress" not in printed and "AUROC" not in printed
     payload = json.loads(out.read_text())
     assert payload["classes"] == {"affect": ["baseline", "stress", "amusement", "meditation"]}
-    res = payload["results"]["random init"]["affect"]
-    assert res["n_folds"] == 3 and 0.0 <= res["f1_mean"] <= 1.0
+    (row,) = payload["rows"]
+    assert row["name"] == "random init" and len(row["scores"]["affect"]["f1"][0]) == 3
+    assert 0.0 <= row["summary"]["affect"]["f1"]["mean"] <= 1.0
     assert payload["provenance"]["dataset"] == "fake"
     assert main(["evaluate", "random", "--data", f"fake:{root}", "--tasks", "affect,nope"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -149,3 +149,108 @@ def test_probe_training_is_single_threaded_and_restores_the_thread_count():
     finally:
         torch.optim.Adam.step = real
     assert seen == [1, 1, 1] and torch.get_num_threads() == before
+
+
+# ------------------------------------------------ linear probe, scores, calibration, intervals
+
+
+def test_linear_probe_separates_a_separable_case():
+    from ecgfast.evaluation import fit_probe, train_linear
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 5)).astype(np.float32)
+    y = (x[:, 0] - 0.5 * x[:, 3] > 0.1).astype(np.int64)  # a hyperplane
+    model = train_linear(x, y, c=1e4)
+    assert model.weight.shape == (2, 5)
+    with torch.no_grad():
+        assert (model(torch.as_tensor(x)).argmax(1).numpy() == y).mean() > 0.98
+    w = (model.weight[1] - model.weight[0]).detach().numpy()
+    assert abs(w[1]) < 0.1 * abs(w[0]) and w[3] / w[0] == pytest.approx(-0.5, abs=0.1)
+    probe = fit_probe(x[:150], y[:150], kind="linear")
+    assert (probe(x[150:]) == y[150:]).mean() > 0.95
+    assert np.allclose(probe.proba(x[150:]).sum(1), 1.0)
+    with pytest.raises(ValueError, match="probe"):
+        fit_probe(x, y, kind="svm")
+
+
+def test_scores_by_hand():
+    from ecgfast.evaluation import auroc, balanced_accuracy
+    from ecgfast.evaluation.metrics import fold_scores
+
+    y = np.array([0, 0, 0, 1, 1])
+    # positives score 0.9 and 0.4; negatives 0.1, 0.4, 0.8: pairs won 3 + 1.5 of 6
+    assert auroc(y, np.array([0.1, 0.4, 0.8, 0.9, 0.4])) == pytest.approx(4.5 / 6)
+    assert np.isnan(auroc(np.zeros(3, int), np.arange(3.0)))
+    assert balanced_accuracy(y, np.array([0, 0, 1, 1, 0])) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.6, 0.4]])
+    s = fold_scores(y, proba, 2)
+    assert s["accuracy"] == pytest.approx(3 / 5) and s["majority_rate"] == pytest.approx(3 / 5)
+    assert set(s) == {"accuracy", "f1", "balanced_accuracy", "auroc", "majority_rate"}
+    assert "auroc" not in fold_scores(np.array([0, 1, 2]), np.eye(3), 3)
+
+
+def test_calibration_uses_no_labels(monkeypatch):
+    """The features a probe is trained and tested on, under per-subject calibration, do
+    not change when the test labels are shuffled; calibration centres every subject."""
+    from ecgfast.evaluation import calibrate_within_subject, protocol
+
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(6), 20)
+    x = rng.standard_normal((120, 3)).astype(np.float32) + groups[:, None] * 2.0
+    x[5, 1] = np.nan
+    y = rng.integers(0, 2, 120)
+    folds = protocol.make_folds(120, "subject", groups=groups, n_folds=3)
+    seen = []
+    real = protocol.fit_probe
+
+    def spy(train_x, train_y, **kw):
+        fitted = real(train_x, train_y, **kw)
+        seen.append(train_x.copy())
+        proba = fitted.proba
+        fitted.proba = lambda f: (seen.append(f.copy()), proba(f))[1]
+        return fitted
+
+    monkeypatch.setattr(protocol, "fit_probe", spy)
+    protocol.score_folds(x, {"t": y}, folds, groups=groups, calibration="subject", probe="linear")
+    first, seen[:] = list(seen), []
+    shuffled = y.copy()
+    for test in folds:
+        shuffled[test] = rng.permutation(shuffled[test])
+    protocol.score_folds(x, {"t": shuffled}, folds, groups=groups, calibration="subject",
+                         probe="linear")
+    assert len(first) == len(seen) == 6
+    for a, b in zip(first, seen):
+        np.testing.assert_array_equal(a, b)
+    z = calibrate_within_subject(x, groups)
+    for s in range(6):
+        block = z[groups == s]
+        np.testing.assert_allclose(np.nanmean(block, 0), 0, atol=1e-5)
+        np.testing.assert_allclose(np.nanstd(block, 0), 1, atol=1e-4)
+    assert np.isnan(z[5, 1]) and np.isfinite(np.delete(z, 5, 0)).all()
+
+
+def test_missing_features_get_the_training_medians():
+    from ecgfast.evaluation import fit_probe
+
+    x = np.array([[1.0, np.nan], [3.0, 10.0], [5.0, 30.0], [np.nan, 20.0]], dtype=np.float32)
+    probe = fit_probe(x, np.array([0, 1, 0, 1]), kind="linear")
+    np.testing.assert_allclose(probe.median, [3.0, 20.0])
+    filled = probe.transform(np.array([[np.nan, np.nan]], dtype=np.float32))
+    np.testing.assert_allclose(filled * probe.sd + probe.mean, [[3.0, 20.0]], atol=1e-5)
+
+
+def test_corrected_interval_by_hand():
+    from scipy import stats as sps
+
+    from ecgfast.evaluation.stats import corrected_t_interval, paired_difference
+
+    d = [0.1, 0.3, 0.2, 0.0]  # mean 0.15, sd sqrt(0.05 / 3)
+    half = sps.t.ppf(0.975, 3) * np.sqrt(0.05 / 3) * np.sqrt(1 / 4 + 0.25)
+    r = corrected_t_interval(d, 0.25)
+    assert r["mean"] == pytest.approx(0.15) and r["high"] - r["mean"] == pytest.approx(half)
+    plain = corrected_t_interval(d, 0.0)
+    assert plain["high"] - plain["mean"] == pytest.approx(sps.t.ppf(0.975, 3) * np.sqrt(0.05 / 12))
+    assert paired_difference([[0.9, 0.9, 0.9]], [[0.5, 0.6, 0.4]], 0.5)["verdict"] == "ahead"
+    assert paired_difference([[0.5, 0.6]], [[0.6, 0.5]], 0.5)["verdict"] == "tied"
+    with pytest.raises(ValueError, match="pair"):
+        paired_difference([[0.1]], [[0.1, 0.2]], 0.5)

@@ -26,8 +26,15 @@ TINY = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager
 CPU = torch.device("cpu")
 
 
-def test_precision_resolution_and_refusals():
-    assert resolve_precision("auto", CPU) == "fp32"
+def test_precision_resolution_and_refusals(monkeypatch):
+    from ecgfast import precision
+
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", CPU) == want
+    monkeypatch.undo()
+    flags = torch._C._cpu._get_cpu_capability()
+    assert precision.cpu_has_native_bf16() == bool(flags["amx_bf16"] or flags["avx512_bf16"])
     assert resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         resolve_precision("fp16", CPU)
@@ -86,6 +93,22 @@ def test_bf16_autocast_on_the_cpu_lowers_the_loss(tmp_path):
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses
     assert all(p.dtype == torch.float32 for p in result.encoder.parameters())
+
+
+def test_the_resolved_precision_is_recorded_and_a_resume_in_another_warns(tmp_path, monkeypatch):
+    """"auto" resolves per machine: the checkpoint records what it became, and a run resumed
+    where it becomes something else says so."""
+    from ecgfast.training import load_checkpoint
+
+    x = np.random.default_rng(2).standard_normal((8, 96)).astype(np.float32)
+    cfg = PretrainConfig(objective="transform", epochs=1, batch_size=8, device="cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    pretrain(x, tmp_path / "run", TINY, cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run").config["step_state"]["precision"] == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="trained in bf16 and resumes in fp32"):
+        pretrain(x, tmp_path / "run", TINY, PretrainConfig(**{**cfg.to_dict(), "epochs": 2}),
+                 progress=False, resume=True)
 
 
 def _cpu_fp16(monkeypatch):

@@ -380,17 +380,49 @@ def test_bad_input_errors(call, exc, match):
 
 
 def test_package_keeps_the_public_names():
-    """ecgfast.transforms is a package of three modules; it offers the same public names
-    as the single module it replaced, each the object its submodule defines."""
+    """ecgfast.transforms is a package of three modules; its public names are each the
+    object its submodule defines."""
     from ecgfast.transforms import contrastive, pretext
 
     names = {
-        "TRANSFORM_NAMES", "ContrastiveAugment", "PretextTransform", "add_noise",
+        "AUGMENT_PRESETS", "TRANSFORM_NAMES", "ContrastiveAugment", "PretextTransform", "add_noise",
         "apply_transform", "make_pretext_batch", "negate", "permute_segments", "random_noise",
         "random_scale", "random_time_shift", "random_time_warp", "scale", "time_flip",
         "time_warp",
     }
     assert set(T.__all__) == names
     for name in names:
-        home = contrastive if name.startswith(("random_", "Contrastive")) else pretext
+        home = contrastive if name.startswith(("random_", "Contrastive", "AUGMENT")) else pretext
         assert getattr(T, name) is getattr(home, name), name
+
+
+def test_augment_presets_and_the_heart_rate_they_keep():
+    """'hr-preserving' leaves every R peak where it was; the report's set (time warp and
+    circular shift forced on) moves them. Objectives and PretrainConfig take the names."""
+    import numpy as np
+
+    from ecgfast.hrv import r_peaks
+    from ecgfast.models import ECGEncoder, EncoderConfig
+    from ecgfast.objectives import build_objective
+    from ecgfast.training import PretrainConfig
+    from ecgfast.transforms import AUGMENT_PRESETS
+
+    t = np.arange(2560)
+    peaks = 40 + np.arange(12) * 205
+    x = sum(np.exp(-0.5 * ((t - p) / 2.0) ** 2) for p in peaks) + 0.01 * np.sin(t / 50)
+    batch = torch.as_tensor(np.stack([x] * 4), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    kept = T.ContrastiveAugment.preset("hr-preserving", p=1.0)(batch, generator=g)
+    moved = T.ContrastiveAugment.preset("report", p=1.0, warp=(1.2, 1.3))(batch, generator=g)
+    for i in range(4):
+        np.testing.assert_array_equal(r_peaks(kept[i].numpy(), 256.0), peaks)
+        assert not np.array_equal(r_peaks(moved[i].numpy(), 256.0), peaks)
+    assert set(AUGMENT_PRESETS) >= {"report", "no-warp", "hr-preserving"}
+    assert repr(T.ContrastiveAugment.preset("report")) == repr(T.ContrastiveAugment())
+    enc = ECGEncoder(EncoderConfig(dropout=0.0))
+    aug = build_objective("contrastive", enc, augment="hr-preserving").augment
+    assert aug.warp is None and aug.max_shift == 0.0 and aug.scale is not None
+    with pytest.raises(ValueError, match="augment"):
+        PretrainConfig(augment="mixup")
+    with pytest.raises(ValueError, match="augment"):
+        T.ContrastiveAugment.preset("mixup")

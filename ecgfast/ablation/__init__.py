@@ -5,8 +5,10 @@ timed, and probed (``ecgfast ablation`` on the command line).
   protocol), presets and the TOML file (:mod:`.config`).
 - :func:`run_ablation`: every cell (configuration x attention x seed), resumable
   (:mod:`.runner`).
-- :func:`write_report`: table1.md / .csv / .json / .png with mean ± sd over seeds and
-  paired differences to "none" (:mod:`.report`, :mod:`.plot`).
+- what each pretraining run sees (:mod:`.scope`), the cells (:mod:`.cells`) and the cost
+  estimate (:mod:`.cost`).
+- :func:`write_report`: table1.md / .csv / .json / .png with the baselines, mean ± sd over
+  seeds x folds and paired differences with their intervals (:mod:`.report`, :mod:`.plot`).
 """
 
 from ecgfast.ablation.config import PRESETS, AblationConfig, read_toml, resolve

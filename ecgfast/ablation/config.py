@@ -2,7 +2,8 @@
 
 Keys are the ``ecgfast ablation`` flags with ``_`` for ``-`` (``max_epochs`` for
 ``--max-epochs``); the defaults are the report's protocol (four skip configurations, the
-SSL-ECG transformation task, early stopping, arousal and valence under both splits).
+SSL-ECG transformation task, early stopping, arousal and valence under both splits) with
+the HRV and random-init baselines, both probes, and no test subject in pretraining.
 Precedence, lowest first: defaults, ``preset``, the ``--config`` file, flags.
 """
 
@@ -14,6 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgfast.evaluation.baselines import FEATURE_MODES, parse_choices
+from ecgfast.evaluation.probes import PROBES
+from ecgfast.evaluation.protocol import CALIBRATIONS
 from ecgfast.models import RESIDUAL_PRESETS
 from ecgfast.objectives import OBJECTIVES
 
@@ -23,17 +27,23 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ATTENTION = ("off", "on", "both")
-SPLITS = ("subject", "window", "both")
+SPLIT_NAMES = ("subject", "window")
+SPLITS = (*SPLIT_NAMES, "both")
+PROBE_CHOICES = (*PROBES, "both")
+CALIBRATE_CHOICES = (*CALIBRATIONS, "both")
+FEATURE_CHOICES = (*FEATURE_MODES, "both")
 
 #: Options that only say where things are or how they are shown: a rerun may change them.
 RUNTIME_KEYS = ("cache_dir", "no_cache", "quiet")
 
-#: ``--preset quick``: the synthetic default cut down for a 2-core CPU (its measured time
-#: is in benchmarks/README.md): 5 subjects x 4 sessions x 20 s (40 windows, one subject
-#: held out for early stopping), at most 3 epochs with patience 2, 2 seeds, 100 probe steps.
+#: ``--preset quick``: the synthetic default cut down for a 2-core CPU, a smoke test:
+#: 5 subjects x 4 sessions x 20 s (40 windows), subject-wise 3-fold (each fold pretrains
+#: on its training subjects, one of them held out for early stopping), at most 2 epochs
+#: with patience 2, 2 seeds, 100 MLP probe steps.
 PRESETS = {
-    "quick": {"subjects": 5, "sessions": 4, "session_seconds": 20.0, "max_epochs": 3,
-              "patience": 2, "seeds": 2, "batch_size": 16, "probe_epochs": 100},
+    "quick": {"subjects": 5, "sessions": 4, "session_seconds": 20.0, "max_epochs": 2,
+              "patience": 2, "seeds": 2, "batch_size": 16, "probe_epochs": 100,
+              "split": "subject", "subject_folds": 3},
 }
 
 
@@ -70,29 +80,46 @@ class AblationConfig:
     probe_epochs: int = 300
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    augment: str = "report"
+    pretrain_data: str | None = None
+    transductive: bool = False
+    baselines: tuple[str, ...] = ("hrv", "random")
+    probe: str = "both"
+    calibrate: str = "none"
+    features: str = "encoder"
+    supervised_epochs: int = 10
     preset: str | None = None
 
     def __post_init__(self):
+        from ecgfast.evaluation.baselines import parse_baselines
+
         for name in ("configs", "tasks"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "baselines", parse_baselines(self.baselines))
         bad = [c for c in self.configs if c not in RESIDUAL_PRESETS]
         if bad or not self.configs:
             raise ValueError(f"configs: {bad or '(none)'}: each must be one of {tuple(RESIDUAL_PRESETS)}")
         if len(set(self.configs)) != len(self.configs):
             raise ValueError(f"configs: {list(self.configs)} names one more than once")
         for name, allowed in (("attention", ATTENTION), ("split", SPLITS), ("objective", OBJECTIVES),
-                              ("preset", (None, *PRESETS))):
+                              ("preset", (None, *PRESETS)), ("probe", PROBE_CHOICES),
+                              ("calibrate", CALIBRATE_CHOICES), ("features", FEATURE_CHOICES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("seeds", "max_epochs", "patience", "batch_size", "probe_epochs",
-                     "subject_folds", "window_folds", "subjects", "sessions"):
+                     "subject_folds", "window_folds", "subjects", "sessions", "supervised_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "folds" in name else 1):
                 raise ValueError(f"{name} must be an integer >= {2 if 'folds' in name else 1}, got {value!r}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         self.pretrain_config(0)  # their own checks: lr, batch size, patience, dropout
@@ -105,7 +132,8 @@ class AblationConfig:
         return PretrainConfig(objective=self.objective, epochs=self.max_epochs,
                               batch_size=self.batch_size, lr=self.lr, seed=seed,
                               device=self.device, patience=self.patience,
-                              max_steps_per_epoch=self.max_steps_per_epoch)
+                              max_steps_per_epoch=self.max_steps_per_epoch,
+                              precision=self.precision, augment=self.augment)
 
     def encoder_config(self, residual: str, attention: bool):
         """The :class:`~ecgfast.models.EncoderConfig` of one configuration."""
@@ -120,10 +148,28 @@ class AblationConfig:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("subject", "window") if self.split == "both" else (self.split,)
+        return parse_choices(self.split, SPLIT_NAMES, "split")
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        return parse_choices(self.probe, PROBES, "probe")
+
+    @property
+    def calibrations(self) -> tuple[str, ...]:
+        return parse_choices(self.calibrate, CALIBRATIONS, "calibrate")
+
+    @property
+    def features_modes(self) -> tuple[str, ...]:
+        return parse_choices(self.features, FEATURE_MODES, "features")
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation set as the tables state it."""
+        return "n/a (transformation task)" if self.objective == "transform" else self.augment
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["baselines"] = ",".join(self.baselines) or "none"
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def experiment(self) -> dict:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ecgfast.cli.common import UsageError, add_data_args, load_data, select_tasks
+from ecgfast.cli.common import (
+    AUGMENT_CHOICES,
+    UsageError,
+    add_data_args,
+    load_data,
+    select_tasks,
+)
+from ecgfast.cli.evaluate import add_protocol_args
 
 S = argparse.SUPPRESS  # unset flags stay out of the namespace, so --config can fill them
 
@@ -24,7 +31,15 @@ def cmd_ablation(args) -> int:
     check_out_dir(out, config)  # before loading data: a mismatch fails at once
     _, cohort = load_data({**config.to_dict(), "quiet": quiet}, need_labels=True)
     tasks = select_tasks(cohort, config.tasks)
-    payload = run_ablation(config, cohort, out, tasks=tasks, progress=not quiet)
+    source = None
+    if config.pretrain_data not in (None, config.data):
+        import numpy as np
+
+        windows, src = load_data({**config.to_dict(), "data": config.pretrain_data, "quiet": quiet},
+                                 need_labels=False)
+        source = (np.asarray(windows), src)
+    payload = run_ablation(config, cohort, out, tasks=tasks, progress=not quiet,
+                           pretrain_source=source)
     print((out / "table1.md").read_text())
     n = len(payload["cells"])
     print(f"{n} cells; table1.md, table1.csv, table1.json, table1.png and ablation.toml in {out}")
@@ -43,9 +58,17 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output directory (cells, tables, figure)")
     p.add_argument("--config", default=None, metavar="FILE.toml", help="options from a TOML file")
     p.add_argument("--preset", default=S, choices=("quick",),
-                   help="quick: a small synthetic run for a 2-core CPU (<= 10 min)")
+                   help="quick: a small synthetic smoke test for a 2-core CPU")
     p.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
     add_data_args(p, suppress=True)
+    p.add_argument("--pretrain-data", default=S, metavar="SOURCE",
+                   help="pretrain on this source (anything --data takes) and probe on --data; "
+                        "refused when the two share a window or a dataset, unless --transductive "
+                        "(default: --data itself, pretrained per fold on its training subjects)")
+    p.add_argument("--transductive", action="store_true", default=S,
+                   help="pretrain once per cell on every labelled subject, the probes' test "
+                        "subjects included (stated in every table)")
+    add_protocol_args(p, suppress=True)
     g = p.add_argument_group("experiment")
     g.add_argument("--configs", default=S, metavar="A,B",
                    help="skip configurations (default: none,first,first_two,all)")
@@ -73,4 +96,15 @@ def add_commands(sub) -> None:
     g.add_argument("--device", default=S, help="auto | cpu | cuda | cuda:N")
     g.add_argument("--backend", default=S, choices=("auto", "eager", "triton"),
                    help="encoder kernels (default: auto, Triton on a GPU)")
+    g.add_argument("--precision", default=S, choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast dtype of pretraining and of the supervised baseline (auto: "
+                        "see ecgfast pretrain --help)")
+    g.add_argument("--threads", type=int, default=S,
+                   help="torch intra-op threads (default: torch's, one per core); on a CPU "
+                        "shared with other jobs one thread can be several times faster "
+                        "(benchmarks/README.md)")
+    g.add_argument("--augment", default=S, choices=AUGMENT_CHOICES,
+                   help="contrastive augmentation set: report (time warp, circular shift, "
+                        "scaling, noise; the default), no-warp, hr-preserving (scaling and "
+                        "noise only: heart rate and RR intervals kept)")
     p.set_defaults(func=cmd_ablation)

@@ -23,6 +23,8 @@ from ecgfast.data.contract import Preprocessing
 #: ``--residual``'s choices: the keys of :data:`ecgfast.models.RESIDUAL_PRESETS` (spelled
 #: out so that building the parser imports no PyTorch; a test checks that they agree).
 RESIDUAL_CHOICES = ("none", "first", "first_two", "all")
+#: ``--augment``'s choices: the keys of :data:`ecgfast.transforms.AUGMENT_PRESETS` (the same).
+AUGMENT_CHOICES = ("report", "no-warp", "hr-preserving")
 
 
 class UsageError(ValueError):

@@ -1,4 +1,4 @@
-"""``ecgfast pretrain``, ``evaluate``, ``demo`` and ``datasets``."""
+"""``ecgfast pretrain``, ``demo`` and ``datasets`` (``evaluate`` is in :mod:`.evaluate`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from ecgfast.cli import evaluate
 from ecgfast.cli.common import (
+    AUGMENT_CHOICES,
     UsageError,
     add_data_args,
     add_encoder_args,
@@ -16,7 +18,6 @@ from ecgfast.cli.common import (
     encoder_config,
     is_rank_zero,
     load_data,
-    select_tasks,
     write_json,
 )
 
@@ -31,6 +32,10 @@ def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.5, help="NT-Xent tau")
+    g.add_argument("--augment", default="report", choices=AUGMENT_CHOICES,
+                   help="the contrastive augmentation set: report (time warp, circular "
+                        "shift, scaling, noise), no-warp, hr-preserving (scaling and noise: "
+                        "every RR interval kept); recorded in the checkpoint")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--max-steps-per-epoch", type=int, default=None)
     g.add_argument("--loader-workers", type=int, default=None,
@@ -53,7 +58,8 @@ def _add_large_batch_args(p: argparse.ArgumentParser) -> None:
                    help="not applied to biases with adamw and lars")
     g.add_argument("--momentum", type=float, default=0.9, help="LARS momentum")
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="autocast dtype (auto: bf16 on CUDA GPUs that support it, else fp32)")
+                   help="autocast dtype (auto: bf16 on CUDA GPUs that support it and on CPUs "
+                        "with AMX-BF16 or AVX512-BF16, else fp32)")
 
 
 def _pretrain_config(args):
@@ -62,7 +68,8 @@ def _pretrain_config(args):
     try:
         return PretrainConfig(objective=args.objective, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              temperature=args.temperature, device=args.device,
+                              temperature=args.temperature, augment=args.augment,
+                              device=args.device,
                               max_steps_per_epoch=args.max_steps_per_epoch,
                               chunk_size=args.chunk_size, optimizer=args.optimizer,
                               lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
@@ -108,32 +115,6 @@ def _evaluate(encoders: dict, cohort, args, tasks=("arousal", "valence")) -> dic
                                n_classes=n_classes)
         for name, enc in encoders.items()
     }
-
-
-def cmd_evaluate(args) -> int:
-    import torch
-
-    from ecgfast.evaluation import format_table
-    from ecgfast.models import ECGEncoder
-    from ecgfast.training import load_encoder
-
-    encoders = {}
-    for spec in args.checkpoints:
-        if spec == "random":
-            torch.manual_seed(args.seed)
-            encoders["random init"] = ECGEncoder(encoder_config(args)).eval()
-        else:
-            encoders[str(spec)] = load_encoder(spec)
-    _, cohort = load_data(args, need_labels=True)
-    tasks = select_tasks(cohort, args.tasks)
-    results = _evaluate(encoders, cohort, args, tasks)
-    print(format_table(results, tuple(tasks)))
-    if args.out:
-        write_json(Path(args.out), {"split": args.split, "results": results,
-                                    "classes": {t: list(cohort.classes[t]) for t in tasks},
-                                    "provenance": cohort.provenance})
-        print(f"results: {args.out}")
-    return 0
 
 
 def cmd_demo(args) -> int:
@@ -218,21 +199,7 @@ def add_commands(sub) -> None:
     _add_pretrain_args(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("evaluate", help="probe frozen encoders for arousal, valence or any task")
-    p.add_argument("checkpoints", nargs="+",
-                   help="checkpoint or run directories, or 'random' for a random-init encoder")
-    p.add_argument("--tasks", default=None, metavar="A,B",
-                   help="tasks to probe (default: arousal and valence where present, else all)")
-    p.add_argument("--split", default="subject", choices=("subject", "window"))
-    p.add_argument("--folds", type=int, default=None,
-                   help="folds (default: 5 subject folds, or 10 window folds)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--probe-epochs", type=int, default=300, help="full-batch Adam steps of the probe")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--quiet", action="store_true")
-    add_data_args(p)
-    add_encoder_args(p)
-    p.set_defaults(func=cmd_evaluate)
+    evaluate.add_command(sub)
 
     p = sub.add_parser("demo", help="synthetic cohort -> pretrain -> probe, in a few minutes")
     p.add_argument("--out", default=None,

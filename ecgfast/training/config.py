@@ -25,6 +25,7 @@ from ecgfast.training.optim import (
     LRSchedule,
     check_choice,
 )
+from ecgfast.transforms import AUGMENT_PRESETS
 
 AUTO = "auto"
 
@@ -46,6 +47,8 @@ class PretrainConfig:
             command line gives it); see :mod:`ecgfast.training.chunked`.
         seed: all randomness derives from it (:mod:`ecgfast.training.seeds`).
         temperature: NT-Xent tau.
+        augment: the contrastive augmentation set, a name in
+            :data:`~ecgfast.transforms.AUGMENT_PRESETS` (default "report").
         transform_weight, contrastive_weight: for "both".
         nt_xent_backend: see :func:`ecgfast.losses.nt_xent`.
         device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
@@ -64,6 +67,7 @@ class PretrainConfig:
     seed: int = 0
     # the losses
     temperature: float = 0.5
+    augment: str = "report"
     transform_weight: float = 1.0
     contrastive_weight: float = 1.0
     nt_xent_backend: str = "auto"
@@ -106,6 +110,7 @@ def _check_run_options(cfg: PretrainConfig) -> None:
         raise ValueError(f"lr must be a finite number > 0, got {cfg.lr}")
     if not cfg.temperature > 0:
         raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+    check_choice(cfg.augment, tuple(AUGMENT_PRESETS), "augment")
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
     if cfg.max_steps_per_epoch is not None and cfg.max_steps_per_epoch < 1:

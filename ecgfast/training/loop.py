@@ -245,6 +245,7 @@ def _build_step(run: _Run) -> tuple[torch.nn.Module, TrainStep]:
         config.objective, ECGEncoder(run.encoder_config), temperature=config.temperature,
         nt_xent_backend=config.nt_xent_backend, gather_distributed=run.world > 1,
         transform_weight=config.transform_weight, contrastive_weight=config.contrastive_weight,
+        augment=config.augment,
     )
     if run.saved is not None:
         objective.load_state_dict(run.saved.state_dict)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -111,10 +112,17 @@ class TrainStep:
     def state_dict(self) -> dict:
         return {"schedule": self.schedule.state_dict(),
                 "grad_scaler": self.precision.state_dict(),
-                "chunk_size": self.chunk_size}
+                "chunk_size": self.chunk_size,
+                "precision": self.precision.name}  # "auto" resolved on this machine
 
     def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
         """Restore the schedule and the gradient scaler (the chunk size is the run's, see
-        :func:`~ecgfast.training.chunked.resolve_chunk_size`)."""
+        :func:`~ecgfast.training.chunked.resolve_chunk_size`). A run resumed in another
+        precision than it trained in (``"auto"`` resolves per machine) is warned about."""
+        saved = state.get("precision")
+        if saved is not None and saved != self.precision.name:
+            warnings.warn(f"{where}: the run trained in {saved} and resumes in "
+                          f"{self.precision.name} (precision 'auto' resolves per machine); pass "
+                          f"--precision {saved} to keep it", stacklevel=2)
         self.schedule.load_state_dict(state.get("schedule") or {}, where)
         self.precision.load_state_dict(state.get("grad_scaler") or {}, where)

@@ -33,6 +33,7 @@ index maths.
 """
 
 from ecgfast.transforms.contrastive import (
+    AUGMENT_PRESETS,
     ContrastiveAugment,
     random_noise,
     random_scale,
@@ -53,6 +54,7 @@ from ecgfast.transforms.pretext import (
 )
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "TRANSFORM_NAMES",
     "ContrastiveAugment",
     "PretextTransform",

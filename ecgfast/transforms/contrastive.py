@@ -1,6 +1,7 @@
 """Contrastive augmentations (scaling, time shift, noise, time warping):
 :func:`random_scale`, :func:`random_time_shift`, :func:`random_noise`,
-:func:`random_time_warp`, composed by :class:`ContrastiveAugment`.
+:func:`random_time_warp`, composed by :class:`ContrastiveAugment`, whose named sets are
+:data:`AUGMENT_PRESETS`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,20 @@ def random_time_warp(
     return _finish(_time_warp_by_factor(x3, s, n, n_st, generator), x)
 
 
+#: Named augmentation sets (``--augment``), as :class:`ContrastiveAugment` arguments:
+#:
+#: - ``report``: the report's four (time warp, circular shift, scaling, noise); the default.
+#: - ``no-warp``: no time warp, so the RR intervals inside a window are kept; the circular
+#:   shift still joins the window's end to its start (one RR interval at the seam changes).
+#: - ``hr-preserving``: scaling and noise only: heart rate and every RR interval kept, for
+#:   tasks whose signal is the heart rate (stress, arousal, mental load).
+AUGMENT_PRESETS = {
+    "report": {},
+    "no-warp": {"warp": None},
+    "hr-preserving": {"warp": None, "max_shift": 0.0},
+}
+
+
 class ContrastiveAugment:
     """Random augmentation for contrastive (NT-Xent) pretraining: warp, shift, scale, noise.
 
@@ -192,6 +207,13 @@ class ContrastiveAugment:
         if any(not 0.0 <= v <= 1.0 for v in probs):
             raise ValueError(f"{fn}: p must be in [0, 1], got {p!r}")
         self.p = dict(zip(self._ORDER, probs))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ContrastiveAugment:
+        """The named set of :data:`AUGMENT_PRESETS` (``overrides``: other arguments)."""
+        if name not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {tuple(AUGMENT_PRESETS)}, got {name!r}")
+        return cls(**{**AUGMENT_PRESETS[name], **overrides})
 
     def _maybe(self, name: str, y: torch.Tensor, out: torch.Tensor, generator) -> torch.Tensor:
         prob = self.p[name]
