@@ -17,7 +17,8 @@ peak resident memory above its baseline during one step of each kind.
 
     python -m pytest benchmarks/bench_nt_xent_distributed.py --benchmark-json benchmarks/results/distributed-cpu.json
 
-CPU only: NCCL cannot put two ranks on one GPU, and a lent machine has one.
+CPU only (gloo): NCCL cannot put two ranks on one GPU, so a GPU version needs a machine
+with two or more.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ by :class:`Precision`:
 - "fp16": autocast in float16 with a :class:`torch.amp.GradScaler` (the scaled loss keeps
   small fp16 gradients from flushing to zero); CUDA only, refused on the CPU.
 - "auto": bf16 on CUDA GPUs that support it and on CPUs that compute it natively (AMX-BF16
-  or AVX512-BF16, :func:`cpu_has_native_bf16`: measured 2.1x faster than fp32 on such a
-  CPU, with the same loss curve, benchmarks/README.md), fp32 elsewhere (bf16 without those
+  or AVX512-BF16, :func:`cpu_has_native_bf16`: measured faster than fp32 on such a CPU
+  with the same loss curve: benchmarks/README.md), fp32 elsewhere (bf16 without those
   instructions was not measured faster, so it is not chosen for the user).
 
 The training step runs every forward pass under :meth:`Precision.autocast`. Parameters,
