@@ -205,10 +205,6 @@ class Invocations:
                               cells_run=self.items[-1]["cells_run"] + cells_run, **fields)
         atomic_write_text(self.path, json.dumps(self.items, indent=2) + "\n")
 
-    @property
-    def total_seconds(self) -> float:
-        return float(sum(i["seconds"] for i in self.items))
-
 
 def run_ablation(config: AblationConfig, cohort, out: str | Path, *,
                  tasks: list[str] | None = None, progress: bool = True,
