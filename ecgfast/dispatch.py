@@ -1,20 +1,13 @@
 """The one place a backend is chosen for each fused op.
 
-Every backend of an op takes the same inputs and is described by a :class:`Backend`
-declared next to its code (module attribute ``BACKEND``): the function that runs it, the
-devices and dtypes it supports (:class:`Capabilities`) and the op-specific limits it
-cannot run under (``limits``, returning reasons). This module knows where each backend
-lives (:data:`_MODULES`), imports it lazily (so a machine without Triton or a GPU runs
-the references), orders the backends for ``"auto"``, formats the reasons a backend was
-refused, and makes the few global choices a backend must not make for itself:
-
-- whether Triton runs in its interpreter (:func:`triton_interpreting`, the only reader
-  of ``TRITON_INTERPRET``);
-- the fp32 ``tl.dot`` precision of every Triton op (:func:`fp32_dot_precision`, read from
-  PyTorch's own setting for the matching cuBLAS/cuDNN op);
-- whether code is being traced (:func:`tracing`): ONNX export, ``torch.jit`` and
-  ``torch.compile`` get backends that declare ``traceable``;
-- which autograd path the eager encoder conv takes on the CPU (:func:`conv_grad_as_conv`).
+Every backend of an op takes the same inputs and declares itself in its own module
+(``BACKEND``, a :class:`~ecgfast.ops.backend.Backend`: the function that runs it, its
+:class:`~ecgfast.ops.backend.Capabilities`, its limits). This module knows where each
+backend lives (:data:`_MODULES`), imports it lazily (so a machine without Triton or a GPU
+runs the references), orders the backends for ``"auto"``, formats the reasons a backend
+was refused, and runs the chosen one (:func:`nt_xent`, :func:`encoder_block`). Under
+tracing (:func:`ecgfast.ops.backend.tracing`) a backend that is not traceable is replaced
+by "eager".
 
 Backend names: "eager" (the plain-PyTorch reference in :mod:`ecgfast.ops`), "streaming"
 (plain PyTorch that never materialises the large intermediate), "triton" (Triton kernels
@@ -26,12 +19,11 @@ is an error naming every reason, never a silent substitution.
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
+
+from ecgfast.ops.backend import Backend, tracing
 
 BACKENDS = ("auto", "eager", "streaming", "triton")
 
@@ -50,108 +42,6 @@ _MODULES = {
 
 #: "auto" uses the streaming NT-Xent on non-CUDA devices from this many rows (2N) up.
 NT_XENT_STREAMING_MIN_ROWS = 4096
-
-
-# ------------------------------------------------------------------ global choices
-
-
-def triton_interpreting() -> bool:
-    """True when Triton kernels run in its interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def tracing() -> bool:
-    """True under ``torch.jit`` tracing, ``torch.compile`` or ONNX export."""
-    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export())
-
-
-def fp32_dot_precision(kind: str) -> str:
-    """The fp32 ``tl.dot`` mode, "tf32" or "ieee", that PyTorch would use itself.
-
-    ``kind`` "matmul" follows ``torch.backends.cuda.matmul`` (cuBLAS), "conv" follows
-    ``torch.backends.cudnn.conv`` (cuDNN). Read through the ``fp32_precision`` API where
-    PyTorch has it (the legacy ``allow_tf32`` getters raise once that API is in use, and
-    its getter already resolves inheritance from the global setting), else through the
-    legacy flags.
-    """
-    if kind == "matmul":
-        node, legacy = torch.backends.cuda.matmul, "allow_tf32"
-    elif kind == "conv":
-        node = getattr(torch.backends.cudnn, "conv", None)
-        legacy = "allow_tf32"
-    else:
-        raise ValueError(f"kind must be 'matmul' or 'conv', got {kind!r}")
-    precision = getattr(node, "fp32_precision", None) if node is not None else None
-    if precision is not None:
-        return "tf32" if precision == "tf32" else "ieee"
-    flags = torch.backends.cuda.matmul if kind == "matmul" else torch.backends.cudnn
-    return "tf32" if getattr(flags, legacy) else "ieee"
-
-
-# ------------------------------------------------------------------ declarations
-
-
-def dtype_names(dtypes) -> str:
-    """``(float32, bfloat16, float16)`` -> "float32, bfloat16 or float16" (for messages)."""
-    names = [str(d).removeprefix("torch.") for d in dtypes]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend supports.
-
-    Attributes:
-        devices: device types it runs on (``None``: any, "meta" included).
-        dtypes: floating dtypes of its input tensors.
-        triton: Triton kernels: CUDA tensors, or CPU ones under the interpreter.
-        traceable: runs under tracing/compile/export (see :func:`tracing`).
-    """
-
-    devices: tuple[str, ...] | None = None
-    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16,
-                                       torch.float16)
-    triton: bool = False
-    traceable: bool = True
-
-    def reasons(self, x: torch.Tensor) -> list[str]:
-        """Why a backend with these capabilities cannot take ``x`` (empty when it can)."""
-        out = []
-        device = x.device.type
-        if self.triton:
-            if device != "cuda" and not (device == "cpu" and triton_interpreting()):
-                out.append(f"it needs CUDA tensors, got {x.device} (TRITON_INTERPRET=1 runs "
-                           "the kernels on CPU tensors, for tests)")
-        elif self.devices is not None and device not in self.devices:
-            out.append(f"it runs on {'/'.join(self.devices)} tensors, got {x.device}")
-        if x.dtype not in self.dtypes:
-            out.append(f"it takes {dtype_names(self.dtypes)} inputs, got {x.dtype}")
-        if not self.traceable and tracing():
-            out.append("it cannot run under tracing, torch.compile or ONNX export")
-        return out
-
-
-def _no_limits(*args, **kwargs) -> list[str]:
-    return []
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One backend of one op: ``run(*inputs)`` with the op's common signature.
-
-    ``limits(*inputs)`` returns op-specific reasons it cannot run (beyond the device and
-    dtype of the first tensor input, which :attr:`capabilities` covers).
-    """
-
-    op: str
-    name: str
-    run: Callable
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    limits: Callable[..., list[str]] = _no_limits
-
-    def not_supported_reasons(self, *inputs) -> list[str]:
-        return self.capabilities.reasons(inputs[0]) + list(self.limits(*inputs))
 
 
 class BackendUnavailable(ValueError):
@@ -281,11 +171,3 @@ def encoder_block(x: torch.Tensor, params, spec, dropout_keys, backend: str) -> 
     chosen = select("encoder_block", backend, x, params, spec, dropout_keys)
     return chosen.run(x, params, spec, dropout_keys)
 
-
-def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the eager conv uses the CPU backward that computes the weight gradient as a
-    convolution (:class:`ecgfast.ops.encoder_block._Conv1dWeightGradAsConv`, faster than aten's
-    CPU Conv1d backward for the encoder's long, narrow convolutions): CPU tensors, a
-    gradient needed, and not under :func:`tracing` (exporters see plain ``conv1d``)."""
-    return (x.device.type == "cpu" and torch.is_grad_enabled()
-            and (weight.requires_grad or x.requires_grad) and not tracing())

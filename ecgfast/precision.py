@@ -28,6 +28,9 @@ A non-finite loss under fp16 skips the step and halves the scale (what the scale
 for non-finite gradients); :data:`MAX_CONSECUTIVE_SKIPS` skipped steps in a row stop the
 run (:func:`ecgfast.training.pretrain` raises ``TrainingDivergedError``). Under fp32 and
 bf16 the first non-finite loss stops it.
+
+fp32 inputs of the Triton ops' ``tl.dot`` follow PyTorch's own TF32 setting for the
+matching cuBLAS or cuDNN op (:func:`fp32_dot_precision`).
 """
 
 from __future__ import annotations
@@ -81,6 +84,30 @@ def resolve_precision(name: str, device: torch.device) -> str:
         raise ValueError(f"precision='bf16': {torch.cuda.get_device_name(device)} does not "
                          "support bfloat16; use 'fp16' or 'fp32'")
     return name
+
+
+def fp32_dot_precision(kind: str) -> str:
+    """The fp32 ``tl.dot`` mode of the Triton ops, "tf32" or "ieee": what PyTorch would use
+    itself for the matching op.
+
+    ``kind`` "matmul" follows ``torch.backends.cuda.matmul`` (cuBLAS), "conv" follows
+    ``torch.backends.cudnn.conv`` (cuDNN). Read through the ``fp32_precision`` API where
+    PyTorch has it (the legacy ``allow_tf32`` getters raise once that API is in use, and
+    its getter already resolves inheritance from the global setting), else through the
+    legacy flags.
+    """
+    if kind == "matmul":
+        node, legacy = torch.backends.cuda.matmul, "allow_tf32"
+    elif kind == "conv":
+        node = getattr(torch.backends.cudnn, "conv", None)
+        legacy = "allow_tf32"
+    else:
+        raise ValueError(f"kind must be 'matmul' or 'conv', got {kind!r}")
+    precision = getattr(node, "fp32_precision", None) if node is not None else None
+    if precision is not None:
+        return "tf32" if precision == "tf32" else "ieee"
+    flags = torch.backends.cuda.matmul if kind == "matmul" else torch.backends.cudnn
+    return "tf32" if getattr(flags, legacy) else "ieee"
 
 
 #: How each op that autocast does not see runs while autocast is on (autocast is off

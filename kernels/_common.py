@@ -9,8 +9,8 @@ import torch
 import triton
 import triton.language as tl  # noqa: F401 (a @triton.jit function needs it in its globals)
 
-from ecgfast.dispatch import fp32_dot_precision
-from ecgfast.dispatch import triton_interpreting as interpreting  # the one TRITON_INTERPRET read
+from ecgfast.ops.backend import triton_interpreting as interpreting  # the one TRITON_INTERPRET read
+from ecgfast.precision import fp32_dot_precision
 
 
 @triton.jit
@@ -38,7 +38,7 @@ def buffer_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def dot_input_precision(dtype: torch.dtype, kind: str) -> str:
     """``tl.dot`` input precision for inputs of ``dtype``: PyTorch's fp32 choice for the
-    matching ``kind`` ("matmul" or "conv", see :func:`ecgfast.dispatch.fp32_dot_precision`),
+    matching ``kind`` ("matmul" or "conv", see :func:`ecgfast.precision.fp32_dot_precision`),
     "ieee" under the interpreter (numpy has no tf32) and for 16-bit inputs (ignored there)."""
     if dtype != torch.float32 or interpreting():
         return "ieee"

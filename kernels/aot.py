@@ -224,7 +224,7 @@ def compile_one(spec: KernelSpec, dtype: str, config: AOTConfig, target: str) ->
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from ecgfast.dispatch import triton_interpreting
+    from ecgfast.ops.backend import triton_interpreting
 
     if triton_interpreting():
         raise RuntimeError("AOT compilation needs TRITON_INTERPRET unset (run in a fresh "

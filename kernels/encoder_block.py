@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import torch
 
-from ecgfast.dispatch import Backend, Capabilities
 from ecgfast.kernels._common import KERNEL_DTYPES
 from ecgfast.kernels.encoder_block_conv1d import MAX_NUMEL, Conv1dActDropout, slope_supported
 from ecgfast.kernels.encoder_block_se_residual_pool import MAX_POOL_SIZE, SEResidualPool
+from ecgfast.ops.backend import Backend, Capabilities
 from ecgfast.ops.encoder_block import BlockParams, BlockSpec, check_dropout_keys, se_excite
 
 

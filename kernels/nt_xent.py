@@ -47,7 +47,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ecgfast.dispatch import Backend, Capabilities, dtype_names
 from ecgfast.kernels._common import (
     KERNEL_DTYPES,
     MAX_INT32_OFFSET,
@@ -69,6 +68,7 @@ from ecgfast.kernels.nt_xent_configs import (
     pick,
     sm_count,
 )
+from ecgfast.ops.backend import Backend, Capabilities, dtype_names
 from ecgfast.ops.nt_xent_distributed import RowShard
 
 LOG2E = 1.4426950408889634

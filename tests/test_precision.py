@@ -201,3 +201,15 @@ def test_triton_encoder_block_under_bf16_autocast_matches_eager():
     proc = subprocess.run([sys.executable, "-c", _TRITON_BF16], capture_output=True, text=True,
                           timeout=600, env=env, check=False)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_triton_dot_precision_follows_pytorch():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert precision.fp32_dot_precision("matmul") == "ieee"
+        matmul.allow_tf32 = True
+        assert precision.fp32_dot_precision("matmul") == "tf32"
+    finally:
+        matmul.allow_tf32 = before

@@ -31,9 +31,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ecgfast import dispatch
-from ecgfast.dispatch import Backend, Capabilities
 from ecgfast.keyed import keyed_dropout
+from ecgfast.ops.backend import Backend, Capabilities, tracing
 
 ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -199,6 +198,15 @@ def grad_like(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(param, dtype=grad.dtype).copy_(grad)
 
 
+def conv_grad_as_conv(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv1d_same` uses the CPU backward of :class:`_Conv1dWeightGradAsConv`
+    (the weight gradient as a convolution, faster than aten's CPU Conv1d backward for the
+    encoder's long, narrow convolutions): CPU tensors, a gradient needed, and not under
+    :func:`~ecgfast.ops.backend.tracing` (exporters and compilers see a plain ``conv1d``)."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled()
+            and (weight.requires_grad or x.requires_grad) and not tracing())
+
+
 class _Conv1dWeightGradAsConv(torch.autograd.Function):
     """``F.conv1d(x, weight, bias)`` (stride 1, no padding) with a CPU backward built
     from forward convolutions.
@@ -212,7 +220,7 @@ class _Conv1dWeightGradAsConv(torch.autograd.Function):
     its fast path (the measured effect: benchmarks/README.md, "Encoder"). Same maths,
     same results up to float rounding (tested against aten's backward). The weight
     gradient is returned in the weight's layout (:func:`grad_like`);
-    :func:`ecgfast.dispatch.conv_grad_as_conv` decides when this backward is used.
+    :func:`conv_grad_as_conv` decides when this backward is used.
     """
 
     @staticmethod
@@ -241,12 +249,12 @@ def conv1d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """Conv1d with stride 1 and 'same' padding; the extra zero of an even K goes right.
 
     x: (B, C_in, L); weight: (C_out, C_in, K) -> (B, C_out, L). Where
-    :func:`ecgfast.dispatch.conv_grad_as_conv` says so (CPU, gradients needed, not
+    :func:`conv_grad_as_conv` says so (CPU, gradients needed, not
     tracing), the backward of :class:`_Conv1dWeightGradAsConv` is used.
     """
     k = weight.shape[-1]
     x = F.pad(x, ((k - 1) // 2, k - 1 - (k - 1) // 2))
-    if dispatch.conv_grad_as_conv(x, weight):
+    if conv_grad_as_conv(x, weight):
         return _Conv1dWeightGradAsConv.apply(x, weight, bias)
     return F.conv1d(x, weight, bias)
 

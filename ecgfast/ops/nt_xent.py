@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ecgfast.dispatch import Backend, Capabilities
+from ecgfast.ops.backend import Backend, Capabilities
 
 
 def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

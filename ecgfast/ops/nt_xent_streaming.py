@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from ecgfast.dispatch import Backend, Capabilities
+from ecgfast.ops.backend import Backend, Capabilities
 from ecgfast.ops.nt_xent_distributed import RowShard
 
 #: Same eps as ``torch.nn.functional.normalize``.

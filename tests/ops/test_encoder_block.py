@@ -15,6 +15,7 @@ from ecgfast.ops.encoder_block import (
     BlockParams,
     BlockSpec,
     conv1d_same,
+    conv_grad_as_conv,
     encoder_block,
     random_block_params,
     se_residual_pool,
@@ -184,7 +185,7 @@ def test_cpu_conv_gradients_have_the_parameters_strides():
     torch.manual_seed(0)
     enc = ECGEncoder(EncoderConfig(filters=(6, 8, 10), kernel_sizes=(5, 4, 3)))
     x = torch.randn(3, 1, 120)
-    assert dispatch.conv_grad_as_conv(x, enc.blocks[0].conv1.weight)
+    assert conv_grad_as_conv(x, enc.blocks[0].conv1.weight)
     enc(x).square().sum().backward()
     for name, p in enc.named_parameters():
         assert p.grad.stride() == p.stride(), name
@@ -195,11 +196,11 @@ def test_cpu_conv_gradients_have_the_parameters_strides():
 
 def test_conv_backward_policy():
     x, w = torch.randn(2, 3, 30), torch.randn(4, 3, 5)
-    assert not dispatch.conv_grad_as_conv(x, w)  # no gradient needed
-    assert dispatch.conv_grad_as_conv(x, w.requires_grad_())
+    assert not conv_grad_as_conv(x, w)  # no gradient needed
+    assert conv_grad_as_conv(x, w.requires_grad_())
     with torch.no_grad():
-        assert not dispatch.conv_grad_as_conv(x, w)
-    assert not dispatch.conv_grad_as_conv(x.to("meta"), w.to("meta"))
+        assert not conv_grad_as_conv(x, w)
+    assert not conv_grad_as_conv(x.to("meta"), w.to("meta"))
 
 
 def test_encoder_runs_on_the_meta_device():

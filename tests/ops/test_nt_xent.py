@@ -172,18 +172,6 @@ def test_auto_resolution(monkeypatch):
     assert resolve("streaming", small) == "streaming"
 
 
-def test_triton_dot_precision_follows_pytorch(monkeypatch):
-    matmul = torch.backends.cuda.matmul
-    before = matmul.allow_tf32
-    try:
-        matmul.allow_tf32 = False
-        assert dispatch.fp32_dot_precision("matmul") == "ieee"
-        matmul.allow_tf32 = True
-        assert dispatch.fp32_dot_precision("matmul") == "tf32"
-    finally:
-        matmul.allow_tf32 = before
-
-
 def test_errors_name_the_argument(monkeypatch):
     z = torch.randn(4, 8)
     with pytest.raises(ValueError, match="z1 and z2 must have the same shape"):
