@@ -25,6 +25,7 @@ Training-loop helpers (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/P
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 
 import torch
@@ -153,6 +154,13 @@ def wrap_ddp(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
 
 
 def destroy_process_group() -> None:
-    """Tear down the process group if one is initialised."""
+    """Tear down the process group if one is initialised.
+
+    Garbage is collected first: a DistributedDataParallel wrapper no longer referenced can
+    still wait in a reference cycle, and its reducer, freed at interpreter exit after its
+    process group, aborted gloo processes at exit now and then (SIGABRT, "terminate
+    called without an active exception") after a run that had finished and saved.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
