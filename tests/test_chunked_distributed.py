@@ -50,25 +50,29 @@ def _objective(name, gather):
     return build_objective(name, ECGEncoder(TINY), gather_distributed=gather)
 
 
+def _train(ctx, name, path):
+    rank = ctx.rank
+    objective = _objective(name, gather=True)
+    cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK, **STEP)
+    stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective,
+                              Precision(cfg.precision, ctx.device), CHUNK, WORLD)
+    record = {"loss": [], "grads": []}
+    for step, x in enumerate(_batches()):
+        out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], _random(rank, step), 0,
+                      step, STEPS)
+        assert out.status == "ok"
+        record["loss"].append(out.loss)
+        record["grads"].append([p.grad.clone() for p in objective.parameters()])
+    record["weights"] = [p.detach().clone() for p in objective.parameters()]
+    torch.save(record, path)
+
+
 def _worker(rank, port, out_dir):
     gloo_worker_env(rank, WORLD, port)
     ctx = init_process_group_from_env("cpu")
-    try:
+    try:  # the DDP wrappers are gone (with _train's frame) before their process group
         for name in NAMES:
-            objective = _objective(name, gather=True)
-            cfg = PretrainConfig(objective=name, batch_size=PER_RANK, chunk_size=CHUNK,
-                                 **STEP)
-            stepper = TrainStep.build(cfg, wrap_ddp(objective, ctx), objective,
-                                      Precision(cfg.precision, ctx.device), CHUNK, WORLD)
-            record = {"loss": [], "grads": []}
-            for step, x in enumerate(_batches()):
-                out = stepper(x[rank * PER_RANK:(rank + 1) * PER_RANK], _random(rank, step), 0,
-                              step, STEPS)
-                assert out.status == "ok"
-                record["loss"].append(out.loss)
-                record["grads"].append([p.grad.clone() for p in objective.parameters()])
-            record["weights"] = [p.detach().clone() for p in objective.parameters()]
-            torch.save(record, os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+            _train(ctx, name, os.path.join(out_dir, f"{name}-rank{rank}.pt"))
     finally:
         dist.barrier()
         destroy_process_group()

@@ -58,17 +58,21 @@ class _Control(torch.nn.Module):
         return _TransposedGrad.apply(x, self.weight)
 
 
+def _record(ctx, path):
+    torch.manual_seed(0)
+    config = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager")
+    encoder = wrap_ddp(ECGEncoder(config), ctx)
+    found = {"encoder": _stride_warnings(encoder, torch.randn(3, 1, 160))}
+    found["control"] = _stride_warnings(wrap_ddp(_Control(), ctx), torch.randn(4, 1))
+    with open(path, "w") as f:
+        json.dump(found, f)
+
+
 def _worker(rank, port, out_dir):
     gloo_worker_env(rank, WORLD, port)
     ctx = init_process_group_from_env("cpu")
-    try:
-        torch.manual_seed(0)
-        config = EncoderConfig(filters=(8, 12, 16), kernel_sizes=(7, 4, 3), backend="eager")
-        encoder = wrap_ddp(ECGEncoder(config), ctx)
-        found = {"encoder": _stride_warnings(encoder, torch.randn(3, 1, 160))}
-        found["control"] = _stride_warnings(wrap_ddp(_Control(), ctx), torch.randn(4, 1))
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(found, f)
+    try:  # the DDP wrappers are gone (with _record's frame) before their process group
+        _record(ctx, os.path.join(out_dir, f"rank{rank}.json"))
     finally:
         destroy_process_group()
 

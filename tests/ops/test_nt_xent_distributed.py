@@ -117,44 +117,47 @@ def _anchor_work(backend):
     return read
 
 
+def _case(ctx, case, path):
+    sizes, backend, dtype = CASES[case]
+    x1, x2, proj = _global_batch(case, sum(sizes))
+    start = sum(sizes[:ctx.rank])
+    sl = slice(start, start + sizes[ctx.rank])
+    model = wrap_ddp(proj, ctx)
+    z1, z2 = model(x1[sl]), model(x2[sl])
+    z1.retain_grad()
+    z2.retain_grad()
+    work = _anchor_work(backend) if backend in ("streaming", "triton") else None
+    loss = NTXentLoss(TAU, backend=backend, gather_distributed=True)(z1.to(dtype), z2.to(dtype))
+    loss.backward()
+    # gather_with_grad is also usable alone: rows in rank order.
+    gathered = gather_with_grad(x1[sl])
+    torch.save(
+        {"loss": loss.detach(), "weight": proj.weight.grad, "bias": proj.bias.grad,
+         "dz1": z1.grad, "dz2": z2.grad, "slice": (sl.start, sl.stop),
+         "gathered_ok": bool(torch.equal(gathered, x1)), "work": work() if work else None},
+        path,
+    )
+
+
 def _worker(rank, port, out_dir, cases):
     gloo_worker_env(rank, WORLD, port)
-    # CPU tensors here, GPU or not: the Triton case runs in the interpreter (the variable
-    # is read when ecgfast.kernels is first imported, which this fresh process has not done)
-    os.environ["TRITON_INTERPRET"] = "1"
     ctx = init_process_group_from_env("cpu")
-    try:
+    try:  # the DDP wrappers are gone (with _case's frame) before their process group
         assert ctx.distributed and ctx.backend == "gloo" and ctx.rank == rank
         for case in cases:
-            sizes, backend, dtype = CASES[case]
-            x1, x2, proj = _global_batch(case, sum(sizes))
-            start = sum(sizes[:rank])
-            sl = slice(start, start + sizes[rank])
-            model = wrap_ddp(proj, ctx)
-            z1, z2 = model(x1[sl]), model(x2[sl])
-            z1.retain_grad()
-            z2.retain_grad()
-            work = _anchor_work(backend) if backend in ("streaming", "triton") else None
-            loss = NTXentLoss(TAU, backend=backend, gather_distributed=True)(
-                z1.to(dtype), z2.to(dtype))
-            loss.backward()
-            # gather_with_grad is also usable alone: rows in rank order.
-            gathered = gather_with_grad(x1[sl])
-            torch.save(
-                {"loss": loss.detach(), "weight": proj.weight.grad, "bias": proj.bias.grad,
-                 "dz1": z1.grad, "dz2": z2.grad, "slice": (sl.start, sl.stop),
-                 "gathered_ok": bool(torch.equal(gathered, x1)),
-                 "work": work() if work else None},
-                os.path.join(out_dir, f"case{case}-rank{rank}.pt"),
-            )
+            _case(ctx, case, os.path.join(out_dir, f"case{case}-rank{rank}.pt"))
     finally:
         dist.barrier()
         destroy_process_group()
 
 
 @pytest.mark.parametrize("cases", GROUPS)
-def test_two_gloo_ranks_equal_one_process(tmp_path, cases):
+def test_two_gloo_ranks_equal_one_process(tmp_path, cases, monkeypatch):
     """Even slices (eager), uneven slices (streaming, Triton), a 1-row slice ("auto")."""
+    # CPU tensors in the ranks, GPU or not: the Triton case runs in the interpreter. The
+    # ranks inherit the variable from their start: Triton reads it when a kernel is
+    # decorated, and this module imports Triton (interpreter_broken) before a worker runs.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     mp.spawn(_worker, args=(free_port(), str(tmp_path), cases), nprocs=WORLD, join=True)
     for case in cases:
         sizes, backend, dtype = CASES[case]
