@@ -17,8 +17,9 @@ def test_gather_without_process_group_is_identity():
 
 
 def test_destroy_frees_unreferenced_ddp_wrappers_before_their_process_group():
-    """A DistributedDataParallel wrapper out of scope still waits in a reference cycle; freed
-    at interpreter exit, after its process group, it aborted gloo ranks now and then.
+    """A DistributedDataParallel wrapper out of scope can wait in a reference cycle (DDP's
+    own hooks form one at times; here a forward hook that closes over the wrapper does);
+    freed at interpreter exit, after its process group, it aborted gloo ranks now and then.
     destroy_process_group collects it first (automatic collection is off here, so only that
     call can free it)."""
     import gc
@@ -30,6 +31,7 @@ def test_destroy_frees_unreferenced_ddp_wrappers_before_their_process_group():
 
     def train_a_step() -> weakref.ref:
         model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 3))
+        model.register_forward_hook(lambda module, args, out: model.module and None)
         model(torch.randn(5, 4)).sum().backward()
         return weakref.ref(model)
 
@@ -38,7 +40,7 @@ def test_destroy_frees_unreferenced_ddp_wrappers_before_their_process_group():
     try:
         dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
         wrapper = train_a_step()
-        assert wrapper() is not None  # held by its own cycle
+        assert wrapper() is not None  # held by the cycle
         destroy_process_group()
         assert wrapper() is None
     finally:
