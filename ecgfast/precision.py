@@ -97,17 +97,15 @@ def fp32_dot_precision(kind: str) -> str:
     legacy flags.
     """
     if kind == "matmul":
-        node, legacy = torch.backends.cuda.matmul, "allow_tf32"
+        node, flags = torch.backends.cuda.matmul, torch.backends.cuda.matmul
     elif kind == "conv":
-        node = getattr(torch.backends.cudnn, "conv", None)
-        legacy = "allow_tf32"
+        node, flags = getattr(torch.backends.cudnn, "conv", None), torch.backends.cudnn
     else:
         raise ValueError(f"kind must be 'matmul' or 'conv', got {kind!r}")
     precision = getattr(node, "fp32_precision", None) if node is not None else None
     if precision is not None:
         return "tf32" if precision == "tf32" else "ieee"
-    flags = torch.backends.cuda.matmul if kind == "matmul" else torch.backends.cudnn
-    return "tf32" if getattr(flags, legacy) else "ieee"
+    return "tf32" if flags.allow_tf32 else "ieee"
 
 
 #: How each op that autocast does not see runs while autocast is on (autocast is off
