@@ -3,7 +3,8 @@
 The references are the truth that the fused backends (the Triton kernels, the streaming
 NT-Xent of :mod:`ecgfast.ops.nt_xent_streaming`) are tested against, and the eager backend
 that models and losses run when no faster backend is chosen. Each op's files carry its
-name (``nt_xent*.py``, ``encoder_block.py``). Nothing here imports Triton. The encoder
+name (``nt_xent*.py``, ``encoder_block.py``); :mod:`ecgfast.ops.backend` holds what every
+backend, these and the Triton kernels, declares itself with. Nothing here imports Triton. The encoder
 block op, :func:`ecgfast.ops.encoder_block.encoder_block`, takes ``(x, BlockParams,
 BlockSpec, dropout_keys)``, the same inputs as its Triton backend (not re-exported here:
 the name is its module's).
